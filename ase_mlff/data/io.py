@@ -1,0 +1,173 @@
+"""Readers and writers for the field's real formats, and the shipped-data registry.
+
+- MD17 (sGDML) npz: keys ``z`` (N,), ``R`` (S, N, 3) Å, ``E`` (S,) or (S, 1) kcal/mol,
+  ``F`` (S, N, 3) kcal/mol/Å.
+- rMD17 npz: ``nuclear_charges``, ``coords``, ``energies``, ``forces`` (same units).
+- Anything ``ase.io.read`` reads (extxyz, traj, ...), and ASE databases (``.db``).
+- The native npz format of :class:`~ase_mlff.data.dataset.Dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import units
+
+from ase_mlff.data.dataset import Dataset, DatasetError
+
+KCAL_PER_MOL = units.kcal / units.mol  # eV per kcal/mol
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+
+#: name -> file in ``ase_mlff/data/shipped``; each has ``<stem>.provenance.json`` beside it.
+SHIPPED_DATASETS = {"aspirin": "aspirin_gfn2_500K.npz"}
+
+
+def _md17_like(
+    path: Path, z: np.ndarray, r: np.ndarray, e: np.ndarray, f: np.ndarray, fmt: str
+) -> Dataset:
+    z = np.asarray(z, dtype=np.int64).reshape(-1)
+    r = np.asarray(r, dtype=np.float64)
+    if r.ndim != 3 or r.shape[1:] != (len(z), 3):
+        raise DatasetError(f"{path}: coordinates of shape {r.shape} do not match {len(z)} atoms")
+    n_frames, n_atoms = r.shape[0], len(z)
+    e = np.asarray(e, dtype=np.float64).reshape(n_frames) * KCAL_PER_MOL
+    f = np.asarray(f, dtype=np.float64).reshape(n_frames, n_atoms, 3) * KCAL_PER_MOL
+    return Dataset(
+        numbers_n=np.tile(z, n_frames),
+        positions_nc=r.reshape(-1, 3),
+        n_atoms_s=np.full(n_frames, n_atoms),
+        cell_s33=np.zeros((n_frames, 3, 3)),
+        pbc_s3=np.zeros((n_frames, 3), bool),
+        energy_s=e,
+        forces_nc=f.reshape(-1, 3),
+        config_type_s=np.full(n_frames, fmt),
+        provenance={"source": str(path), "format": fmt, "units_converted": "kcal/mol -> eV"},
+    )
+
+
+def read_md17(path: str | Path) -> Dataset:
+    """Read an MD17 (sGDML) npz file; energies and forces converted from kcal/mol to eV."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"MD17 file not found: {path}")
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"z", "R", "E", "F"} - set(f.files)
+        if missing:
+            raise DatasetError(f"{path} is not an MD17 npz: missing keys {sorted(missing)}")
+        return _md17_like(path, f["z"], f["R"], f["E"], f["F"], "md17")
+
+
+def read_rmd17(path: str | Path) -> Dataset:
+    """Read a revised-MD17 npz file; energies and forces converted from kcal/mol to eV."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"rMD17 file not found: {path}")
+    with np.load(path, allow_pickle=False) as f:
+        keys = {"nuclear_charges", "coords", "energies", "forces"}
+        missing = keys - set(f.files)
+        if missing:
+            raise DatasetError(f"{path} is not an rMD17 npz: missing keys {sorted(missing)}")
+        return _md17_like(
+            path, f["nuclear_charges"], f["coords"], f["energies"], f["forces"], "rmd17"
+        )
+
+
+def read_ase(path: str | Path, index: str | int | slice = ":", **kwargs: Any) -> Dataset:
+    """Read anything ``ase.io.read`` understands (extxyz, ASE trajectory, ...)."""
+    import ase.io
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    images = ase.io.read(path, index=index, **kwargs)
+    if not isinstance(images, list):
+        images = [images]
+    ds = Dataset.from_atoms(images, provenance={"source": str(path), "format": "ase.io"})
+    return ds
+
+
+def read_db(path: str | Path, selection: str | None = None) -> Dataset:
+    """Read an ASE database; energies/forces/stress come from each row's stored results."""
+    from ase.db import connect
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"ASE database not found: {path}")
+    with connect(path) as db:
+        images = [row.toatoms(add_additional_information=False) for row in db.select(selection)]
+    if not images:
+        raise DatasetError(f"{path}: no rows match selection {selection!r}")
+    return Dataset.from_atoms(images, provenance={"source": str(path), "format": "ase.db"})
+
+
+def write_npz(dataset: Dataset, path: str | Path) -> Path:
+    """Write the native npz (arrays + provenance) format."""
+    return dataset.save_npz(path)
+
+
+def write_extxyz(dataset: Dataset, path: str | Path) -> Path:
+    """Write an extended-XYZ file with energy, forces (and stress) of every frame."""
+    import ase.io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, dataset.to_atoms_list(), format="extxyz")
+    return path
+
+
+def write_db(dataset: Dataset, path: str | Path) -> Path:
+    """Write an ASE database with the labels of every frame."""
+    from ase.db import connect
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(path, append=False) as db:
+        for atoms in dataset.to_atoms_list():
+            db.write(atoms)
+    return path
+
+
+def provenance_path(npz_path: Path) -> Path:
+    return npz_path.with_name(npz_path.name.removesuffix(".npz") + ".provenance.json")
+
+
+def load_dataset(name_or_path: str | Path) -> Dataset:
+    """Load a shipped dataset by name (``"aspirin"``) or any supported file by path.
+
+    The format is chosen by content: native npz, MD17 npz, rMD17 npz, ASE db, or any
+    file ``ase.io.read`` accepts.
+    """
+    key = str(name_or_path)
+    if key in SHIPPED_DATASETS:
+        path = SHIPPED_DIR / SHIPPED_DATASETS[key]
+        if not path.exists():
+            raise FileNotFoundError(
+                f"shipped dataset {key!r} is missing at {path}; regenerate it with "
+                "`python -m ase_mlff.recipes.make_reference`"
+            )
+        ds = Dataset.load_npz(path)
+        prov = provenance_path(path)
+        if prov.exists():
+            ds.provenance = {**json.loads(prov.read_text()), **ds.provenance}
+        return ds
+    path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no dataset named {key!r} (shipped: {sorted(SHIPPED_DATASETS)}) and no such file"
+        )
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            files = set(f.files)
+        if "format_version" in files:
+            return Dataset.load_npz(path)
+        if {"z", "R", "E", "F"} <= files:
+            return read_md17(path)
+        if {"nuclear_charges", "coords", "energies", "forces"} <= files:
+            return read_rmd17(path)
+        raise DatasetError(f"{path}: unrecognised npz keys {sorted(files)}")
+    if path.suffix == ".db":
+        return read_db(path)
+    return read_ase(path)
