@@ -1,0 +1,125 @@
+"""The ASE adapter over any torch potential of this project.
+
+    from ase_mlff.calculators import MLFFCalculator
+    atoms.calc = MLFFCalculator("aspirin-painn")          # shipped model
+    atoms.calc = MLFFCalculator("runs/painn/best")         # a checkpoint directory
+    atoms.calc = MLFFCalculator(my_module, dtype="float32")
+
+Energy, free energy, forces (and the stress of periodic systems) are filled in one pass;
+conversions of dtype/device happen here, at the boundary, and every result is detached.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.models.base import compute_properties
+from ase_mlff.models.io import CheckpointError, load_model
+
+SHIPPED_MODELS_DIR = Path(__file__).parent / "shipped"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def shipped_models() -> list[str]:
+    """Names of the models that ship with the package."""
+    if not SHIPPED_MODELS_DIR.exists():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / "model.json").exists())
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A shipped model name or a checkpoint path -> the checkpoint directory."""
+    if (SHIPPED_MODELS_DIR / str(name_or_path) / "model.json").exists():
+        return SHIPPED_MODELS_DIR / str(name_or_path)
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    raise CheckpointError(
+        f"{name_or_path!r} is neither a shipped model ({', '.join(shipped_models()) or 'none'}) "
+        "nor an existing checkpoint path"
+    )
+
+
+class MLFFCalculator(Calculator):
+    """ASE calculator for a trained potential (shipped name, checkpoint path or module).
+
+    Args:
+        model: shipped model name (``"aspirin-painn"``), checkpoint directory, or a
+            :class:`~ase_mlff.models.Potential` instance (copied, not modified).
+        device: torch device (``"cpu"``, ``"cuda"``, ...).
+        dtype: ``"float64"`` (default; MD-grade precision) or ``"float32"``.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: str | Path | torch.nn.Module = "aspirin-painn",
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float64",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if isinstance(model, torch.nn.Module):
+            self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+            self.metadata: dict[str, Any] = {"model": getattr(model, "config", {})}
+        else:
+            self.model, self.metadata = load_model(
+                resolve_model_path(model), device=self.device, dtype=self.dtype
+            )
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.species = getattr(self.model, "species", None)
+
+    def _check(self, atoms: Atoms) -> None:
+        if len(atoms) == 0:
+            raise ValueError("MLFFCalculator got an empty Atoms object")
+        if not np.all(np.isfinite(atoms.positions)):
+            raise ValueError("atoms.positions contain NaN or inf")
+        if self.species is not None:
+            unknown = sorted(set(atoms.numbers.tolist()) - set(self.species))
+            if unknown:
+                from ase.data import chemical_symbols
+
+                names = ", ".join(chemical_symbols[z] for z in unknown)
+                known = ", ".join(chemical_symbols[z] for z in self.species)
+                raise ValueError(
+                    f"the model was never trained on element(s) {names}; it knows {known}"
+                )
+        if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-12:
+            raise ValueError("periodic Atoms need a cell with non-zero volume")
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        properties = properties or ["energy"]
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        self._check(atoms)
+        periodic = bool(atoms.pbc.all())
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError("stress is only defined for 3-D periodic systems")
+        batch = Batch.from_atoms(atoms, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device)
+        out = compute_properties(self.model, batch, forces=True, stress=periodic)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out["forces"].cpu().double().numpy(),
+        }
+        if periodic:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].cpu().double().numpy())

@@ -1,0 +1,216 @@
+"""A batch of many systems (molecules or periodic cells) in one flat set of tensors.
+
+Shapes: ``N`` atoms of all systems, ``S`` systems, ``E`` edges. Atoms of a system are
+contiguous and ``system_n`` gives each atom's system. Units: Å, eV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import Tensor
+
+from ase_mlff.graph.neighbours import neighbour_list
+
+
+@dataclass
+class Batch:
+    """Flat tensors of a batch of systems plus their neighbour graph and optional labels.
+
+    Attributes:
+        numbers_n: (N,) atomic numbers, long.
+        pos_nc: (N, 3) positions, Å.
+        cell_s33: (S, 3, 3) cell rows, Å.
+        pbc_s3: (S, 3) bool.
+        system_n: (N,) system index of every atom, long.
+        n_atoms_s: (S,) atoms per system, long.
+        edge_index_2e: (2, E) centre i, neighbour j.
+        shift_e3: (E, 3) integer cell shifts, ``D = x_j - x_i + shift · cell``.
+        cutoff: the cutoff the graph was built with, Å.
+        energy_s, forces_nc, stress_s33, weight_s: optional labels (eV, eV/Å, eV/Å³).
+    """
+
+    numbers_n: Tensor
+    pos_nc: Tensor
+    cell_s33: Tensor
+    pbc_s3: Tensor
+    system_n: Tensor
+    n_atoms_s: Tensor
+    edge_index_2e: Tensor
+    shift_e3: Tensor
+    cutoff: float
+    energy_s: Tensor | None = None
+    forces_nc: Tensor | None = None
+    stress_s33: Tensor | None = None
+    weight_s: Tensor | None = None
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.n_atoms_s.shape[0])
+
+    @property
+    def periodic(self) -> bool:
+        return bool(self.pbc_s3.any())
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos_nc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pos_nc.dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Batch:
+        """Move to a device; floating tensors are cast to ``dtype`` when given."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                cast = dtype and v.is_floating_point() and f.name != "energy_s"
+                v = v.to(device=device, dtype=dtype if cast else None)
+            out[f.name] = v
+        return Batch(**out)
+
+    def with_positions(self, pos_nc: Tensor, cell_s33: Tensor | None = None) -> Batch:
+        """A batch with new positions (and cell) and a freshly built neighbour graph."""
+        cell = self.cell_s33 if cell_s33 is None else cell_s33
+        edge_index, shift = neighbour_list(
+            pos_nc.detach(), cell.detach(), self.pbc_s3, self.system_n, self.n_atoms_s, self.cutoff
+        )
+        return replace(self, pos_nc=pos_nc, cell_s33=cell, edge_index_2e=edge_index, shift_e3=shift)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        numbers_n: np.ndarray | Tensor,
+        pos_nc: np.ndarray | Tensor,
+        n_atoms_s: np.ndarray | Tensor,
+        cell_s33: np.ndarray | Tensor | None = None,
+        pbc_s3: np.ndarray | Tensor | None = None,
+        *,
+        cutoff: float,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        energy_s: np.ndarray | Tensor | None = None,
+        forces_nc: np.ndarray | Tensor | None = None,
+        stress_s33: np.ndarray | Tensor | None = None,
+        weight_s: np.ndarray | Tensor | None = None,
+    ) -> Batch:
+        def f(x: np.ndarray | Tensor | None) -> Tensor | None:
+            return None if x is None else torch.as_tensor(x, dtype=dtype, device=device)
+
+        numbers = torch.as_tensor(numbers_n, dtype=torch.long, device=device).reshape(-1)
+        pos = torch.as_tensor(pos_nc, dtype=dtype, device=device).reshape(-1, 3)
+        n_atoms = torch.as_tensor(n_atoms_s, dtype=torch.long, device=device).reshape(-1)
+        n_sys = len(n_atoms)
+        if len(numbers) == 0 or n_sys == 0:
+            raise ValueError("a batch needs at least one system with at least one atom")
+        if int(n_atoms.sum()) != len(numbers) or len(pos) != len(numbers):
+            raise ValueError("numbers, positions and n_atoms do not agree in size")
+        if not bool(torch.isfinite(pos).all()):
+            raise ValueError("positions contain NaN or inf")
+        cell = (
+            torch.zeros(n_sys, 3, 3, dtype=dtype, device=device)
+            if cell_s33 is None
+            else torch.as_tensor(cell_s33, dtype=dtype, device=device).reshape(n_sys, 3, 3)
+        )
+        pbc = (
+            torch.zeros(n_sys, 3, dtype=torch.bool, device=device)
+            if pbc_s3 is None
+            else torch.as_tensor(pbc_s3, dtype=torch.bool, device=device).reshape(n_sys, 3)
+        )
+        system = torch.repeat_interleave(torch.arange(n_sys, device=device), n_atoms)
+        edge_index, shift = neighbour_list(pos, cell, pbc, system, n_atoms, cutoff)
+        return cls(
+            numbers_n=numbers,
+            pos_nc=pos,
+            cell_s33=cell,
+            pbc_s3=pbc,
+            system_n=system,
+            n_atoms_s=n_atoms,
+            edge_index_2e=edge_index,
+            shift_e3=shift,
+            cutoff=float(cutoff),
+            # total energies (~1e3 eV) keep float64 whatever the model dtype
+            energy_s=None
+            if energy_s is None
+            else torch.as_tensor(energy_s, dtype=torch.float64, device=device),
+            forces_nc=f(forces_nc),
+            stress_s33=f(stress_s33),
+            weight_s=f(weight_s),
+        )
+
+    @classmethod
+    def from_atoms(
+        cls,
+        images: Atoms | Sequence[Atoms],
+        *,
+        cutoff: float,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> Batch:
+        """Build from ASE Atoms (one or many; different molecules may be mixed)."""
+        if isinstance(images, Atoms):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("no structures given")
+        for k, a in enumerate(images):
+            if len(a) == 0:
+                raise ValueError(f"structure {k} is an empty Atoms")
+        return cls.from_arrays(
+            np.concatenate([a.numbers for a in images]),
+            np.concatenate([a.positions for a in images]),
+            np.array([len(a) for a in images]),
+            np.stack([np.asarray(a.cell[:]) for a in images]),
+            np.stack([a.pbc for a in images]),
+            cutoff=cutoff,
+            dtype=dtype,
+            device=device,
+        )
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset,  # ase_mlff.data.Dataset (not imported: graph knows no data layer types)
+        frames: Sequence[int] | np.ndarray | None = None,
+        *,
+        cutoff: float,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        labels: bool = True,
+    ) -> Batch:
+        frames = np.arange(len(dataset)) if frames is None else np.asarray(frames, dtype=np.int64)
+        atoms = dataset.atom_index(frames)
+        return cls.from_arrays(
+            dataset.numbers_n[atoms],
+            dataset.positions_nc[atoms],
+            dataset.n_atoms_s[frames],
+            dataset.cell_s33[frames],
+            dataset.pbc_s3[frames],
+            cutoff=cutoff,
+            dtype=dtype,
+            device=device,
+            energy_s=dataset.energy_s[frames] if labels else None,
+            forces_nc=dataset.forces_nc[atoms] if labels else None,
+            stress_s33=(
+                dataset.stress_s33[frames] if labels and dataset.stress_s33 is not None else None
+            ),
+            weight_s=dataset.weight_s[frames] if labels else None,
+        )
+
+
+def edge_vectors(batch: Batch, pos_nc: Tensor | None = None, cell_s33: Tensor | None = None) -> Tensor:
+    """(E, 3) edge vectors ``x_j - x_i + shift · cell``, differentiable in pos and cell."""
+    pos = batch.pos_nc if pos_nc is None else pos_nc
+    cell = batch.cell_s33 if cell_s33 is None else cell_s33
+    i, j = batch.edge_index_2e
+    vec = pos[j] - pos[i]
+    if batch.periodic and batch.shift_e3.numel():
+        cell_e = cell[batch.system_n[i]]
+        vec = vec + torch.einsum("ec,ecd->ed", batch.shift_e3.to(pos.dtype), cell_e)
+    return vec

@@ -1,0 +1,72 @@
+"""Energy and force errors of a potential on a dataset (batched prediction, no per-frame loop
+over atoms). Energies in eV (per structure and per atom), forces in eV/Å."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.models.base import compute_properties
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    stress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Predicted ``energy`` (S,), ``forces`` (N, 3) (and ``stress``) for every frame."""
+    energies, forces, stresses = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        frames = np.arange(start, min(start + batch_size, len(dataset)))
+        b = Batch.from_dataset(
+            dataset, frames, cutoff=model.cutoff, dtype=dtype, device=device, labels=False
+        )
+        out = compute_properties(model, b, forces=True, stress=stress)
+        energies.append(out["energy"].cpu().numpy())
+        forces.append(out["forces"].cpu().double().numpy())
+        if stress:
+            stresses.append(out["stress"].cpu().double().numpy())
+    res = {"energy": np.concatenate(energies), "forces": np.concatenate(forces)}
+    if stress:
+        res["stress"] = np.concatenate(stresses)
+    return res
+
+
+def error_metrics(
+    pred_energy_s: np.ndarray,
+    pred_forces_nc: np.ndarray,
+    dataset,
+) -> dict[str, float]:
+    """MAE/RMSE of energy (per structure and per atom) and force components; eV, eV/Å.
+
+    ``forces_max_err`` is paper 002's Eq. 2: the mean over frames of each frame's largest
+    per-atom force-error norm.
+    """
+    de = pred_energy_s - dataset.energy_s
+    de_atom = de / dataset.n_atoms_s
+    df = pred_forces_nc - dataset.forces_nc
+    norm_n = np.linalg.norm(df, axis=1)
+    frame_n = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
+    max_s = np.full(len(dataset), -np.inf)
+    np.maximum.at(max_s, frame_n, norm_n)
+    return {
+        "energy_mae": float(np.mean(np.abs(de))),
+        "energy_rmse": float(np.sqrt(np.mean(de**2))),
+        "energy_mae_per_atom": float(np.mean(np.abs(de_atom))),
+        "energy_rmse_per_atom": float(np.sqrt(np.mean(de_atom**2))),
+        "forces_mae": float(np.mean(np.abs(df))),
+        "forces_rmse": float(np.sqrt(np.mean(df**2))),
+        "forces_max_err": float(np.mean(max_s)),
+    }
+
+
+def evaluate(model: torch.nn.Module, dataset, **kwargs) -> dict[str, float]:
+    """:func:`predict` then :func:`error_metrics`."""
+    p = predict(model, dataset, **kwargs)
+    return error_metrics(p["energy"], p["forces"], dataset)

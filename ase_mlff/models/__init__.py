@@ -1,0 +1,39 @@
+"""Torch potentials: one interface, batch -> per-system energy; forces/stress by autograd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase_mlff.models.base import AtomicReference, Potential, compute_properties
+from ase_mlff.models.io import CheckpointError, load_model, save_model
+from ase_mlff.models.painn import PaiNN
+from ase_mlff.models.schnet import SchNet
+
+#: name -> class; every class rebuilds itself from its ``config`` dict
+MODELS: dict[str, type[Potential]] = {"schnet": SchNet, "painn": PaiNN}
+
+
+def build_model(config: dict[str, Any]) -> Potential:
+    """Build a potential from a config dict such as ``{"name": "painn", "hidden": 64}``."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    try:
+        return MODELS[name](**config)
+    except TypeError as err:
+        raise ValueError(f"bad configuration for model {name!r}: {err}") from err
+
+
+__all__ = [
+    "MODELS",
+    "AtomicReference",
+    "CheckpointError",
+    "PaiNN",
+    "Potential",
+    "SchNet",
+    "build_model",
+    "compute_properties",
+    "load_model",
+    "save_model",
+]

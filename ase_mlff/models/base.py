@@ -1,0 +1,169 @@
+"""The one interface of every potential: a batch in, per-system energy out.
+
+Forces and stress are never predicted directly: they come from autograd of the energy,
+
+    F = -∂E/∂x,          σ = (1/V) ∂E/∂ε   (ε: symmetric strain applied to x and cell),
+
+so every potential conserves energy and its stress is the strain derivative (ASE's sign
+convention: the numerical stress of ``ase.calculators.calculator`` is the same quantity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ase_mlff.graph.batch import Batch, edge_vectors
+
+MAX_Z = 118
+
+
+class Potential(nn.Module):
+    """Base class: ``forward(batch) -> energy_s`` (S,), eV.
+
+    Subclasses set ``cutoff`` (Å), keep a JSON-serialisable ``config`` from which
+    :func:`ase_mlff.models.build_model` rebuilds them, and list the atomic numbers they
+    can handle in ``species`` (None: any element).
+    """
+
+    cutoff: float
+    config: dict[str, Any]
+    species: list[int] | None = None
+
+    def forward(self, batch: Batch) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """Sum rows of ``src`` into ``dim_size`` bins given by ``index`` (vectorised)."""
+    out = torch.zeros((dim_size, *src.shape[1:]), dtype=src.dtype, device=src.device)
+    return out.index_add_(0, index, src)
+
+
+class AtomicReference(nn.Module):
+    """Per-element reference energies and the scale of the learned part.
+
+    ``E = Σ_i (scale · ε_i + e_ref[Z_i])`` where ``ε_i`` is a network's dimensionless
+    per-atom output. ``e_ref`` is fitted by least squares of the training energies on the
+    element counts, ``scale`` is the RMS of the training force components (the usual
+    choice in SchNetPack/NequIP: it makes the network's output O(1) in force units).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("e_ref", torch.zeros(MAX_Z + 1, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def fit(self, dataset) -> dict[str, float]:
+        """Fit ``e_ref`` and ``scale`` on a :class:`~ase_mlff.data.Dataset`; returns stats."""
+        species = dataset.species
+        frame = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
+        col = np.searchsorted(species, dataset.numbers_n)
+        counts = np.zeros((len(dataset), len(species)))
+        np.add.at(counts, (frame, col), 1.0)
+        ok = np.isfinite(dataset.energy_s)
+        e_ref = np.zeros(MAX_Z + 1)
+        if ok.any():
+            coef, *_ = np.linalg.lstsq(counts[ok], dataset.energy_s[ok], rcond=None)
+            e_ref[species] = coef
+        f = dataset.forces_nc[np.all(np.isfinite(dataset.forces_nc), axis=1)]
+        scale = float(np.sqrt(np.mean(f**2))) if len(f) else 1.0
+        self.e_ref.copy_(torch.as_tensor(e_ref))
+        self.scale.fill_(scale if scale > 0 else 1.0)
+        resid = dataset.energy_s[ok] - counts[ok] @ e_ref[species] if ok.any() else np.zeros(1)
+        return {
+            "force_rms": float(self.scale),
+            "energy_residual_std_per_atom": float(np.std(resid / dataset.n_atoms_s[ok]))
+            if ok.any()
+            else 0.0,
+        }
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # device moves apply, dtype casts do not: total energies of ~1e3 eV need float64
+        super()._apply(fn, recurse)
+        self.e_ref.data = self.e_ref.data.double()
+        self.scale.data = self.scale.data.double()
+        return self
+
+    def forward(self, eps_n: Tensor, numbers_n: Tensor, system_n: Tensor, n_systems: int) -> Tensor:
+        """Per-system energy (S,) in float64, whatever the dtype of the network."""
+        e_n = eps_n.double() * self.scale + self.e_ref[numbers_n]
+        return scatter_sum(e_n, system_n, n_systems)
+
+
+def compute_properties(
+    model: nn.Module,
+    batch: Batch,
+    *,
+    forces: bool = True,
+    stress: bool = False,
+    training: bool = False,
+) -> dict[str, Tensor]:
+    """Energy (S,), forces (N, 3) = -∂E/∂x and stress (S, 3, 3) = (1/V) ∂E/∂ε by autograd.
+
+    ``training=True`` keeps the graph of the derivatives (for force losses). Otherwise the
+    results are detached, so nothing retains the autograd graph.
+    """
+    if stress and not bool(batch.pbc_s3.all()):
+        raise ValueError("stress needs every system of the batch to be periodic in 3-D")
+    pos = batch.pos_nc.detach().requires_grad_(forces or stress)
+    cell = batch.cell_s33.detach()
+    inputs = [pos]
+    if stress:
+        strain = torch.zeros_like(cell, requires_grad=True)
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
+        cell = cell + torch.bmm(cell, sym)
+        inputs.append(strain)
+    b = replace(batch, pos_nc=pos, cell_s33=cell)
+    with torch.enable_grad():
+        energy = model(b)
+        out: dict[str, Tensor] = {"energy": energy}
+        if forces or stress:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=training, retain_graph=training
+            )
+            if forces:
+                out["forces"] = -grads[0]
+            if stress:
+                volume = torch.linalg.det(batch.cell_s33).abs()
+                out["stress"] = grads[1] / volume[:, None, None]
+    if not training:
+        out = {k: v.detach() for k, v in out.items()}
+    return out
+
+
+class CosineCutoff(nn.Module):
+    """f(r) = ½(cos(πr/r_c) + 1) for r < r_c, else 0 (Behler 2011), smooth in value."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = cutoff
+
+    def forward(self, r: Tensor) -> Tensor:
+        return 0.5 * (torch.cos(r * (torch.pi / self.cutoff)) + 1.0) * (r < self.cutoff).to(r.dtype)
+
+
+class GNNPotential(Potential):
+    """Shared plumbing of the message-passing potentials: edges, distances, readout."""
+
+    def __init__(self, cutoff: float, species: list[int] | None) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.species = sorted(int(z) for z in species) if species else None
+        self.atomref = AtomicReference()
+
+    def edges(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(i, j, vec_e3, r_e) of the graph, with differentiable vectors."""
+        vec = edge_vectors(batch)
+        r = torch.sqrt((vec * vec).sum(dim=1).clamp_min(1e-20))
+        i, j = batch.edge_index_2e
+        return i, j, vec, r
+
+    def energy_from_atoms(self, eps_n: Tensor, batch: Batch) -> Tensor:
+        return self.atomref(eps_n, batch.numbers_n, batch.system_n, batch.n_systems)

@@ -1,0 +1,102 @@
+"""SchNet (Schütt et al., J. Chem. Phys. 148, 241722 (2018)) on this project's batch graph.
+
+Continuous-filter convolutions:  h_i ← h_i + Dense(ssp(Dense(Σ_j W(r_ij) ⊙ Dense(h_j)))),
+with W(r) = Dense(ssp(Dense(g(r)))) · f_cut(r), Gaussian expansion g(r), shifted softplus.
+
+Why not PyG's ``torch_geometric.nn.models.SchNet``: it is the reference we benchmark
+against (``benchmarks/training_throughput.py``), but it recomputes the first filter layer
+per interaction and routes messages through ``MessagePassing``. Here the first filter
+layer of all interactions is one fused matmul and aggregation is a plain ``index_add_``,
+which is what makes the training step faster on CPU; the function computed is the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.models.base import MAX_Z, CosineCutoff, GNNPotential, scatter_sum
+
+
+class ShiftedSoftplus(nn.Module):
+    """ssp(x) = softplus(x) - ln 2 (SchNet's activation, zero at the origin)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x) - math.log(2.0)
+
+
+class GaussianRBF(nn.Module):
+    """g_k(r) = exp(-(r - μ_k)² / (2 δ²)), μ_k evenly spaced on [0, r_c], δ = spacing."""
+
+    def __init__(self, n_rbf: int, cutoff: float) -> None:
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, n_rbf))
+        self.coeff = -0.5 / (cutoff / (n_rbf - 1)) ** 2
+
+    def forward(self, r: Tensor) -> Tensor:
+        return torch.exp(self.coeff * (r[:, None] - self.centers.to(r.dtype)) ** 2)
+
+
+class SchNetInteraction(nn.Module):
+    def __init__(self, hidden: int, n_filters: int) -> None:
+        super().__init__()
+        self.filter2 = nn.Linear(n_filters, n_filters)
+        self.in2f = nn.Linear(hidden, n_filters, bias=False)
+        self.f2out = nn.Linear(n_filters, hidden)
+        self.dense = nn.Linear(hidden, hidden)
+        self.act = ShiftedSoftplus()
+
+    def forward(self, h: Tensor, filt1: Tensor, fcut: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        w = self.filter2(self.act(filt1)) * fcut[:, None]
+        msg = self.in2f(h)[j] * w
+        agg = scatter_sum(msg, i, h.shape[0])
+        return self.dense(self.act(self.f2out(agg)))
+
+
+class SchNet(GNNPotential):
+    """SchNet energy model. Defaults are a small model that trains in minutes on 2 cores."""
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        n_filters: int = 64,
+        n_interactions: int = 3,
+        n_rbf: int = 50,
+        cutoff: float = 5.0,
+        species: list[int] | None = None,
+    ) -> None:
+        super().__init__(cutoff, species)
+        self.config = {
+            "name": "schnet",
+            "hidden": hidden,
+            "n_filters": n_filters,
+            "n_interactions": n_interactions,
+            "n_rbf": n_rbf,
+            "cutoff": float(cutoff),
+            "species": self.species,
+        }
+        self.embedding = nn.Embedding(MAX_Z + 1, hidden)
+        self.rbf = GaussianRBF(n_rbf, cutoff)
+        self.fcut = CosineCutoff(cutoff)
+        self.n_filters = n_filters
+        # first filter layer of every interaction fused into one matmul
+        self.filter1 = nn.Linear(n_rbf, n_interactions * n_filters)
+        self.interactions = nn.ModuleList(
+            SchNetInteraction(hidden, n_filters) for _ in range(n_interactions)
+        )
+        self.readout = nn.Sequential(
+            nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1)
+        )
+
+    def forward(self, batch: Batch) -> Tensor:
+        i, j, _, r = self.edges(batch)
+        h = self.embedding(batch.numbers_n).to(batch.dtype)
+        filt1 = self.filter1(self.rbf(r)).split(self.n_filters, dim=1)
+        fcut = self.fcut(r)
+        for block, f1 in zip(self.interactions, filt1):
+            h = h + block(h, f1, fcut, i, j)
+        return self.energy_from_atoms(self.readout(h)[:, 0], batch)

@@ -1,0 +1,162 @@
+"""MLflow tracking: the only module of ase_mlff that imports mlflow.
+
+The store is local by default: ``sqlite:///<cwd>/mlflow.db`` with artifacts under
+``<cwd>/mlartifacts``; ``MLFLOW_TRACKING_URI`` (or ``uri=``) points elsewhere. View it with
+
+    mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1 --host 127.0.0.1
+
+A run that raises is marked FAILED (KILLED on Ctrl-C) with the error as a tag, keeping
+everything it logged so far; nothing vanishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def default_tracking_uri(directory: str | Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a sqlite store in ``directory`` (default: cwd)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    d = Path(directory or Path.cwd()).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d / 'mlflow.db'}"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"a.b": v}`` (lists become their string form), for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+class RunHandle:
+    """One MLflow run; all logging goes through it (no global active-run state)."""
+
+    def __init__(self, client, run_id: str, tracker: Tracker) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.tracker = tracker
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, int(step or 0))
+            for k, v in metrics.items()
+            if v is not None
+        ]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        import json
+
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(json.dumps(data, indent=2, default=str))
+            self.client.log_artifact(self.run_id, str(p))
+
+    def log_figure(self, fig, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            fig.savefig(p, dpi=120, bbox_inches="tight")
+            self.client.log_artifact(self.run_id, str(p), "figures")
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+
+class Tracker:
+    """A handle on one MLflow experiment in one store."""
+
+    def __init__(self, experiment: str = "ase_mlff", uri: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or default_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_location = None
+            if self.uri.startswith("sqlite:///"):
+                root = Path(self.uri[len("sqlite:///") :]).parent / "mlartifacts"
+                artifact_location = (root / experiment).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_location
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+        self.experiment = experiment
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent: RunHandle | None = None,
+    ) -> Iterator[RunHandle]:
+        """Start a run; FINISHED on success, FAILED (KILLED on Ctrl-C) when the body raises."""
+        all_tags = dict(tags or {})
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent.run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        handle = RunHandle(self.client, run.info.run_id, self)
+        if params:
+            handle.log_params(params)
+        log.info("MLflow run %s (%s) in %s", name, handle.run_id, self.uri)
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            self.client.set_tag(handle.run_id, "error", "interrupted")
+            self.client.set_terminated(handle.run_id, status="KILLED")
+            raise
+        except BaseException as err:
+            self.client.set_tag(handle.run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+            self.client.set_terminated(handle.run_id, status="FAILED")
+            raise
+        else:
+            self.client.set_terminated(handle.run_id, status="FINISHED")
+
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+
+__all__ = ["RunHandle", "Tracker", "default_tracking_uri", "flatten"]
