@@ -29,8 +29,6 @@ zero labels; the timing does not depend on label values.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,7 +106,7 @@ Step = Callable[[np.ndarray], None]
 
 
 def make_step(
-    name: str, model: nn.Module, ds: Dataset, dtype: torch.dtype, device: torch.device,
+    model: nn.Module, ds: Dataset, dtype: torch.dtype, device: torch.device,
     graph: GraphFromBatch | None = None,
 ) -> Step:
     """A closure doing one full training step on the given frames."""
@@ -175,16 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     ds, source = aspirin_dataset(n_frames=max(256, args.batch_size), seed=args.seed)
 
     pyg, graph = stock_schnet()
-    steps = {
-        "SchNet (ase_mlff)": make_step(
-            "schnet", SchNet(hidden=64, n_filters=64, n_interactions=3, n_rbf=50, cutoff=CUTOFF),
-            ds, dtype, device,
+    models: dict[str, tuple[nn.Module, GraphFromBatch | None]] = {
+        "SchNet (ase_mlff)": (
+            SchNet(hidden=64, n_filters=64, n_interactions=3, n_rbf=50, cutoff=CUTOFF),
+            None,
         ),
-        "SchNet (PyG stock)": make_step("pyg", pyg, ds, dtype, device, graph=graph),
-        "PaiNN (ase_mlff)": make_step(
-            "painn", PaiNN(hidden=64, n_interactions=3, cutoff=CUTOFF), ds, dtype, device
-        ),
+        "SchNet (PyG stock)": (pyg, graph),
+        "PaiNN (ase_mlff)": (PaiNN(hidden=64, n_interactions=3, cutoff=CUTOFF), None),
     }
+    steps = {name: make_step(m, ds, dtype, device, g) for name, (m, g) in models.items()}
     times = benchmark(steps, ds, args.batch_size, args.steps, args.warmup, device, args.seed)
 
     probe = Batch.from_dataset(ds, np.arange(args.batch_size) % len(ds), cutoff=CUTOFF)
@@ -193,19 +190,21 @@ def main(argv: list[str] | None = None) -> None:
         f"{probe.edge_index_2e.shape[1]} edges), {args.dtype}, device {device}, "
         f"{args.threads} threads, median of {args.steps} steps after {args.warmup} warm-up"
     )
-    print(f"data: {source}; torch {torch.__version__}; {platform.processor() or platform.machine()}")
+    print(f"data: {source}; torch {torch.__version__}")
     print()
-    print("| model | params | ms/step (median) | ms/step (p10-p90) | frames/s |")
+    print("| model | parameters | ms/step (median) | ms/step (p10-p90) | frames/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     medians = {}
     for name, t in times.items():
         ms = np.asarray(t) * 1e3
-        med = float(statistics.median(ms))
+        med = float(np.median(ms))
         medians[name] = med
-        n_par = sum(q.numel() for q in steps[name].__closure__[0].cell_contents.parameters()) \
-            if False else None  # filled below
+        n_par = sum(q.numel() for q in models[name][0].parameters())
         p10, p90 = np.percentile(ms, [10, 90])
-        print(f"| {name} | {{params}} | {med:.1f} | {p10:.1f}-{p90:.1f} | {args.batch_size / med * 1e3:.0f} |")
+        print(
+            f"| {name} | {n_par:,} | {med:.1f} | {p10:.1f}-{p90:.1f} "
+            f"| {args.batch_size / med * 1e3:.0f} |"
+        )
     ratio = medians["SchNet (PyG stock)"] / medians["SchNet (ase_mlff)"]
     print()
     print(f"speed ratio SchNet ase_mlff / PyG stock (stock ms / ours ms): {ratio:.2f}x")
