@@ -106,7 +106,10 @@ Step = Callable[[np.ndarray], None]
 
 
 def make_step(
-    model: nn.Module, ds: Dataset, dtype: torch.dtype, device: torch.device,
+    model: nn.Module,
+    ds: Dataset,
+    dtype: torch.dtype,
+    device: torch.device,
     graph: GraphFromBatch | None = None,
 ) -> Step:
     """A closure doing one full training step on the given frames."""
@@ -137,8 +140,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def benchmark(
-    steps: dict[str, Step], ds: Dataset, batch_size: int, n_steps: int, n_warmup: int,
-    device: torch.device, seed: int,
+    steps: dict[str, Step],
+    ds: Dataset,
+    batch_size: int,
+    n_steps: int,
+    n_warmup: int,
+    device: torch.device,
+    seed: int,
 ) -> dict[str, list[float]]:
     """Seconds per step of every model, timed round-robin on identical frames."""
     rng = np.random.default_rng(seed)

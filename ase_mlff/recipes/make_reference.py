@@ -108,7 +108,8 @@ def _run_trajectory(args: tuple[ReferenceMDConfig, str, int, str]) -> str:
             time_fs=step * cfg.timestep_fs,
             ref_energy=float(atoms.get_potential_energy()),
         )
-        frame.arrays["ref_forces"] = atoms.get_forces().copy()
+        # the raw reference forces: FixCom must not project the labels (it only steers MD)
+        frame.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
         ase.io.write(tmp, frame, format="extxyz", append=True)
 
     while step < n_total:

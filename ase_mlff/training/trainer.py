@@ -198,9 +198,9 @@ class Trainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
-            total += float(loss) * len(frames)
+            total += float(loss.detach()) * len(frames)
             n += len(frames)
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         return {"train_loss": total / max(n, 1)}
 
     def validate(self) -> dict[str, float]:

@@ -1,0 +1,147 @@
+"""Latency of one aspirin energy + forces call through the ASE calculators.
+
+Every call moves the atoms to fresh positions (the relaxed aspirin structure plus a new
+Gaussian displacement of ``--displacement`` Å), so no calculator can answer from a cache;
+a call is ``atoms.get_forces()`` followed by ``atoms.get_potential_energy()``, i.e. what
+one MD step asks for. Timed per call: everything the calculator does (for
+``MLFFCalculator``: checks, batch and neighbour list, forward, autograd forces, copies
+back to numpy).
+
+Rows: PaiNN and SchNet through ``MLFFCalculator`` in float32 and float64, and the
+GFN2-xTB reference (tblite) the models are trained on. A model named by ``--model``
+(shipped name or checkpoint directory; default ``aspirin-painn``) is used for its
+architecture when it exists; otherwise that architecture is randomly initialised at the
+size of ``training_throughput.py`` (weights do not change the cost).
+
+    python benchmarks/calculator_latency.py
+    python benchmarks/calculator_latency.py --model runs/painn/best --calls 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+import ase_mlff
+from ase_mlff.calculators import MLFFCalculator
+from ase_mlff.models import CheckpointError, PaiNN, SchNet
+
+ASPIRIN_XYZ = Path(ase_mlff.__file__).parent / "data" / "shipped" / "aspirin_md17_order.xyz"
+ARCHS = {"painn": "PaiNN", "schnet": "SchNet"}
+
+
+def call_latency(
+    atoms: Atoms,
+    calc: Calculator,
+    n_calls: int,
+    n_warmup: int,
+    displacement: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Seconds per energy + forces call, each at freshly displaced positions."""
+    atoms = atoms.copy()
+    base = atoms.positions.copy()
+    atoms.calc = calc
+    noise = rng.normal(0.0, displacement, size=(n_warmup + n_calls, *base.shape))
+    times = np.empty(n_calls)
+    for k, d in enumerate(noise):
+        atoms.positions = base + d
+        t0 = time.perf_counter()
+        atoms.get_forces()
+        atoms.get_potential_energy()
+        if k >= n_warmup:
+            times[k - n_warmup] = time.perf_counter() - t0
+    return times
+
+
+def trained_models(names: list[str]) -> dict[str, str]:
+    """Architecture name -> the first of ``names`` that loads and is of that architecture."""
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            calc = MLFFCalculator(name)
+        except (CheckpointError, FileNotFoundError):
+            continue
+        found.setdefault(calc.model.config["name"], name)
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="shipped model name or checkpoint dir, repeatable (default: aspirin-painn; "
+        "random init where it does not exist)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
+    p.add_argument("--calls", type=int, default=200, help="timed calls per row (default: 200)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default: 10)")
+    p.add_argument("--displacement", type=float, default=0.01, help="Å, per call (default: 0.01)")
+    p.add_argument("--no-xtb", action="store_true", help="skip the GFN2-xTB reference row")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    atoms = ase.io.read(ASPIRIN_XYZ)
+    trained = trained_models(args.model or ["aspirin-painn"])
+    random_init = {
+        "painn": PaiNN(hidden=64, n_interactions=3, cutoff=5.0),
+        "schnet": SchNet(hidden=64, n_filters=64, n_interactions=3, cutoff=5.0),
+    }
+
+    rows: list[tuple[str, str, np.ndarray]] = []
+    for arch, label in ARCHS.items():
+        source = trained.get(arch)
+        for dtype in ("float32", "float64"):
+            calc = MLFFCalculator(source or random_init[arch], device=args.device, dtype=dtype)
+            name = f"{label} ({source or 'random init'})"
+            rows.append(
+                (
+                    name,
+                    dtype,
+                    call_latency(atoms, calc, args.calls, args.warmup, args.displacement, rng),
+                )
+            )
+    if not args.no_xtb:
+        from tblite.ase import TBLite
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calc = TBLite(method="GFN2-xTB", verbosity=0)
+            rows.append(
+                (
+                    "GFN2-xTB (tblite)",
+                    "float64",
+                    call_latency(atoms, calc, args.calls, args.warmup, args.displacement, rng),
+                )
+            )
+
+    print(
+        f"aspirin ({len(atoms)} atoms), energy + forces per call, fresh positions each call "
+        f"(σ = {args.displacement} Å); device {args.device}, {args.threads} threads; "
+        f"median and p90 of {args.calls} calls after {args.warmup} warm-up; "
+        f"torch {torch.__version__}"
+    )
+    print()
+    print("| calculator | dtype | median ms | p90 ms | calls/s |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, dtype, t in rows:
+        med, p90 = np.median(t) * 1e3, np.percentile(t, 90) * 1e3
+        print(f"| {name} | {dtype} | {med:.2f} | {p90:.2f} | {1e3 / med:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
