@@ -59,8 +59,9 @@ def test_bad_inputs(checkpoint, tmp_path, aspirin):
     path, _ = checkpoint
     calc = MLFFCalculator(path)
     with pytest.raises(ValueError, match="never trained on element.*Si"):
-        Atoms("SiH4", positions=np.random.default_rng(0).normal(size=(5, 3)), calculator=calc
-              ).get_potential_energy()
+        Atoms(
+            "SiH4", positions=np.random.default_rng(0).normal(size=(5, 3)), calculator=calc
+        ).get_potential_energy()
     bad = aspirin.copy()
     bad.positions[3] = np.nan
     bad.calc = calc
@@ -95,8 +96,13 @@ def test_langevin_md_runs(checkpoint, aspirin):
     path, _ = checkpoint
     aspirin.calc = MLFFCalculator(path)
     MaxwellBoltzmannDistribution(aspirin, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = Langevin(aspirin, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs,
-                   rng=np.random.default_rng(1))
+    dyn = Langevin(
+        aspirin,
+        0.5 * units.fs,
+        temperature_K=300,
+        friction=0.01 / units.fs,
+        rng=np.random.default_rng(1),
+    )
     energies = []
     dyn.attach(lambda: energies.append(aspirin.get_potential_energy()), interval=5)
     dyn.run(40)

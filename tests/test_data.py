@@ -46,8 +46,14 @@ def test_md17_reader_converts_units(tmp_path, rng):
 def test_rmd17_reader_converts_units(tmp_path, rng):
     z, r, e, f = _md17_arrays(rng)
     np.savez(
-        tmp_path / "rmd17_aspirin.npz", nuclear_charges=z, coords=r, energies=e[:, 0],
-        forces=f, old_indices=np.arange(7), old_energies=e[:, 0], old_forces=f,
+        tmp_path / "rmd17_aspirin.npz",
+        nuclear_charges=z,
+        coords=r,
+        energies=e[:, 0],
+        forces=f,
+        old_indices=np.arange(7),
+        old_energies=e[:, 0],
+        old_forces=f,
     )
     ds = read_rmd17(tmp_path / "rmd17_aspirin.npz")
     np.testing.assert_allclose(ds.energy_s, e[:, 0] * KCAL)
@@ -72,7 +78,9 @@ def _mixed_dataset(rng) -> Dataset:
     images = []
     for k, a in enumerate([molecule("H2O"), molecule("CH4"), bulk("Si", cubic=True)]):
         a.calc = SinglePointCalculator(
-            a, energy=-10.0 * k - 1.5, forces=rng.normal(size=(len(a), 3)),
+            a,
+            energy=-10.0 * k - 1.5,
+            forces=rng.normal(size=(len(a), 3)),
             **({"stress": rng.normal(size=6)} if a.pbc.all() else {}),
         )
         a.info["config_type"] = "crystal" if a.pbc.all() else "molecule"
@@ -114,11 +122,25 @@ def test_native_npz_roundtrip_and_subset(tmp_path, rng):
 
 def test_dataset_validation_errors(rng):
     with pytest.raises(DatasetError, match="n_atoms_s sums"):
-        Dataset(np.ones(3), np.zeros((3, 3)), [2], np.zeros((1, 3, 3)), np.zeros((1, 3)), [0.0],
-                np.zeros((3, 3)))
+        Dataset(
+            np.ones(3),
+            np.zeros((3, 3)),
+            [2],
+            np.zeros((1, 3, 3)),
+            np.zeros((1, 3)),
+            [0.0],
+            np.zeros((3, 3)),
+        )
     with pytest.raises(DatasetError, match="NaN"):
-        Dataset(np.ones(1), [[np.nan, 0, 0]], [1], np.zeros((1, 3, 3)), np.zeros((1, 3)), [0.0],
-                np.zeros((1, 3)))
+        Dataset(
+            np.ones(1),
+            [[np.nan, 0, 0]],
+            [1],
+            np.zeros((1, 3, 3)),
+            np.zeros((1, 3)),
+            [0.0],
+            np.zeros((1, 3)),
+        )
     with pytest.raises(DatasetError, match="empty"):
         Dataset.from_atoms([])
 
@@ -146,15 +168,34 @@ def test_shipped_aspirin_dataset():
     np.testing.assert_array_equal(ds.numbers_n[:21], ASPIRIN_Z)
     traj = ds.extra_s["traj_id"]
     assert len(np.unique(traj)) >= 4
-    prov = json.loads((SHIPPED_DIR / SHIPPED_DATASETS["aspirin"]).with_name(
-        "aspirin_gfn2_500K.provenance.json").read_text())
+    prov = json.loads(
+        (SHIPPED_DIR / SHIPPED_DATASETS["aspirin"])
+        .with_name("aspirin_gfn2_500K.provenance.json")
+        .read_text()
+    )
     assert prov["method"] == "GFN2-xTB" and prov["program"] == "tblite"
     assert prov["config"]["temperature_K"] == 500.0 and prov["config"]["timestep_fs"] == 0.5
     # MD17 connectivity (docs/data.md): ring C5-C6-C1-C3-C2-C0, COOH on C5, OAc on C6
     pos = ds.positions_nc.reshape(len(ds), 21, 3)
     d = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1).mean(axis=0)
-    for i, j in [(5, 6), (6, 1), (1, 3), (3, 2), (2, 0), (0, 5), (5, 10), (10, 7), (10, 9),
-                 (9, 13), (6, 12), (12, 11), (11, 8), (11, 4), (4, 18), (0, 14)]:
+    for i, j in [
+        (5, 6),
+        (6, 1),
+        (1, 3),
+        (3, 2),
+        (2, 0),
+        (0, 5),
+        (5, 10),
+        (10, 7),
+        (10, 9),
+        (9, 13),
+        (6, 12),
+        (12, 11),
+        (11, 8),
+        (11, 4),
+        (4, 18),
+        (0, 14),
+    ]:
         assert d[i, j] < 1.6, (i, j, d[i, j])
     # each trajectory is continuous in time with a fixed stride
     for t in np.unique(traj):

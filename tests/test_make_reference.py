@@ -11,10 +11,22 @@ from ase_mlff.recipes import make_reference
 
 def test_make_reference_small(tmp_path):
     out = tmp_path / "ref.npz"
-    make_reference.main([
-        "--trajectories", "2", "--frames-per-trajectory", "3", "--stride", "2",
-        "--equilibration", "2", "--out", str(out), "--seed", "7",
-    ])
+    make_reference.main(
+        [
+            "--trajectories",
+            "2",
+            "--frames-per-trajectory",
+            "3",
+            "--stride",
+            "2",
+            "--equilibration",
+            "2",
+            "--out",
+            str(out),
+            "--seed",
+            "7",
+        ]
+    )
     ds = load_dataset(out)
     assert len(ds) == 6
     np.testing.assert_array_equal(ds.extra_s["traj_id"], [0, 0, 0, 1, 1, 1])

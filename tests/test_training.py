@@ -21,10 +21,27 @@ def workdir(tmp_path_factory):
 
 def _args(workdir, out, epochs, extra=()):
     return [
-        "--data", str(workdir / "small.npz"), "--model", "painn", "--epochs", str(epochs),
-        "--n-train", "40", "--n-val", "10", "--hidden", "8", "--batch-size", "10",
-        "--out", str(out), "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--experiment", "test", *extra,
+        "--data",
+        str(workdir / "small.npz"),
+        "--model",
+        "painn",
+        "--epochs",
+        str(epochs),
+        "--n-train",
+        "40",
+        "--n-val",
+        "10",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "10",
+        "--out",
+        str(out),
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--experiment",
+        "test",
+        *extra,
     ]
 
 
@@ -76,8 +93,11 @@ def test_failed_run_is_marked_failed(workdir):
 
 def test_config_yaml_roundtrip_and_errors(tmp_path):
     cfg = ExperimentConfig.from_dict(
-        {"data": {"n_train": 10, "test_groups": [4]}, "train": {"epochs": 3},
-         "model": {"name": "schnet"}}
+        {
+            "data": {"n_train": 10, "test_groups": [4]},
+            "train": {"epochs": 3},
+            "model": {"name": "schnet"},
+        }
     )
     cfg.to_yaml(tmp_path / "c.yaml")
     assert ExperimentConfig.from_yaml(tmp_path / "c.yaml") == cfg

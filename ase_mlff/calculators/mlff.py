@@ -113,7 +113,9 @@ class MLFFCalculator(Calculator):
         periodic = bool(atoms.pbc.all())
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress is only defined for 3-D periodic systems")
-        batch = Batch.from_atoms(atoms, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device)
+        batch = Batch.from_atoms(
+            atoms, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
+        )
         out = compute_properties(self.model, batch, forces=True, stress=periodic)
         energy = float(out["energy"][0])
         self.results = {
@@ -122,4 +124,6 @@ class MLFFCalculator(Calculator):
             "forces": out["forces"].cpu().double().numpy(),
         }
         if periodic:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].cpu().double().numpy())
+            self.results["stress"] = full_3x3_to_voigt_6_stress(
+                out["stress"][0].cpu().double().numpy()
+            )

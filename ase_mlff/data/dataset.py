@@ -80,12 +80,16 @@ class Dataset:
             raise DatasetError("every frame must contain at least one atom")
         for name in ("positions_nc", "forces_nc"):
             if len(getattr(self, name)) != n_total:
-                raise DatasetError(f"{name} has {len(getattr(self, name))} rows, expected {n_total}")
+                raise DatasetError(
+                    f"{name} has {len(getattr(self, name))} rows, expected {n_total}"
+                )
         if not np.all(np.isfinite(self.positions_nc)):
             raise DatasetError("positions contain NaN or inf")
         for key, value in self.extra_s.items():
             if len(value) != n_frames:
-                raise DatasetError(f"extra array {key!r} has {len(value)} rows, expected {n_frames}")
+                raise DatasetError(
+                    f"extra array {key!r} has {len(value)} rows, expected {n_frames}"
+                )
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -244,7 +248,10 @@ class Dataset:
         stress = None
         if any_stress:
             stress = np.concatenate(
-                [d.stress_s33 if d.has_stress else np.full((len(d), 3, 3), np.nan) for d in datasets]
+                [
+                    d.stress_s33 if d.has_stress else np.full((len(d), 3, 3), np.nan)
+                    for d in datasets
+                ]
             )
         common = set.intersection(*(set(d.extra_s) for d in datasets))
         return cls(

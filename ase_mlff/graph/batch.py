@@ -64,7 +64,9 @@ class Batch:
     def dtype(self) -> torch.dtype:
         return self.pos_nc.dtype
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Batch:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Batch:
         """Move to a device; floating tensors are cast to ``dtype`` when given."""
         out = {}
         for f in fields(self):
@@ -204,7 +206,9 @@ class Batch:
         )
 
 
-def edge_vectors(batch: Batch, pos_nc: Tensor | None = None, cell_s33: Tensor | None = None) -> Tensor:
+def edge_vectors(
+    batch: Batch, pos_nc: Tensor | None = None, cell_s33: Tensor | None = None
+) -> Tensor:
     """(E, 3) edge vectors ``x_j - x_i + shift · cell``, differentiable in pos and cell."""
     pos = batch.pos_nc if pos_nc is None else pos_nc
     cell = batch.cell_s33 if cell_s33 is None else cell_s33

@@ -23,7 +23,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupted or from an incompatible version."""
 
 
-def save_model(model: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: torch.nn.Module, path: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` to the checkpoint directory ``path`` (created if needed)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,9 @@ class SineRBF(nn.Module):
 class PaiNNMessage(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
+        self.phi = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden)
+        )
         self.hidden = hidden
 
     def forward(

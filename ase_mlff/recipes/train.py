@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ase_mlff.data import Dataset, group_split, load_dataset, random_split
 from ase_mlff.data.splits import Split
 from ase_mlff.metrics.errors import evaluate
 from ase_mlff.models import build_model
 from ase_mlff.models.io import META
-from ase_mlff.training.config import DataConfig, ExperimentConfig, TrainConfig
+from ase_mlff.training.config import DataConfig, ExperimentConfig
 from ase_mlff.training.trainer import DTYPES, Trainer
 
 log = logging.getLogger(__name__)
@@ -48,14 +46,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         "data": {"n_train": 4000, "n_val": 200},
         "model": {"hidden": 64, "n_interactions": 3},
-        "train": {"epochs": 200, "batch_size": 16, "lr": 1e-3, "lr_patience": 4,
-                  "early_stopping_patience": 20, "max_minutes": 50.0},
+        "train": {
+            "epochs": 200,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "lr_patience": 4,
+            "early_stopping_patience": 20,
+            "max_minutes": 50.0,
+        },
     },
     "paper": {
         "data": {"n_train": 950, "n_val": 50},
         "model": {"hidden": 128, "n_interactions": 3},
-        "train": {"epochs": 2000, "batch_size": 8, "lr": 1e-3, "lr_patience": 10,
-                  "early_stopping_patience": 50},
+        "train": {
+            "epochs": 2000,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "lr_patience": 10,
+            "early_stopping_patience": 50,
+        },
     },
 }
 
@@ -86,13 +95,20 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     flags = {
         "data": {"n_train": args.n_train, "n_val": args.n_val, "split_seed": args.split_seed},
         "train": {
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "max_minutes": args.max_minutes, "seed": args.seed, "device": args.device,
-            "dtype": args.dtype, "threads": args.threads,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "max_minutes": args.max_minutes,
+            "seed": args.seed,
+            "device": args.device,
+            "dtype": args.dtype,
+            "threads": args.threads,
         },
         "model": {"hidden": args.hidden},
     }
-    return cfg.override(**{s: {k: v for k, v in d.items() if v is not None} for s, d in flags.items()})
+    return cfg.override(
+        **{s: {k: v for k, v in d.items() if v is not None} for s, d in flags.items()}
+    )
 
 
 def learning_curve_figure(history: list[dict[str, float]]):
@@ -115,7 +131,9 @@ def learning_curve_figure(history: list[dict[str, float]]):
     return fig
 
 
-def run(cfg: ExperimentConfig, out: Path, experiment: str = "train", tracking_uri: str | None = None) -> dict[str, Any]:
+def run(
+    cfg: ExperimentConfig, out: Path, experiment: str = "train", tracking_uri: str | None = None
+) -> dict[str, Any]:
     """Train, evaluate and log one configuration; returns the results dict."""
     from ase_mlff.tracking import Tracker
 
@@ -126,25 +144,39 @@ def run(cfg: ExperimentConfig, out: Path, experiment: str = "train", tracking_ur
     model = build_model(model_cfg)
     tracker = Tracker(experiment, uri=tracking_uri)
     run_name = f"{cfg.model.get('name')}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    params = {**cfg.to_dict(), "n_parameters": sum(p.numel() for p in model.parameters()),
-              "data_method": ds.provenance.get("method", "unknown")}
+    params = {
+        **cfg.to_dict(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "data_method": ds.provenance.get("method", "unknown"),
+    }
     with tracker.run(run_name, params=params, tags={"recipe": "train"}) as run_h:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
         run_h.log_artifact(out / "config.yaml")
         run_h.log_dict(ds.provenance, "data_provenance.json")
         metadata = {
-            "data": {"name": cfg.data.name, "provenance": ds.provenance,
-                     "n_train": len(train), "n_val": len(val), "n_test": len(test)},
+            "data": {
+                "name": cfg.data.name,
+                "provenance": ds.provenance,
+                "n_train": len(train),
+                "n_val": len(val),
+                "n_test": len(test),
+            },
             "mlflow_run_id": run_h.run_id,
         }
-        trainer = Trainer(model, train, val, cfg.train, out, metadata=metadata,
-                          log_fn=run_h.log_metrics)
+        trainer = Trainer(
+            model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
+        )
         run_h.log_params({f"atomref.{k}": v for k, v in trainer.atomref_stats.items()})
         result = trainer.fit()
         t0 = time.perf_counter()
-        test_m = evaluate(trainer.model, test, batch_size=cfg.train.eval_batch_size,
-                          device=cfg.train.device, dtype=DTYPES[cfg.train.dtype])
+        test_m = evaluate(
+            trainer.model,
+            test,
+            batch_size=cfg.train.eval_batch_size,
+            device=cfg.train.device,
+            dtype=DTYPES[cfg.train.dtype],
+        )
         run_h.log_metrics({f"test_{k}": v for k, v in test_m.items()}, step=result.epochs_run)
         # record the test metrics inside the best checkpoint itself
         meta_file = result.best_dir / META
@@ -164,7 +196,9 @@ def run(cfg: ExperimentConfig, out: Path, experiment: str = "train", tracking_ur
             "val": result.best_val,
             "test": test_m,
             "checkpoint": str(result.best_dir),
-            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test),
             "test_eval_seconds": time.perf_counter() - t0,
         }
         (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -181,27 +215,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--config", type=Path, help="YAML with data/model/train sections")
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory")
     p.add_argument("--experiment", default="train", help="MLflow experiment name")
-    p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlflow.db")
-    for name, typ in [("epochs", int), ("n-train", int), ("n-val", int), ("split-seed", int),
-                      ("batch-size", int), ("lr", float), ("max-minutes", float), ("seed", int),
-                      ("hidden", int), ("threads", int)]:
+    p.add_argument(
+        "--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or ./mlflow.db"
+    )
+    for name, typ in [
+        ("epochs", int),
+        ("n-train", int),
+        ("n-val", int),
+        ("split-seed", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("max-minutes", float),
+        ("seed", int),
+        ("hidden", int),
+        ("threads", int),
+    ]:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(args)
-    out = args.out or Path("runs") / f"{cfg.model['name']}-{Path(str(cfg.data.name)).stem}-{args.profile}"
+    out = (
+        args.out
+        or Path("runs") / f"{cfg.model['name']}-{Path(str(cfg.data.name)).stem}-{args.profile}"
+    )
     res = run(cfg, out, args.experiment, args.tracking_uri)
     t = res["test"]
     print(
         f"\n{cfg.model['name']} on {cfg.data.name}: {res['n_train']} train / {res['n_val']} val / "
         f"{res['n_test']} test frames, {res['epochs_run']} epochs ({res['stopped_because']})\n"
-        f"test force MAE {t['forces_mae'] * 1e3:.1f} meV/Å, RMSE {t['forces_rmse'] * 1e3:.1f} meV/Å; "
-        f"energy MAE {t['energy_mae_per_atom'] * 1e3:.2f} meV/atom ({t['energy_mae'] * 1e3:.1f} meV)\n"
+        f"test force MAE {t['forces_mae'] * 1e3:.1f} meV/Å, "
+        f"RMSE {t['forces_rmse'] * 1e3:.1f} meV/Å; "
+        f"energy MAE {t['energy_mae_per_atom'] * 1e3:.2f} meV/atom "
+        f"({t['energy_mae'] * 1e3:.1f} meV)\n"
         f"checkpoint: {res['checkpoint']}\n"
-        f"MLflow store: {res['tracking_uri']}  (mlflow ui --backend-store-uri {res['tracking_uri']} "
-        f"--workers 1 --host 127.0.0.1)",
+        f"MLflow store: {res['tracking_uri']}\n"
+        f"  view: mlflow ui --backend-store-uri {res['tracking_uri']} --workers 1 --host 127.0.0.1",
         file=sys.stdout,
     )
     return res

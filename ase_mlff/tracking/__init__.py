@@ -67,9 +67,7 @@ class RunHandle:
 
         ts = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), ts, int(step or 0))
-            for k, v in metrics.items()
-            if v is not None
+            Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items() if v is not None
         ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)

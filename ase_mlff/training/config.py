@@ -1,8 +1,8 @@
 """Typed, frozen configuration: one dataclass per section, loadable from YAML.
 
-    data:  {name: aspirin, n_train: 950, n_val: 50, split: random, split_seed: 0}
-    model: {name: painn, hidden: 64, n_interactions: 3, cutoff: 5.0}
-    train: {epochs: 200, batch_size: 32, lr: 1.0e-3, energy_weight: 1, force_weight: 20}
+data:  {name: aspirin, n_train: 950, n_val: 50, split: random, split_seed: 0}
+model: {name: painn, hidden: 64, n_interactions: 3, cutoff: 5.0}
+train: {epochs: 200, batch_size: 32, lr: 1.0e-3, energy_weight: 1, force_weight: 20}
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def _section(cls, values: dict[str, Any]):
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; allowed: {sorted(names)}")
+        raise ValueError(
+            f"unknown {cls.__name__} fields {sorted(unknown)}; allowed: {sorted(names)}"
+        )
     values = dict(values)
     if "test_groups" in values and values["test_groups"] is not None:
         values["test_groups"] = tuple(values["test_groups"])

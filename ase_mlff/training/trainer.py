@@ -3,7 +3,8 @@ clipping, best/last checkpoints and resume after interruption.
 
 Loss (per batch, w_s the per-frame weights, N_s atoms of frame s):
 
-    L = λ_E · Σ_s w_s ((E_s - Ê_s)/N_s)² / Σ_s w_s  +  λ_F · Σ_n w_s(n) |F_n - F̂_n|² / (3 Σ_n w_s(n))
+    L = λ_E · Σ_s w_s ((E_s - Ê_s)/N_s)² / Σ_s w_s
+      + λ_F · Σ_n w_s(n) |F_n - F̂_n|² / (3 Σ_n w_s(n))
 
 The trainer knows nothing of MLflow: it reports through ``log_fn(metrics, step)``.
 """
@@ -178,7 +179,9 @@ class Trainer:
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         total, n = 0.0, 0
         bar = tqdm(
-            range(n_batches), desc=f"epoch {self.epoch + 1}", leave=False,
+            range(n_batches),
+            desc=f"epoch {self.epoch + 1}",
+            leave=False,
             disable=not show_progress(),
         )
         for k in bar:
@@ -206,12 +209,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         self.model.eval()
         m = evaluate(
-            self.model, self.val, batch_size=self.cfg.eval_batch_size, device=self.device,
+            self.model,
+            self.val,
+            batch_size=self.cfg.eval_batch_size,
+            device=self.device,
             dtype=self.dtype,
         )
         cfg = self.cfg
         m["loss"] = (
-            cfg.energy_weight * m["energy_rmse_per_atom"] ** 2 + cfg.force_weight * m["forces_rmse"] ** 2
+            cfg.energy_weight * m["energy_rmse_per_atom"] ** 2
+            + cfg.force_weight * m["forces_rmse"] ** 2
         )
         return m
 
@@ -223,7 +230,9 @@ class Trainer:
             self.try_resume()
         t0 = time.perf_counter()
         stopped = "epochs"
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="training", disable=not show_progress())
+        bar = tqdm(
+            total=cfg.epochs, initial=self.epoch, desc="training", disable=not show_progress()
+        )
         while self.epoch < cfg.epochs:
             t_epoch = time.perf_counter()
             train_m = self.train_epoch()
@@ -254,8 +263,11 @@ class Trainer:
             bar.set_postfix(f_mae=f"{val['forces_mae'] * 1000:.1f} meV/Å", lr=f"{lr:.1e}")
             log.info(
                 "epoch %d  train_loss %.4g  val F-MAE %.1f meV/Å  E-MAE %.2f meV/atom  lr %.1e",
-                self.epoch, train_m["train_loss"], val["forces_mae"] * 1e3,
-                val["energy_mae_per_atom"] * 1e3, lr,
+                self.epoch,
+                train_m["train_loss"],
+                val["forces_mae"] * 1e3,
+                val["energy_mae_per_atom"] * 1e3,
+                lr,
             )
             if self.bad_epochs >= cfg.early_stopping_patience:
                 stopped = "early_stopping"
