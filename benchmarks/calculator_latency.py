@@ -20,6 +20,7 @@ size of ``training_throughput.py`` (weights do not change the cost).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from pathlib import Path
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         f"aspirin ({len(atoms)} atoms), energy + forces per call, fresh positions each call "
         f"(σ = {args.displacement} Å); device {args.device}, {args.threads} threads; "
         f"median and p90 of {args.calls} calls after {args.warmup} warm-up; "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}; 1-min load average at the end {os.getloadavg()[0]:.2f}"
     )
     print()
     print("| calculator | dtype | median ms | p90 ms | calls/s |")

@@ -29,6 +29,7 @@ zero labels; the timing does not depend on label values.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,8 @@ ASPIRIN_XYZ = Path(ase_mlff.__file__).parent / "data" / "shipped" / "aspirin_md1
 def aspirin_dataset(n_frames: int, seed: int) -> tuple[Dataset, str]:
     """The shipped aspirin set, or ``n_frames`` rattled copies of the shipped structure."""
     try:
-        return load_dataset("aspirin"), "shipped GFN2-xTB aspirin set"
+        ds = load_dataset("aspirin")
+        return ds, f"shipped GFN2-xTB aspirin set ({len(ds)} frames)"
     except FileNotFoundError:
         pass
     base = ase.io.read(ASPIRIN_XYZ)
@@ -70,9 +72,10 @@ def aspirin_dataset(n_frames: int, seed: int) -> tuple[Dataset, str]:
 class GraphFromBatch(nn.Module):
     """PyG SchNet ``interaction_graph`` hook serving this project's neighbour graph.
 
-    Set ``edge_index`` (our ``(i, j)`` convention) before each forward; PyG's message
-    passing flows ``edge_index[0] -> edge_index[1]`` (source j to target i), so the pair
-    is flipped. Distances come from ``pos`` so that autograd reaches the positions.
+    Set ``edge_index`` (ours: centre ``i``, neighbour ``j``) before each forward. PyG's
+    message passing sends from ``edge_index[0]`` to ``edge_index[1]``, i.e. it wants
+    ``(j, i)``, so the rows are swapped. Distances come from ``pos`` so that autograd
+    reaches the positions.
     """
 
     def __init__(self) -> None:
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{probe.edge_index_2e.shape[1]} edges), {args.dtype}, device {device}, "
         f"{args.threads} threads, median of {args.steps} steps after {args.warmup} warm-up"
     )
-    print(f"data: {source}; torch {torch.__version__}")
+    load = os.getloadavg()[0]
+    print(f"data: {source}; torch {torch.__version__}; 1-min load average at the end {load:.2f}")
     print()
     print("| model | parameters | ms/step (median) | ms/step (p10-p90) | frames/s |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -215,7 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     ratio = medians["SchNet (PyG stock)"] / medians["SchNet (ase_mlff)"]
     print()
-    print(f"speed ratio SchNet ase_mlff / PyG stock (stock ms / ours ms): {ratio:.2f}x")
+    print(
+        f"speed of SchNet (ase_mlff) relative to SchNet (PyG stock), stock ms / ours ms: "
+        f"{ratio:.2f}x (> 1: ours faster)"
+    )
 
 
 if __name__ == "__main__":
