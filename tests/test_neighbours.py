@@ -71,3 +71,18 @@ def test_bad_inputs():
         Batch.from_atoms(Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]]), cutoff=-1)
     with pytest.raises(ValueError, match="singular"):
         Batch.from_atoms(Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]], pbc=True), cutoff=3.0)
+
+
+def test_half_edge_mask_keeps_each_pair_once():
+    from ase_mlff.graph import half_edge_mask
+
+    rng = np.random.default_rng(3)
+    images = [_random_cell(rng, 6, 3.0), Atoms("CH4", positions=rng.normal(size=(5, 3)))]
+    batch = Batch.from_atoms(images, cutoff=4.0, dtype=torch.float64)
+    ei, sh = batch.edge_index_2e, batch.shift_e3
+    mask = half_edge_mask(ei, sh)
+    assert int(mask.sum()) * 2 == ei.shape[1]
+    kept = _edge_set(ei[0][mask].numpy(), ei[1][mask].numpy(), sh[mask].numpy())
+    reversed_kept = {(j, i, tuple(-np.array(s))) for i, j, s in kept}
+    dropped = _edge_set(ei[0][~mask].numpy(), ei[1][~mask].numpy(), sh[~mask].numpy())
+    assert reversed_kept == dropped

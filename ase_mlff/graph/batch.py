@@ -207,14 +207,23 @@ class Batch:
 
 
 def edge_vectors(
-    batch: Batch, pos_nc: Tensor | None = None, cell_s33: Tensor | None = None
+    batch: Batch,
+    pos_nc: Tensor | None = None,
+    cell_s33: Tensor | None = None,
+    edges: Tensor | None = None,
 ) -> Tensor:
-    """(E, 3) edge vectors ``x_j - x_i + shift · cell``, differentiable in pos and cell."""
+    """(E, 3) edge vectors ``x_j - x_i + shift · cell``, differentiable in pos and cell.
+
+    ``edges`` (bool mask or index) restricts the result to a subset of the graph's edges.
+    """
     pos = batch.pos_nc if pos_nc is None else pos_nc
     cell = batch.cell_s33 if cell_s33 is None else cell_s33
-    i, j = batch.edge_index_2e
-    vec = pos[j] - pos[i]
-    if batch.periodic and batch.shift_e3.numel():
-        cell_e = cell[batch.system_n[i]]
-        vec = vec + torch.einsum("ec,ecd->ed", batch.shift_e3.to(pos.dtype), cell_e)
+    edge_index, shift = batch.edge_index_2e, batch.shift_e3
+    if edges is not None:
+        edge_index, shift = edge_index[:, edges], shift[edges]
+    i, j = edge_index
+    vec = pos.index_select(0, j) - pos.index_select(0, i)
+    if batch.periodic and shift.numel():
+        cell_e = cell.index_select(0, batch.system_n.index_select(0, i))
+        vec = vec + torch.einsum("ec,ecd->ed", shift.to(pos.dtype), cell_e)
     return vec

@@ -158,3 +158,17 @@ def neighbour_list(
     # translate the shift found for wrapped positions back to the original positions
     s = s + offset[i] - offset[j]
     return torch.stack([i, j]), s
+
+
+def half_edge_mask(edge_index_2e: Tensor, shift_e3: Tensor) -> Tensor:
+    """(E,) bool selecting one edge of every pair of a symmetric (full) neighbour list.
+
+    The full list holds both ``(i, j, S)`` and ``(j, i, -S)``; this keeps the one with
+    ``i < j``, or for a periodic self-image (``i == j``) the one whose shift ``S`` is
+    lexicographically positive. Potentials whose edge terms are symmetric (SchNet's
+    filters depend only on r_ij) compute them once per pair and send messages both ways.
+    """
+    i, j = edge_index_2e
+    big = 2 * int(shift_e3.abs().max()) + 1 if shift_e3.numel() else 1
+    key = (shift_e3[:, 0] * big + shift_e3[:, 1]) * big + shift_e3[:, 2]
+    return (i < j) | ((i == j) & (key > 0))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ase_mlff.graph.batch import Batch, edge_vectors
+from ase_mlff.graph.neighbours import half_edge_mask
 
 MAX_Z = 118
 
@@ -158,11 +159,19 @@ class GNNPotential(Potential):
         self.species = sorted(int(z) for z in species) if species else None
         self.atomref = AtomicReference()
 
-    def edges(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(i, j, vec_e3, r_e) of the graph, with differentiable vectors."""
-        vec = edge_vectors(batch)
+    def edges(self, batch: Batch, half: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(i, j, vec_e3, r_e) of the graph, with differentiable vectors.
+
+        ``half=True`` returns one edge per pair (:func:`ase_mlff.graph.half_edge_mask`).
+        """
+        if half:
+            mask = half_edge_mask(batch.edge_index_2e, batch.shift_e3)
+            vec = edge_vectors(batch, edges=mask)
+            i, j = batch.edge_index_2e[:, mask]
+        else:
+            vec = edge_vectors(batch)
+            i, j = batch.edge_index_2e
         r = torch.sqrt((vec * vec).sum(dim=1).clamp_min(1e-20))
-        i, j = batch.edge_index_2e
         return i, j, vec, r
 
     def energy_from_atoms(self, eps_n: Tensor, batch: Batch) -> Tensor:

@@ -4,10 +4,12 @@ Continuous-filter convolutions:  h_i ← h_i + Dense(ssp(Dense(Σ_j W(r_ij) ⊙ 
 with W(r) = Dense(ssp(Dense(g(r)))) · f_cut(r), Gaussian expansion g(r), shifted softplus.
 
 Why not PyG's ``torch_geometric.nn.models.SchNet``: it is the reference we benchmark
-against (``benchmarks/training_throughput.py``), but it recomputes the first filter layer
-per interaction and routes messages through ``MessagePassing``. Here the first filter
-layer of all interactions is one fused matmul and aggregation is a plain ``index_add_``,
-which is what makes the training step faster on CPU; the function computed is the same.
+against (``benchmarks/training_throughput.py``) and computes the same function, but it
+evaluates the distance expansion and the filter network on every directed edge. Here
+they are evaluated once per pair (the half edge list of
+:func:`ase_mlff.graph.half_edge_mask`: W(r_ij) = W(r_ji)) and each pair sends its message
+both ways with two ``index_add_``; that halves the largest tensors of the training step,
+forward and in the double backward of the force loss.
 """
 
 from __future__ import annotations
@@ -42,18 +44,21 @@ class GaussianRBF(nn.Module):
 
 
 class SchNetInteraction(nn.Module):
-    def __init__(self, hidden: int, n_filters: int) -> None:
+    def __init__(self, hidden: int, n_filters: int, n_rbf: int) -> None:
         super().__init__()
+        self.filter1 = nn.Linear(n_rbf, n_filters)
         self.filter2 = nn.Linear(n_filters, n_filters)
         self.in2f = nn.Linear(hidden, n_filters, bias=False)
         self.f2out = nn.Linear(n_filters, hidden)
         self.dense = nn.Linear(hidden, hidden)
         self.act = ShiftedSoftplus()
 
-    def forward(self, h: Tensor, filt1: Tensor, fcut: Tensor, i: Tensor, j: Tensor) -> Tensor:
-        w = self.filter2(self.act(filt1)) * fcut[:, None]
-        msg = self.in2f(h)[j] * w
-        agg = scatter_sum(msg, i, h.shape[0])
+    def forward(self, h: Tensor, rbf: Tensor, fcut: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        """Messages over the half edge list (i, j): j -> i and i -> j share W(r_ij)."""
+        w = self.filter2(self.act(self.filter1(rbf))) * fcut[:, None]
+        x = self.in2f(h)
+        agg = scatter_sum(x.index_select(0, j) * w, i, h.shape[0])
+        agg = agg.index_add(0, j, x.index_select(0, i) * w)
         return self.dense(self.act(self.f2out(agg)))
 
 
@@ -82,21 +87,17 @@ class SchNet(GNNPotential):
         self.embedding = nn.Embedding(MAX_Z + 1, hidden)
         self.rbf = GaussianRBF(n_rbf, cutoff)
         self.fcut = CosineCutoff(cutoff)
-        self.n_filters = n_filters
-        # first filter layer of every interaction fused into one matmul
-        self.filter1 = nn.Linear(n_rbf, n_interactions * n_filters)
         self.interactions = nn.ModuleList(
-            SchNetInteraction(hidden, n_filters) for _ in range(n_interactions)
+            SchNetInteraction(hidden, n_filters, n_rbf) for _ in range(n_interactions)
         )
         self.readout = nn.Sequential(
             nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1)
         )
 
     def forward(self, batch: Batch) -> Tensor:
-        i, j, _, r = self.edges(batch)
+        i, j, _, r = self.edges(batch, half=True)
         h = self.embedding(batch.numbers_n).to(batch.dtype)
-        filt1 = self.filter1(self.rbf(r)).split(self.n_filters, dim=1)
-        fcut = self.fcut(r)
-        for block, f1 in zip(self.interactions, filt1):
-            h = h + block(h, f1, fcut, i, j)
+        rbf, fcut = self.rbf(r), self.fcut(r)
+        for block in self.interactions:
+            h = h + block(h, rbf, fcut, i, j)
         return self.energy_from_atoms(self.readout(h)[:, 0], batch)

@@ -1,0 +1,5 @@
+"""Experiments as scripts: ``python -m ase_mlff.recipes.<name> --help``.
+
+- ``make_reference``: GFN2-xTB reference MD of a molecule (the shipped aspirin set).
+- ``train``: train, evaluate and log one potential to MLflow.
+"""
