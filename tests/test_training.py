@@ -65,6 +65,8 @@ def test_train_recipe_logs_and_resumes(workdir):
     assert "test_forces_mae" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(res["run_id"])}
     assert {"checkpoint", "figures", "results.json", "config.yaml"} <= arts
+    figs = {a.path for a in client.list_artifacts(res["run_id"], "figures")}
+    assert figs == {"figures/learning_curve.png", "figures/parity.png"}
 
     # an interrupted run continues from its last checkpoint instead of starting over
     res2 = train_recipe.main(_args(workdir, out, 4))
@@ -106,3 +108,22 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
         ExperimentConfig.from_dict({"train": {"epoch": 3}})
     with pytest.raises(ValueError, match="unknown config sections"):
         ExperimentConfig.from_dict({"optim": {}})
+
+
+def test_sigterm_marks_run_killed(workdir):
+    import os
+    import signal
+
+    from ase_mlff.tracking import Tracker
+
+    tracker = Tracker("test", uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), tracker.run("terminated") as run:
+        run.log_metrics({"x": 1.0}, step=1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler raises at the next bytecode
+            pass
+    got = tracker.get_run(run.run_id)
+    assert got.info.status == "KILLED"
+    assert got.data.metrics["x"] == 1.0
+    assert signal.getsignal(signal.SIGTERM) is before

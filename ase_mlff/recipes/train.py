@@ -29,7 +29,8 @@ from typing import Any
 
 from ase_mlff.data import Dataset, group_split, load_dataset, random_split
 from ase_mlff.data.splits import Split
-from ase_mlff.metrics.errors import evaluate
+from ase_mlff.metrics.errors import error_metrics, predict
+from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
 from ase_mlff.models import build_model
 from ase_mlff.models.io import META
 from ase_mlff.training.config import DataConfig, ExperimentConfig
@@ -111,28 +112,12 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
-def learning_curve_figure(history: list[dict[str, float]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax[0].plot(ep, [h["val_forces_mae"] * 1e3 for h in history], label="val force MAE")
-    ax[0].set_ylabel("force MAE (meV/Å)")
-    ax[1].plot(ep, [h["val_energy_mae_per_atom"] * 1e3 for h in history], label="val energy MAE")
-    ax[1].set_ylabel("energy MAE (meV/atom)")
-    for a in ax:
-        a.set_xlabel("epoch")
-        a.set_yscale("log")
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def run(
-    cfg: ExperimentConfig, out: Path, experiment: str = "train", tracking_uri: str | None = None
+    cfg: ExperimentConfig,
+    out: Path,
+    experiment: str = "train",
+    tracking_uri: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and log one configuration; returns the results dict."""
     from ase_mlff.tracking import Tracker
@@ -163,6 +148,7 @@ def run(
                 "n_test": len(test),
             },
             "mlflow_run_id": run_h.run_id,
+            "command": command,
         }
         trainer = Trainer(
             model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
@@ -170,13 +156,14 @@ def run(
         run_h.log_params({f"atomref.{k}": v for k, v in trainer.atomref_stats.items()})
         result = trainer.fit()
         t0 = time.perf_counter()
-        test_m = evaluate(
+        pred = predict(
             trainer.model,
             test,
             batch_size=cfg.train.eval_batch_size,
             device=cfg.train.device,
             dtype=DTYPES[cfg.train.dtype],
         )
+        test_m = error_metrics(pred["energy"], pred["forces"], test)
         run_h.log_metrics({f"test_{k}": v for k, v in test_m.items()}, step=result.epochs_run)
         # record the test metrics inside the best checkpoint itself
         meta_file = result.best_dir / META
@@ -186,6 +173,16 @@ def run(
         fig = learning_curve_figure(result.history)
         fig.savefig(out / "learning_curve.png", dpi=120)
         run_h.log_figure(fig, "learning_curve.png")
+        fig = parity_figure(
+            pred["forces"],
+            test.forces_nc,
+            pred["energy"],
+            test.energy_s,
+            test.n_atoms_s,
+            title=f"{cfg.model.get('name')} on {cfg.data.name}, test",
+        )
+        fig.savefig(out / "parity.png", dpi=120)
+        run_h.log_figure(fig, "parity.png")
         run_h.log_artifact(result.best_dir, "checkpoint")
         results = {
             "run_id": run_h.run_id,
@@ -240,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out
         or Path("runs") / f"{cfg.model['name']}-{Path(str(cfg.data.name)).stem}-{args.profile}"
     )
-    res = run(cfg, out, args.experiment, args.tracking_uri)
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python -m ase_mlff.recipes.train " + " ".join(argv)
+    res = run(cfg, out, args.experiment, args.tracking_uri, command)
     t = res["test"]
     print(
         f"\n{cfg.model['name']} on {cfg.data.name}: {res['n_train']} train / {res['n_val']} val / "

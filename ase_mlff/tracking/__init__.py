@@ -5,15 +5,17 @@ The store is local by default: ``sqlite:///<cwd>/mlflow.db`` with artifacts unde
 
     mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1 --host 127.0.0.1
 
-A run that raises is marked FAILED (KILLED on Ctrl-C) with the error as a tag, keeping
-everything it logged so far; nothing vanishes.
+A run that raises is marked FAILED (KILLED on Ctrl-C or SIGTERM) with the error as a tag,
+keeping everything it logged so far; nothing vanishes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
     return out
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class RunHandle:
@@ -140,6 +146,11 @@ class Tracker:
         if params:
             handle.log_params(params)
         log.info("MLflow run %s (%s) in %s", name, handle.run_id, self.uri)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            # `kill` (SIGTERM) ends the process without unwinding; make it unwind so the
+            # run is marked KILLED instead of staying RUNNING forever
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             yield handle
         except KeyboardInterrupt:
@@ -152,6 +163,9 @@ class Tracker:
             raise
         else:
             self.client.set_terminated(handle.run_id, status="FINISHED")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)

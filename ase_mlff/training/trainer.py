@@ -43,7 +43,10 @@ def show_progress() -> bool:
 
 
 def loss_fn(
-    out: dict[str, torch.Tensor], batch: Batch, energy_weight: float, force_weight: float
+    out: dict[str, torch.Tensor],
+    batch: Batch,
+    energy_weight: float = 1.0,
+    force_weight: float = 20.0,
 ) -> torch.Tensor:
     """The weighted energy-per-atom + force loss above."""
     w_s = batch.weight_s if batch.weight_s is not None else torch.ones_like(batch.energy_s)
