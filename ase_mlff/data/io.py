@@ -24,6 +24,10 @@ SHIPPED_DIR = Path(__file__).parent / "shipped"
 #: name -> file in ``ase_mlff/data/shipped``; each has ``<stem>.provenance.json`` beside it.
 SHIPPED_DATASETS = {"aspirin": "aspirin_gfn2_500K.npz"}
 
+#: how each shipped set is meant to be split: the test set is a whole held-out
+#: trajectory, so no test frame is time-correlated with a training frame
+SHIPPED_SPLITS = {"aspirin": {"split": "trajectory", "test_groups": [4]}}
+
 
 def _md17_like(
     path: Path, z: np.ndarray, r: np.ndarray, e: np.ndarray, f: np.ndarray, fmt: str

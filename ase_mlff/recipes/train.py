@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ase_mlff.data import Dataset, group_split, load_dataset, random_split
+from ase_mlff.data.io import SHIPPED_SPLITS
 from ase_mlff.data.splits import Split
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
@@ -84,9 +85,7 @@ def split_dataset(ds: Dataset, cfg: DataConfig) -> Split:
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
     prof = PROFILES[args.profile]
-    data = {"name": args.data, **prof["data"]}
-    if args.data == "aspirin":
-        data.update(split="trajectory", test_groups=[4])
+    data = {"name": args.data, **prof["data"], **SHIPPED_SPLITS.get(args.data, {})}
     cfg = ExperimentConfig.from_dict(
         {"data": data, "model": {"name": args.model, **prof["model"]}, "train": prof["train"]}
     )
