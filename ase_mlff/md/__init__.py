@@ -1,0 +1,22 @@
+"""Batched molecular dynamics: many replicas, one potential call per step."""
+
+from ase_mlff.md.integrators import (
+    init_nose_hoover_chain,
+    langevin_baoab_step,
+    nose_hoover_chain_step,
+    nose_hoover_conserved,
+    velocity_verlet_step,
+)
+from ase_mlff.md.state import MDState, init_state, make_generators, remove_com_velocity
+
+__all__ = [
+    "MDState",
+    "init_nose_hoover_chain",
+    "init_state",
+    "langevin_baoab_step",
+    "make_generators",
+    "nose_hoover_chain_step",
+    "nose_hoover_conserved",
+    "remove_com_velocity",
+    "velocity_verlet_step",
+]

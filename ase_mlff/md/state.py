@@ -1,0 +1,136 @@
+"""The state of R replicas integrated together, and their initial velocities.
+
+Units are ASE's: positions Å, masses amu, energies eV, time in ASE units (``ase.units.fs``
+per femtosecond), so velocities are Å per ASE time unit and ``a = F / m`` needs no factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.data import atomic_masses
+from torch import Tensor
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.models.base import compute_properties, scatter_sum
+
+
+@dataclass
+class MDState:
+    """Positions live in ``batch``; everything else is per atom (n) or per replica (s).
+
+    Attributes:
+        batch: the replicas as one :class:`~ase_mlff.graph.Batch` (positions, graph).
+        vel_nc: (N, 3) velocities, Å per ASE time unit.
+        mass_n: (N,) masses, amu.
+        forces_nc: (N, 3) forces at the current positions, eV/Å.
+        energy_s: (S,) potential energies, eV.
+        step: MD steps taken.
+        generators: one torch.Generator per replica, so a replica's noise does not depend
+            on which other replicas share its batch.
+        thermostat: integrator-specific per-replica tensors (e.g. Nosé-Hoover chain).
+    """
+
+    batch: Batch
+    vel_nc: Tensor
+    mass_n: Tensor
+    forces_nc: Tensor
+    energy_s: Tensor
+    step: int = 0
+    generators: list[torch.Generator] = field(default_factory=list)
+    thermostat: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def n_dof_s(self) -> Tensor:
+        """(S,) degrees of freedom: 3N - 3 (centre-of-mass motion removed)."""
+        return (3 * self.batch.n_atoms_s - 3).clamp_min(1).to(self.vel_nc.dtype)
+
+    def kinetic_energy(self) -> Tensor:
+        """(S,) kinetic energies, eV."""
+        ke_n = 0.5 * self.mass_n * (self.vel_nc**2).sum(dim=1)
+        return scatter_sum(ke_n, self.batch.system_n, self.batch.n_systems)
+
+    def temperature(self) -> Tensor:
+        """(S,) instantaneous temperatures, K."""
+        return 2.0 * self.kinetic_energy() / (self.n_dof_s * units.kB)
+
+
+def remove_com_velocity(vel_nc: Tensor, mass_n: Tensor, system_n: Tensor, n_sys: int) -> Tensor:
+    """Subtract each replica's centre-of-mass velocity (vectorised over replicas)."""
+    p_s = scatter_sum(mass_n[:, None] * vel_nc, system_n, n_sys)
+    m_s = scatter_sum(mass_n, system_n, n_sys)
+    return vel_nc - (p_s / m_s[:, None])[system_n]
+
+
+def make_generators(
+    seed: int, replica_ids: Sequence[int], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One generator per replica; replica r's stream depends only on (seed, r).
+
+    So a replica integrated alone (``replica_ids=[r]``) follows exactly the trajectory it
+    follows inside any batch.
+    """
+    out = []
+    for r in replica_ids:
+        state = np.random.SeedSequence([seed, int(r)]).generate_state(1, dtype=np.uint64)[0]
+        g = torch.Generator(device=device)
+        g.manual_seed(int(state % (2**63 - 1)))
+        out.append(g)
+    return out
+
+
+def randn_per_replica(state: MDState, shape_tail: tuple[int, ...] = (3,)) -> Tensor:
+    """(N, *shape_tail) standard normals, each replica's block from its own generator."""
+    blocks = [
+        torch.randn(
+            (int(n), *shape_tail), generator=g, dtype=state.vel_nc.dtype, device=state.vel_nc.device
+        )
+        for g, n in zip(state.generators, state.batch.n_atoms_s.tolist())
+    ]
+    return torch.cat(blocks)
+
+
+def init_state(
+    model: torch.nn.Module,
+    images: Sequence[Atoms],
+    *,
+    temperature_K: float,
+    seed: int,
+    replica_ids: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> MDState:
+    """Replicas from ASE structures with Maxwell-Boltzmann velocities at ``temperature_K``.
+
+    Velocities are drawn per replica from its own stream (``replica_ids``, default
+    0..R-1, name the streams), the centre-of-mass motion is
+    removed, and each replica is rescaled to exactly ``temperature_K`` over 3N-3 degrees
+    of freedom (as ASE's ``MaxwellBoltzmannDistribution(force_temp=True)`` + ``Stationary``).
+    """
+    batch = Batch.from_atoms(list(images), cutoff=model.cutoff, dtype=dtype, device=device)
+    mass_n = torch.as_tensor(
+        atomic_masses[batch.numbers_n.cpu().numpy()], dtype=dtype, device=batch.device
+    )
+    out = compute_properties(model, batch, forces=True)
+    state = MDState(
+        batch=batch,
+        vel_nc=torch.zeros_like(batch.pos_nc),
+        mass_n=mass_n,
+        forces_nc=out["forces"].to(dtype),
+        energy_s=out["energy"],
+        generators=make_generators(
+            seed, range(batch.n_systems) if replica_ids is None else replica_ids, batch.device
+        ),
+    )
+    if temperature_K > 0:
+        xi = randn_per_replica(state)
+        vel = xi * torch.sqrt(units.kB * temperature_K / mass_n)[:, None]
+        vel = remove_com_velocity(vel, mass_n, batch.system_n, batch.n_systems)
+        state = replace(state, vel_nc=vel)
+        scale = torch.sqrt(temperature_K / state.temperature().clamp_min(1e-12))
+        state.vel_nc = vel * scale[batch.system_n][:, None]
+    return state
