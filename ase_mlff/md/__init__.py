@@ -1,5 +1,14 @@
 """Batched molecular dynamics: many replicas, one potential call per step."""
 
+from ase_mlff.md.detectors import (
+    AtomOverlap,
+    BondLengthDeviation,
+    Detector,
+    ExplodingForces,
+    NonFinite,
+    TemperatureBounds,
+    default_detectors,
+)
 from ase_mlff.md.integrators import (
     init_nose_hoover_chain,
     langevin_baoab_step,
@@ -7,10 +16,23 @@ from ase_mlff.md.integrators import (
     nose_hoover_conserved,
     velocity_verlet_step,
 )
+from ase_mlff.md.runner import INTEGRATORS, MDRun, ReplicaResult, run_md, select_replicas
 from ase_mlff.md.state import MDState, init_state, make_generators, remove_com_velocity
 
 __all__ = [
+    "INTEGRATORS",
+    "AtomOverlap",
+    "BondLengthDeviation",
+    "Detector",
+    "ExplodingForces",
+    "MDRun",
     "MDState",
+    "NonFinite",
+    "ReplicaResult",
+    "TemperatureBounds",
+    "default_detectors",
+    "run_md",
+    "select_replicas",
     "init_nose_hoover_chain",
     "init_state",
     "langevin_baoab_step",

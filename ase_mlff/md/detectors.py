@@ -1,0 +1,190 @@
+"""Stability detectors: per replica, is the trajectory still physical?
+
+A detector is called on an :class:`~ase_mlff.md.MDState` and returns a (S,) bool tensor,
+True where a replica has become unphysical; its ``name`` is the reason recorded. Detectors
+that keep per-replica references implement ``select(keep_s)`` so that the runner can drop
+replicas that stopped. All reductions are vectorised over replicas (no Python loop over
+atoms or replicas).
+
+- :class:`BondLengthDeviation` (papers 000 and 003): max over bonds |r_ij(t) − b_ij| > Δ,
+  Δ = 0.5 Å by default (0.3 Å in paper 002); bonds and b_ij from reference structures.
+- :class:`AtomOverlap` (paper 004): some pair closer than ``fraction`` × the replica's
+  initial minimum interatomic distance (½ in the paper).
+- :class:`NonFinite`: NaN or inf energies, forces or positions.
+- :class:`ExplodingForces`: any force component above ``max_force`` eV/Å.
+- :class:`TemperatureBounds`: temperature outside [0.1, 1e5] K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.neighborlist import natural_cutoffs, neighbor_list
+from torch import Tensor
+
+from ase_mlff.md.state import MDState
+
+
+def scatter_max(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """Per-bin maximum of ``src`` (-inf for empty bins)."""
+    out = torch.full((dim_size,), -torch.inf, dtype=src.dtype, device=src.device)
+    return out.scatter_reduce(0, index, src, reduce="amax", include_self=True)
+
+
+class Detector:
+    name = "detector"
+
+    def __call__(self, state: MDState) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def select(self, keep_s: Tensor, state: MDState) -> None:
+        """Drop replicas where ``keep_s`` is False (``state`` is the state before dropping)."""
+
+
+class NonFinite(Detector):
+    name = "non_finite"
+
+    def __call__(self, state: MDState) -> Tensor:
+        b = state.batch
+        bad_n = ~torch.isfinite(state.forces_nc).all(dim=1) | ~torch.isfinite(b.pos_nc).all(dim=1)
+        bad_s = torch.zeros(b.n_systems, dtype=torch.bool, device=b.device)
+        bad_s = bad_s.index_put(
+            (b.system_n[bad_n],), torch.ones_like(b.system_n[bad_n], dtype=torch.bool)
+        )
+        return bad_s | ~torch.isfinite(state.energy_s)
+
+
+class ExplodingForces(Detector):
+    name = "exploding_forces"
+
+    def __init__(self, max_force: float = 100.0) -> None:
+        self.max_force = max_force
+
+    def __call__(self, state: MDState) -> Tensor:
+        f = state.forces_nc.abs().amax(dim=1).nan_to_num(nan=torch.inf)
+        return scatter_max(f, state.batch.system_n, state.batch.n_systems) > self.max_force
+
+
+class TemperatureBounds(Detector):
+    name = "temperature"
+
+    def __init__(self, low_K: float = 0.1, high_K: float = 1e5) -> None:
+        self.low, self.high = low_K, high_K
+
+    def __call__(self, state: MDState) -> Tensor:
+        t = state.temperature().nan_to_num(nan=torch.inf)
+        return (t < self.low) | (t > self.high)
+
+
+class _PairDetector(Detector):
+    """Shared bookkeeping of detectors defined on fixed atom pairs of each replica."""
+
+    pairs_2p: Tensor  # global atom indices in the current batch
+    pair_sys_p: Tensor
+
+    def _distances(self, state: MDState) -> Tensor:
+        i, j = self.pairs_2p
+        pos = state.batch.pos_nc
+        return (pos.index_select(0, j) - pos.index_select(0, i)).norm(dim=1)
+
+    def select(self, keep_s: Tensor, state: MDState) -> None:
+        b = state.batch
+        new_index_n = torch.cumsum(keep_s[b.system_n].long(), 0) - 1  # old atom -> new atom
+        keep_p = keep_s[self.pair_sys_p]
+        new_sys = torch.cumsum(keep_s.long(), 0) - 1
+        self.pairs_2p = new_index_n[self.pairs_2p[:, keep_p]]
+        self.pair_sys_p = new_sys[self.pair_sys_p[keep_p]]
+        self._select_pairs(keep_p, keep_s)
+
+    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
+        pass
+
+
+class BondLengthDeviation(_PairDetector):
+    """Unstable when some bond deviates from its reference length by more than ``delta`` Å.
+
+    Bonds are the covalent bonds (ASE natural cutoffs × ``bond_scale``) of each replica's
+    reference structure, and b_ij their lengths there, or, when ``reference_ensemble``
+    (frames of the same molecule) is given, their mean over that ensemble.
+    """
+
+    name = "bond_length"
+
+    def __init__(
+        self,
+        references: Sequence[Atoms],
+        delta: float = 0.5,
+        bond_scale: float = 1.0,
+        reference_ensemble: Sequence[np.ndarray] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.delta = delta
+        pairs, lengths, sys_p, offset = [], [], [], 0
+        for s, atoms in enumerate(references):
+            i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=bond_scale))
+            keep = i < j
+            i, j, d = i[keep], j[keep], d[keep]
+            if reference_ensemble is not None:
+                pos_tn3 = np.asarray(reference_ensemble[s])
+                d = np.linalg.norm(pos_tn3[:, j] - pos_tn3[:, i], axis=-1).mean(axis=0)
+            pairs.append(np.stack([i, j]) + offset)
+            lengths.append(d)
+            sys_p.append(np.full(len(i), s))
+            offset += len(atoms)
+        self.pairs_2p = torch.as_tensor(np.concatenate(pairs, axis=1), device=device)
+        self.b_p = torch.as_tensor(np.concatenate(lengths), device=device)
+        self.pair_sys_p = torch.as_tensor(np.concatenate(sys_p), device=device)
+        self.n_systems = len(references)
+
+    def deviation(self, state: MDState) -> Tensor:
+        """(S,) max |r_ij − b_ij| over each replica's bonds, Å."""
+        dev = (self._distances(state) - self.b_p.to(state.batch.dtype)).abs()
+        return scatter_max(dev.nan_to_num(nan=torch.inf), self.pair_sys_p, state.batch.n_systems)
+
+    def __call__(self, state: MDState) -> Tensor:
+        return self.deviation(state) > self.delta
+
+    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
+        self.b_p = self.b_p[keep_p]
+
+
+class AtomOverlap(Detector):
+    """Unstable when two atoms come closer than ``fraction`` × the initial minimum distance.
+
+    Uses the neighbour graph of the batch (all pairs within the model's cutoff), so the
+    threshold must be below the cutoff, as it always is for interatomic distances.
+    """
+
+    name = "atom_overlap"
+
+    def __init__(self, state: MDState, fraction: float = 0.5) -> None:
+        self.fraction = fraction
+        self.threshold_s = fraction * self.min_distance(state)
+
+    @staticmethod
+    def min_distance(state: MDState) -> Tensor:
+        from ase_mlff.graph.batch import edge_vectors
+
+        b = state.batch
+        d = edge_vectors(b).norm(dim=1)
+        return -scatter_max(-d, b.system_n[b.edge_index_2e[0]], b.n_systems)
+
+    def __call__(self, state: MDState) -> Tensor:
+        return self.min_distance(state) < self.threshold_s
+
+    def select(self, keep_s: Tensor, state: MDState) -> None:
+        self.threshold_s = self.threshold_s[keep_s]
+
+
+def default_detectors(references: Sequence[Atoms], state: MDState, delta: float = 0.5) -> list:
+    """The molecular default: bonds (Δ = 0.5 Å), overlap, non-finite, forces, temperature."""
+    return [
+        NonFinite(),
+        BondLengthDeviation(references, delta=delta, device=state.batch.device),
+        AtomOverlap(state),
+        ExplodingForces(),
+        TemperatureBounds(),
+    ]

@@ -1,0 +1,206 @@
+"""Run many replicas until each becomes unphysical or the run ends (adaptive batching).
+
+Every ``check_every`` steps the detectors look at all replicas; a replica that fails is
+recorded (t_inst, step, reason) and removed from the batch at once, so the remaining
+replicas go on with the freed compute. Frames (positions, potential energy, temperature)
+of every active replica are kept every ``record_every`` steps; the frames of a replica
+end with the last check it passed, so what is kept is its stable part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+from tqdm import tqdm
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.md.detectors import Detector, default_detectors
+from ase_mlff.md.integrators import (
+    langevin_baoab_step,
+    nose_hoover_chain_step,
+    velocity_verlet_step,
+)
+from ase_mlff.md.state import MDState, init_state
+
+INTEGRATORS = {
+    "nve": velocity_verlet_step,
+    "langevin": langevin_baoab_step,
+    "nose_hoover": nose_hoover_chain_step,
+}
+
+
+def select_replicas(state: MDState, keep_s: torch.Tensor) -> MDState:
+    """The state restricted to the replicas where ``keep_s`` is True."""
+    b = state.batch
+    keep_n = keep_s[b.system_n]
+    batch = Batch.from_arrays(
+        b.numbers_n[keep_n],
+        b.pos_nc[keep_n],
+        b.n_atoms_s[keep_s],
+        b.cell_s33[keep_s],
+        b.pbc_s3[keep_s],
+        cutoff=b.cutoff,
+        dtype=b.dtype,
+        device=b.device,
+    )
+    keep_list = keep_s.tolist()
+    return replace(
+        state,
+        batch=batch,
+        vel_nc=state.vel_nc[keep_n],
+        mass_n=state.mass_n[keep_n],
+        forces_nc=state.forces_nc[keep_n],
+        energy_s=state.energy_s[keep_s],
+        generators=[g for g, k in zip(state.generators, keep_list) if k],
+        thermostat={k: v[keep_s] for k, v in state.thermostat.items()},
+    )
+
+
+@dataclass
+class ReplicaResult:
+    replica_id: int
+    t_inst_fs: float  # time of the first failed check; nan when it stayed stable
+    reason: str | None
+    times_fs: np.ndarray  # (T,)
+    positions_tn3: np.ndarray  # (T, n, 3) Å, the stable part
+    energy_t: np.ndarray  # (T,) eV
+    temperature_t: np.ndarray  # (T,) K
+
+    @property
+    def stable(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class MDRun:
+    replicas: list[ReplicaResult]
+    dt_fs: float
+    steps: int
+    settings: dict = field(default_factory=dict)
+
+    def t_inst(self) -> np.ndarray:
+        """(R,) instability times, fs; the run length for replicas that stayed stable."""
+        total = self.steps * self.dt_fs
+        return np.array([total if r.stable else r.t_inst_fs for r in self.replicas])
+
+
+def run_md(
+    model: torch.nn.Module,
+    images: Sequence[Atoms],
+    *,
+    steps: int,
+    dt: float = 0.5,
+    integrator: str = "langevin",
+    temperature_K: float = 500.0,
+    seed: int = 0,
+    replica_ids: Sequence[int] | None = None,
+    detectors: Sequence[Detector] | None = None,
+    check_every: int = 10,
+    record_every: int = 20,
+    friction: float = 0.01,
+    tdamp: float = 50.0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
+) -> MDRun:
+    """Integrate all ``images`` as replicas for ``steps`` steps of ``dt`` fs.
+
+    ``detectors=None`` uses :func:`~ase_mlff.md.detectors.default_detectors` built on the
+    start structures; pass ``[]`` to run without any.
+    """
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"unknown integrator {integrator!r}; choose from {sorted(INTEGRATORS)}")
+    if check_every < 1 or record_every < 1:
+        raise ValueError("check_every and record_every must be positive")
+    ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
+    state = init_state(
+        model,
+        images,
+        temperature_K=temperature_K,
+        seed=seed,
+        replica_ids=ids,
+        dtype=dtype,
+        device=device,
+    )
+    dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
+    step_fn = INTEGRATORS[integrator]
+    kwargs: dict = {"dt": dt}
+    if integrator == "langevin":
+        kwargs.update(temperature_K=temperature_K, friction=friction)
+    elif integrator == "nose_hoover":
+        kwargs.update(temperature_K=temperature_K, tdamp=tdamp)
+
+    active = list(ids)
+    frames: dict[int, list] = {r: [] for r in ids}
+    stopped: dict[int, tuple[float, str]] = {}
+    pending: dict[int, list] = {r: [] for r in ids}  # frames since the last passed check
+
+    def record(st: MDState) -> None:
+        pos = st.batch.pos_nc.detach().cpu().numpy()
+        ptr = np.concatenate([[0], np.cumsum(st.batch.n_atoms_s.cpu().numpy())])
+        e = st.energy_s.detach().cpu().numpy()
+        t = st.temperature().detach().cpu().numpy()
+        for k, r in enumerate(active):
+            pending[r].append((st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k]))
+
+    record(state)
+    bar = tqdm(total=steps, desc="MD", disable=not progress)
+    while state.step < steps and active:
+        state = step_fn(state, model, **kwargs)
+        bar.update(1)
+        if state.step % record_every == 0:
+            record(state)
+        if state.step % check_every == 0 or state.step == steps:
+            bad_s = torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
+            reasons = [""] * len(active)
+            for det in dets:
+                flag = det(state) & ~bad_s
+                for k in torch.nonzero(flag).flatten().tolist():
+                    reasons[k] = det.name
+                bad_s |= flag
+            for k, r in enumerate(active):
+                if bad_s[k]:
+                    stopped[r] = (state.step * dt, reasons[k])
+                    pending[r] = []  # frames after the last passed check are not stable
+                else:
+                    frames[r].extend(pending[r])
+                    pending[r] = []
+            if bool(bad_s.any()):
+                keep = ~bad_s
+                for det in dets:
+                    det.select(keep, state)
+                active = [r for r, k in zip(active, keep.tolist()) if k]
+                if active:
+                    state = select_replicas(state, keep)
+    bar.close()
+    results = []
+    for r in ids:
+        fr = frames[r]
+        t_inst, reason = stopped.get(r, (float("nan"), None))
+        results.append(
+            ReplicaResult(
+                replica_id=r,
+                t_inst_fs=t_inst,
+                reason=reason,
+                times_fs=np.array([f[0] for f in fr]),
+                positions_tn3=np.array([f[1] for f in fr]),
+                energy_t=np.array([f[2] for f in fr]),
+                temperature_t=np.array([f[3] for f in fr]),
+            )
+        )
+    settings = {
+        "integrator": integrator,
+        "temperature_K": temperature_K,
+        "seed": seed,
+        "check_every": check_every,
+        "record_every": record_every,
+        "friction": friction,
+        "tdamp": tdamp,
+        "detectors": [d.name for d in dets],
+    }
+    return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)

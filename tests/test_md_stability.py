@@ -1,0 +1,154 @@
+"""Detectors fire on planted failures and never on the GFN2-xTB reference; the adaptive
+runner drops unstable replicas while the others continue unchanged."""
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.neighborlist import neighbor_list
+
+from ase_mlff.data import load_dataset
+from ase_mlff.data.io import SHIPPED_DIR
+from ase_mlff.graph import Batch
+from ase_mlff.md import init_state
+from ase_mlff.md.detectors import (
+    AtomOverlap,
+    BondLengthDeviation,
+    ExplodingForces,
+    NonFinite,
+    TemperatureBounds,
+)
+from ase_mlff.md.runner import run_md
+from ase_mlff.models.base import Potential, scatter_sum
+
+torch.set_num_threads(1)
+
+
+class TemplateSprings(Potential):
+    """Harmonic springs E = ½k Σ(r − r0)² on all pairs within 3 Å of molecule templates,
+    applied to every system with that template's size, so replicas may be dropped.
+    A negative k makes a template fly apart: a planted instability."""
+
+    def __init__(self, templates, ks):
+        super().__init__()
+        self.cutoff, self.config = 2.0, {"name": "template_springs"}
+        self.items = []
+        for t, k in zip(templates, ks):
+            i, j, d = neighbor_list("ijd", t, 3.0)
+            m = i < j
+            self.items.append(
+                (len(t), torch.as_tensor(i[m]), torch.as_tensor(j[m]), torch.as_tensor(d[m]), k)
+            )
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        ptr = torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s
+        energy = torch.zeros(batch.n_systems, dtype=torch.float64)
+        for n, i, j, r0, k in self.items:
+            sys = torch.nonzero(batch.n_atoms_s == n).flatten()
+            gi = (ptr[sys][:, None] + i[None]).flatten()
+            gj = (ptr[sys][:, None] + j[None]).flatten()
+            r = (batch.pos_nc[gj] - batch.pos_nc[gi]).norm(dim=1)
+            e = 0.5 * k * (r - r0.repeat(len(sys)).to(r.dtype)) ** 2
+            energy = energy + scatter_sum(e.double(), batch.system_n[gi], batch.n_systems)
+        return energy
+
+
+def _aspirin():
+    return ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+
+
+def _state(images):
+    model = TemplateSprings([images[0]], [20.0])
+    return init_state(model, images, temperature_K=300, seed=0)
+
+
+def test_detectors_fire_on_planted_failures():
+    images = [_aspirin() for _ in range(4)]
+    state = _state(images)
+    dets = [
+        NonFinite(),
+        BondLengthDeviation(images),
+        AtomOverlap(state),
+        ExplodingForces(),
+        TemperatureBounds(),
+    ]
+    for d in dets:
+        assert not d(state).any(), d.name
+    pos = state.batch.pos_nc.clone()
+    u = pos[21 + 4] - pos[21 + 11]
+    pos[21 + 4] += 0.6 * u / u.norm()  # replica 1: C4-C11 bond stretched by 0.6 Å
+    pos[2 * 21 + 13] = pos[2 * 21 + 9] + 0.1  # replica 2: H13 onto O9
+    state.batch = state.batch.with_positions(pos)
+    state.forces_nc[3 * 21 + 5, 1] = float("nan")  # replica 3: NaN force
+    flags = {d.name: d(state).tolist() for d in dets}
+    assert flags["bond_length"] == [False, True, True, False]
+    assert flags["atom_overlap"] == [False, False, True, False]
+    assert flags["non_finite"] == [False, False, False, True]
+    assert flags["exploding_forces"] == [False, False, False, True]
+    assert BondLengthDeviation(images).deviation(state)[1] == pytest.approx(0.6, abs=0.15)
+
+
+def test_bond_detector_silent_on_reference_trajectories():
+    """Never fires on the shipped GFN2-xTB 500 K trajectories (all 6,000 frames)."""
+    ds = load_dataset("aspirin")
+    start = _aspirin()
+    n = len(ds)
+    batch = Batch.from_arrays(
+        ds.numbers_n, ds.positions_nc, ds.n_atoms_s, cutoff=2.0, dtype=torch.float64
+    )
+    state = _state([start])
+    state = type(state)(
+        batch=batch,
+        vel_nc=torch.zeros_like(batch.pos_nc),
+        mass_n=torch.ones(len(batch.pos_nc), dtype=torch.float64),
+        forces_nc=torch.as_tensor(ds.forces_nc),
+        energy_s=torch.zeros(n),
+    )
+    bonds = BondLengthDeviation([start] * n)
+    dev = bonds.deviation(state)
+    assert float(dev.max()) < 0.5, float(dev.max())
+    assert not AtomOverlap(_state([start]), fraction=0.5).threshold_s.isnan().any()
+    assert not NonFinite()(state).any()
+    assert not ExplodingForces()(state).any()
+
+
+def test_runner_drops_unstable_replicas_and_keeps_the_rest_unchanged():
+    asp, meth = _aspirin(), molecule("CH4")
+    images = [asp, meth, asp.copy()]
+    model = TemplateSprings([asp, meth], [20.0, -20.0])  # methane is planted to explode
+    run = run_md(
+        model,
+        images,
+        steps=200,
+        dt=0.5,
+        integrator="langevin",
+        temperature_K=300,
+        seed=5,
+        check_every=5,
+        record_every=10,
+    )
+    r0, r1, r2 = run.replicas
+    assert r0.stable and r2.stable
+    assert r1.reason in ("bond_length", "atom_overlap") and 0 < r1.t_inst_fs < 100
+    assert len(r1.times_fs) == 0 or r1.times_fs.max() < r1.t_inst_fs
+    assert len(r0.times_fs) == 21 and r0.positions_tn3.shape == (21, 21, 3)
+    np.testing.assert_allclose(run.t_inst(), [100.0, r1.t_inst_fs, 100.0])
+    # the survivors follow exactly the trajectory they follow without the failing replica
+    solo = run_md(
+        TemplateSprings([asp], [20.0]),
+        [asp.copy()],
+        steps=200,
+        dt=0.5,
+        temperature_K=300,
+        seed=5,
+        replica_ids=[2],
+        check_every=5,
+        record_every=10,
+    )
+    np.testing.assert_allclose(r2.positions_tn3, solo.replicas[0].positions_tn3, atol=1e-10)
+
+
+def test_runner_bad_arguments():
+    with pytest.raises(ValueError, match="unknown integrator"):
+        run_md(TemplateSprings([_aspirin()], [1.0]), [_aspirin()], steps=1, integrator="x")
