@@ -152,3 +152,40 @@ def test_runner_drops_unstable_replicas_and_keeps_the_rest_unchanged():
 def test_runner_bad_arguments():
     with pytest.raises(ValueError, match="unknown integrator"):
         run_md(TemplateSprings([_aspirin()], [1.0]), [_aspirin()], steps=1, integrator="x")
+
+
+def test_ase_driven_path_matches_batched_statistics():
+    """Same potential through ASE's Langevin and the batched BAOAB: same mean temperature
+    and the same distribution of interatomic distances, within sampling error."""
+    from ase_mlff.calculators import MLFFCalculator
+    from ase_mlff.md.ase_driver import run_ase_md
+
+    asp = _aspirin()
+    model = TemplateSprings([asp], [20.0])
+    kw = dict(
+        steps=1200,
+        dt=0.5,
+        integrator="langevin",
+        temperature_K=400,
+        friction=0.05,
+        check_every=20,
+        record_every=10,
+    )
+    batched = run_md(model, [asp.copy() for _ in range(4)], seed=1, **kw)
+    ase_run = run_ase_md(
+        [asp.copy() for _ in range(2)], lambda: MLFFCalculator(model), seed=2, **kw
+    )
+    assert all(r.stable for r in batched.replicas + ase_run.replicas)
+
+    def stats(run):
+        temps = np.concatenate([r.temperature_t[40:] for r in run.replicas])
+        pos = np.concatenate([r.positions_tn3[40:] for r in run.replicas])
+        iu = np.triu_indices(21, 1)
+        d = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1)[:, iu[0], iu[1]]
+        return temps.mean(), np.histogram(d, bins=40, range=(0.8, 6.0), density=True)[0]
+
+    t_b, h_b = stats(batched)
+    t_a, h_a = stats(ase_run)
+    assert abs(t_b - 400) < 30 and abs(t_a - 400) < 30, (t_b, t_a)
+    # integrated |Δh(r)|: 0.063 measured here; 0.090 when ASE runs at 250 K instead
+    assert np.abs(h_b - h_a).sum() * (5.2 / 40) < 0.08

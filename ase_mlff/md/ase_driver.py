@@ -1,0 +1,149 @@
+"""MD of any ASE calculator (GFN2-xTB, OpenMM, a user's own) through the same detectors and
+the same results as the batched engine, one replica after another.
+
+ASE's own integrators step the atoms: ``Langevin`` (with ``FixCom``, as ASE recommends),
+``VelocityVerlet``, or ``NoseHooverChainNVT``. Every ``check_every`` steps the replica is
+viewed as a one-replica :class:`~ase_mlff.md.MDState` and judged by the detectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+from ase.constraints import FixCom
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.md.detectors import default_detectors
+from ase_mlff.md.runner import MDRun, ReplicaResult
+from ase_mlff.md.state import MDState
+
+
+def _view(atoms: Atoms, cutoff: float) -> MDState:
+    """A one-replica MDState of the ASE atoms (for the detectors)."""
+    batch = Batch.from_atoms(atoms, cutoff=cutoff, dtype=torch.float64)
+    return MDState(
+        batch=batch,
+        vel_nc=torch.as_tensor(atoms.get_velocities()),
+        mass_n=torch.as_tensor(atoms.get_masses()),
+        forces_nc=torch.as_tensor(atoms.get_forces(apply_constraint=False)),
+        energy_s=torch.tensor([atoms.get_potential_energy()], dtype=torch.float64),
+    )
+
+
+def _dynamics(
+    atoms: Atoms,
+    integrator: str,
+    dt: float,
+    temperature_K: float,
+    friction: float,
+    tdamp: float,
+    rng: np.random.Generator,
+):
+    if integrator == "langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(
+            atoms,
+            dt * units.fs,
+            temperature_K=temperature_K,
+            friction=friction / units.fs,
+            rng=rng,
+            fixcm=False,
+        )
+    if integrator == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, dt * units.fs)
+    if integrator == "nose_hoover":
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+        return NoseHooverChainNVT(
+            atoms, dt * units.fs, temperature_K=temperature_K, tdamp=tdamp * units.fs
+        )
+    raise ValueError(f"unknown integrator {integrator!r}; choose nve, langevin or nose_hoover")
+
+
+def run_ase_md(
+    images: Sequence[Atoms],
+    calculator_factory: Callable[[], Calculator],
+    *,
+    steps: int,
+    dt: float = 0.5,
+    integrator: str = "langevin",
+    temperature_K: float = 500.0,
+    seed: int = 0,
+    replica_ids: Sequence[int] | None = None,
+    check_every: int = 10,
+    record_every: int = 20,
+    friction: float = 0.01,
+    tdamp: float = 50.0,
+    detector_factory: Callable = default_detectors,
+    detector_cutoff: float = 5.0,
+) -> MDRun:
+    """Each image a replica, integrated by ASE with a fresh calculator from the factory.
+
+    ``detector_cutoff`` is the radius of the graph the overlap detector looks at.
+    """
+    ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
+    results = []
+    for r, start in zip(ids, images):
+        atoms = start.copy()
+        atoms.calc = calculator_factory()
+        rng = np.random.default_rng([seed, r])
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng, force_temp=True)
+        Stationary(atoms)
+        if integrator == "langevin":
+            atoms.set_constraint(FixCom())
+        dets = detector_factory([start], _view(atoms, detector_cutoff))
+        dyn = _dynamics(atoms, integrator, dt, temperature_K, friction, tdamp, rng)
+        frames, pending = [], []
+        t_inst, reason = float("nan"), None
+        dof = max(3 * len(atoms) - 3, 1)
+
+        def snapshot(step: int) -> tuple:
+            ke = atoms.get_kinetic_energy()
+            return (
+                step * dt,
+                atoms.positions.copy(),
+                atoms.get_potential_energy(),
+                2 * ke / (dof * units.kB),
+            )
+
+        pending.append(snapshot(0))
+        for step in range(1, steps + 1):
+            dyn.run(1)
+            if step % record_every == 0:
+                pending.append(snapshot(step))
+            if step % check_every == 0 or step == steps:
+                view = _view(atoms, detector_cutoff)
+                failed = [d.name for d in dets if bool(d(view)[0])]
+                if failed:
+                    t_inst, reason = step * dt, failed[0]
+                    break
+                frames.extend(pending)
+                pending = []
+        results.append(
+            ReplicaResult(
+                replica_id=r,
+                t_inst_fs=t_inst,
+                reason=reason,
+                times_fs=np.array([f[0] for f in frames]),
+                positions_tn3=np.array([f[1] for f in frames]),
+                energy_t=np.array([f[2] for f in frames]),
+                temperature_t=np.array([f[3] for f in frames]),
+            )
+        )
+    settings = {
+        "engine": "ase",
+        "integrator": integrator,
+        "temperature_K": temperature_K,
+        "seed": seed,
+        "check_every": check_every,
+        "record_every": record_every,
+    }
+    return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)
