@@ -35,6 +35,12 @@ def _view(atoms: Atoms, cutoff: float) -> MDState:
     )
 
 
+def _snapshot(atoms: Atoms, step: int, dt: float, dof: int) -> tuple:
+    """(time fs, positions, potential energy, temperature over ``dof`` degrees of freedom)."""
+    temperature = 2 * atoms.get_kinetic_energy() / (dof * units.kB)
+    return (step * dt, atoms.positions.copy(), atoms.get_potential_energy(), temperature)
+
+
 def _dynamics(
     atoms: Atoms,
     integrator: str,
@@ -105,20 +111,11 @@ def run_ase_md(
         t_inst, reason = float("nan"), None
         dof = max(3 * len(atoms) - 3, 1)
 
-        def snapshot(step: int) -> tuple:
-            ke = atoms.get_kinetic_energy()
-            return (
-                step * dt,
-                atoms.positions.copy(),
-                atoms.get_potential_energy(),
-                2 * ke / (dof * units.kB),
-            )
-
-        pending.append(snapshot(0))
+        pending.append(_snapshot(atoms, 0, dt, dof))
         for step in range(1, steps + 1):
             dyn.run(1)
             if step % record_every == 0:
-                pending.append(snapshot(step))
+                pending.append(_snapshot(atoms, step, dt, dof))
             if step % check_every == 0 or step == steps:
                 view = _view(atoms, detector_cutoff)
                 failed = [d.name for d in dets if bool(d(view)[0])]
