@@ -189,3 +189,32 @@ def test_ase_driven_path_matches_batched_statistics():
     assert abs(t_b - 400) < 30 and abs(t_a - 400) < 30, (t_b, t_a)
     # integrated |Δh(r)|: 0.063 measured here; 0.090 when ASE runs at 250 K instead
     assert np.abs(h_b - h_a).sum() * (5.2 / 40) < 0.08
+
+
+def test_trajectories_stored_incrementally(tmp_path):
+    import ase.io
+
+    from ase_mlff.md.storage import read_replica, read_summary, stored_positions
+
+    asp, meth = _aspirin(), molecule("CH4")
+    model = TemplateSprings([asp, meth], [20.0, -20.0])
+    run = run_md(
+        model,
+        [asp, meth],
+        steps=100,
+        dt=0.5,
+        temperature_K=300,
+        seed=5,
+        check_every=5,
+        record_every=10,
+        traj_dir=tmp_path,
+    )
+    summary = read_summary(tmp_path)
+    assert summary["replicas"]["0"]["reason"] is None
+    assert summary["replicas"]["1"]["t_inst_fs"] == run.replicas[1].t_inst_fs
+    np.testing.assert_allclose(stored_positions(tmp_path, 0), run.replicas[0].positions_tn3)
+    frames = read_replica(tmp_path, 0)
+    assert frames[-1].info["time_fs"] == 50.0
+    assert frames[3].get_potential_energy() == pytest.approx(run.replicas[0].energy_t[3])
+    ase.io.write(tmp_path / "r0.extxyz", frames)
+    assert len(ase.io.read(tmp_path / "r0.extxyz", ":")) == len(frames)

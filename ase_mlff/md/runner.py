@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from ase_mlff.md.integrators import (
     velocity_verlet_step,
 )
 from ase_mlff.md.state import MDState, init_state
+from ase_mlff.md.storage import TrajectoryStore
 
 INTEGRATORS = {
     "nve": velocity_verlet_step,
@@ -106,12 +108,15 @@ def run_md(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    traj_dir: str | Path | None = None,
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
 ) -> MDRun:
     """Integrate all ``images`` as replicas for ``steps`` steps of ``dt`` fs.
 
     ``detectors=None`` uses :func:`~ase_mlff.md.detectors.default_detectors` built on the
-    start structures; pass ``[]`` to run without any.
+    start structures; pass ``[]`` to run without any. With ``traj_dir`` every replica's
+    stable frames are also appended to ``traj_dir/replica_XXXX.traj`` as they pass their
+    checks (:mod:`ase_mlff.md.storage`).
     """
     if integrator not in INTEGRATORS:
         raise ValueError(f"unknown integrator {integrator!r}; choose from {sorted(INTEGRATORS)}")
@@ -135,6 +140,19 @@ def run_md(
     elif integrator == "nose_hoover":
         kwargs.update(temperature_K=temperature_K, tdamp=tdamp)
 
+    settings = {
+        "integrator": integrator,
+        "dt_fs": dt,
+        "steps": steps,
+        "temperature_K": temperature_K,
+        "seed": seed,
+        "check_every": check_every,
+        "record_every": record_every,
+        "friction": friction,
+        "tdamp": tdamp,
+        "detectors": [d.name for d in dets],
+    }
+    store = TrajectoryStore(traj_dir, images, ids, settings) if traj_dir else None
     active = list(ids)
     frames: dict[int, list] = {r: [] for r in ids}
     stopped: dict[int, tuple[float, str]] = {}
@@ -167,8 +185,12 @@ def run_md(
                 if bad_s[k]:
                     stopped[r] = (state.step * dt, reasons[k])
                     pending[r] = []  # frames after the last passed check are not stable
+                    if store:
+                        store.mark_stopped(r, state.step * dt, reasons[k])
                 else:
                     frames[r].extend(pending[r])
+                    if store:
+                        store.append(r, pending[r])
                     pending[r] = []
             if bool(bad_s.any()):
                 keep = ~bad_s
@@ -178,6 +200,8 @@ def run_md(
                 if active:
                     state = select_replicas(state, keep)
     bar.close()
+    if store:
+        store.close()
     results = []
     for r in ids:
         fr = frames[r]
@@ -193,14 +217,4 @@ def run_md(
                 temperature_t=np.array([f[3] for f in fr]),
             )
         )
-    settings = {
-        "integrator": integrator,
-        "temperature_K": temperature_K,
-        "seed": seed,
-        "check_every": check_every,
-        "record_every": record_every,
-        "friction": friction,
-        "tdamp": tdamp,
-        "detectors": [d.name for d in dets],
-    }
     return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)

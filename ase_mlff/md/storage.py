@@ -1,0 +1,87 @@
+"""Trajectories written to disk as they are made, one ASE ``.traj`` file per replica.
+
+ASE's trajectory format is compact (binary), appendable frame by frame and read back by
+``ase.io.read`` into Atoms (with energy attached and ``time_fs``/``temperature_K`` in
+``atoms.info``), so ``ase.io.write("x.extxyz", ase.io.read("replica_0003.traj", ":"))``
+exports it. ``summary.json`` beside them records each replica's t_inst and reason and is
+rewritten whenever a replica stops, so a killed run loses nothing it had written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+
+class TrajectoryStore:
+    def __init__(
+        self,
+        directory: str | Path,
+        images: Sequence[Atoms],
+        replica_ids: Sequence[int],
+        settings: dict | None = None,
+    ) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.templates = {r: a.copy() for r, a in zip(replica_ids, images)}
+        self.summary: dict = {
+            "settings": settings or {},
+            "replicas": {
+                str(r): {"t_inst_fs": None, "reason": None, "frames": 0} for r in replica_ids
+            },
+        }
+        self._write_summary()
+
+    def path(self, replica_id: int) -> Path:
+        return self.dir / f"replica_{replica_id:04d}.traj"
+
+    def append(self, replica_id: int, frames: Sequence[tuple]) -> None:
+        """Append frames ``(time_fs, positions (n, 3), energy, temperature)``."""
+        if not frames:
+            return
+        from ase.io.trajectory import Trajectory
+
+        with Trajectory(self.path(replica_id), "a") as traj:
+            for t, pos, e, temp in frames:
+                atoms = self.templates[replica_id].copy()
+                atoms.positions = pos
+                atoms.info.update(time_fs=float(t), temperature_K=float(temp))
+                atoms.calc = SinglePointCalculator(atoms, energy=float(e))
+                traj.write(atoms)
+        self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
+
+    def mark_stopped(self, replica_id: int, t_inst_fs: float, reason: str) -> None:
+        self.summary["replicas"][str(replica_id)].update(t_inst_fs=t_inst_fs, reason=reason)
+        self._write_summary()
+
+    def close(self) -> None:
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        tmp = self.dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(self.summary, indent=2, default=float))
+        tmp.replace(self.dir / "summary.json")
+
+
+def read_replica(directory: str | Path, replica_id: int) -> list[Atoms]:
+    """The stored frames of one replica as ASE Atoms."""
+    import ase.io
+
+    path = Path(directory) / f"replica_{replica_id:04d}.traj"
+    if not path.exists():
+        raise FileNotFoundError(f"no trajectory for replica {replica_id} in {directory}")
+    return ase.io.read(path, index=":")
+
+
+def read_summary(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / "summary.json").read_text())
+
+
+def stored_positions(directory: str | Path, replica_id: int) -> np.ndarray:
+    """(T, n, 3) stored positions of one replica."""
+    return np.array([a.positions for a in read_replica(directory, replica_id)])
