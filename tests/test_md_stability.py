@@ -218,3 +218,46 @@ def test_trajectories_stored_incrementally(tmp_path):
     assert frames[3].get_potential_energy() == pytest.approx(run.replicas[0].energy_t[3])
     ase.io.write(tmp_path / "r0.extxyz", frames)
     assert len(ase.io.read(tmp_path / "r0.extxyz", ":")) == len(frames)
+
+
+class CrashAfter(torch.nn.Module):
+    """Wraps a potential and raises after ``n`` calls: a worker killed mid-run."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.model, self.n, self.cutoff = model, n, model.cutoff
+
+    def forward(self, batch):
+        self.n -= 1
+        if self.n < 0:
+            raise RuntimeError("worker killed")
+        return self.model(batch)
+
+
+def test_checkpoint_resume_is_exact_and_loses_no_frames(tmp_path):
+    from ase_mlff.md.storage import read_summary, stored_positions
+
+    asp, meth = _aspirin(), molecule("CH4")
+    model = TemplateSprings([asp, meth], [20.0, -20.0])
+    images = [asp, meth, asp.copy()]
+    kw = dict(steps=120, dt=0.5, temperature_K=300, seed=9, check_every=5, record_every=5)
+    ref = run_md(model, images, traj_dir=tmp_path / "ref", **kw)
+
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_md(CrashAfter(model, 97), images, traj_dir=tmp_path / "run", checkpoint_every=20, **kw)
+    killed = read_summary(tmp_path / "run")["replicas"]["0"]["frames"]
+    assert 0 < killed < len(ref.replicas[0].times_fs)  # the frames made before the kill stay
+    run = run_md(model, images, traj_dir=tmp_path / "run", checkpoint_every=20, **kw)
+    for a, b in zip(ref.replicas, run.replicas):
+        assert a.reason == b.reason
+        np.testing.assert_allclose(a.times_fs, b.times_fs)
+        np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-12)
+    np.testing.assert_allclose(
+        stored_positions(tmp_path / "run", 2), ref.replicas[2].positions_tn3, atol=1e-12
+    )
+    # a finished run started again returns without a step (2 calls: start and restored state)
+    again = run_md(
+        CrashAfter(model, 2), images, traj_dir=tmp_path / "run", checkpoint_every=20, **kw
+    )
+    np.testing.assert_allclose(again.replicas[0].positions_tn3, ref.replicas[0].positions_tn3)
+    assert again.replicas[1].reason == ref.replicas[1].reason

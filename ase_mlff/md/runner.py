@@ -26,13 +26,72 @@ from ase_mlff.md.integrators import (
     velocity_verlet_step,
 )
 from ase_mlff.md.state import MDState, init_state
-from ase_mlff.md.storage import TrajectoryStore
+from ase_mlff.md.storage import TrajectoryStore, stored_frames
+from ase_mlff.models.base import compute_properties
 
 INTEGRATORS = {
     "nve": velocity_verlet_step,
     "langevin": langevin_baoab_step,
     "nose_hoover": nose_hoover_chain_step,
 }
+
+
+CHECKPOINT = "md_state.pt"
+
+
+def _save_checkpoint(
+    path: Path, state: MDState, active: list[int], stopped: dict, settings: dict
+) -> None:
+    data = {
+        "settings": settings,
+        "step": state.step,
+        "active": active,
+        "stopped": {str(r): [t, why] for r, (t, why) in stopped.items()},
+    }
+    if active:  # the state holds exactly the active replicas
+        data.update(
+            pos=state.batch.pos_nc.detach().cpu(),
+            vel=state.vel_nc.detach().cpu(),
+            generators=[g.get_state() for g in state.generators],
+            thermostat={k: v.detach().cpu() for k, v in state.thermostat.items()},
+        )
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)  # atomic: a kill during the save leaves the previous checkpoint
+
+
+def _load_checkpoint(
+    path: Path, state0: MDState, ids: list[int], settings: dict, dets: list, model: torch.nn.Module
+) -> tuple[MDState, list[int], dict]:
+    """Rebuild the saved state from the deterministic start state ``state0``."""
+    data = torch.load(path, weights_only=True)
+    if data["settings"] != settings:
+        raise ValueError(
+            f"{path} was written by a run with other settings ({data['settings']}); "
+            "remove it or use another traj_dir"
+        )
+    stopped = {int(r): (float(t), str(why)) for r, (t, why) in data["stopped"].items()}
+    if not data["active"]:
+        return replace(state0, step=int(data["step"])), [], stopped
+    keep = torch.tensor([r in data["active"] for r in ids], device=state0.batch.device)
+    for det in dets:
+        det.select(keep, state0)
+    state = select_replicas(state0, keep)
+    dev, dt = state.batch.device, state.batch.dtype
+    for g, g_state in zip(state.generators, data["generators"]):
+        g.set_state(g_state)
+    batch = state.batch.with_positions(data["pos"].to(device=dev, dtype=dt))
+    out = compute_properties(model, batch, forces=True)
+    state = replace(
+        state,
+        batch=batch,
+        vel_nc=data["vel"].to(device=dev, dtype=dt),
+        forces_nc=out["forces"].to(dt),
+        energy_s=out["energy"],
+        step=int(data["step"]),
+        thermostat={k: v.to(dev) for k, v in data["thermostat"].items()},
+    )
+    return state, list(data["active"]), stopped
 
 
 def select_replicas(state: MDState, keep_s: torch.Tensor) -> MDState:
@@ -109,6 +168,7 @@ def run_md(
     device: torch.device | str = "cpu",
     progress: bool = False,
     traj_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
 ) -> MDRun:
     """Integrate all ``images`` as replicas for ``steps`` steps of ``dt`` fs.
@@ -116,8 +176,17 @@ def run_md(
     ``detectors=None`` uses :func:`~ase_mlff.md.detectors.default_detectors` built on the
     start structures; pass ``[]`` to run without any. With ``traj_dir`` every replica's
     stable frames are also appended to ``traj_dir/replica_XXXX.traj`` as they pass their
-    checks (:mod:`ase_mlff.md.storage`).
+    checks (:mod:`ase_mlff.md.storage`). With ``checkpoint_every`` (steps, a multiple of
+    ``check_every``; needs ``traj_dir``) the MD state — positions, velocities, forces,
+    thermostat, every replica's random stream, step, which replicas stopped — is saved to
+    ``traj_dir/md_state.pt`` right after a check, and a run started again with the same
+    arguments resumes from it, bit-identically, without losing a stored frame.
     """
+    if checkpoint_every is not None:
+        if traj_dir is None:
+            raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
+        if checkpoint_every % check_every:
+            raise ValueError("checkpoint_every must be a multiple of check_every")
     if integrator not in INTEGRATORS:
         raise ValueError(f"unknown integrator {integrator!r}; choose from {sorted(INTEGRATORS)}")
     if check_every < 1 or record_every < 1:
@@ -152,11 +221,17 @@ def run_md(
         "tdamp": tdamp,
         "detectors": [d.name for d in dets],
     }
-    store = TrajectoryStore(traj_dir, images, ids, settings) if traj_dir else None
+    ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
+    resuming = bool(checkpoint_every and ckpt and ckpt.exists())
+    store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
     active = list(ids)
     frames: dict[int, list] = {r: [] for r in ids}
     stopped: dict[int, tuple[float, str]] = {}
     pending: dict[int, list] = {r: [] for r in ids}  # frames since the last passed check
+    if resuming:
+        state, active, stopped = _load_checkpoint(ckpt, state, ids, settings, dets, model)
+        store.truncate(state.step * dt, stopped)  # frames written after the checkpoint go
+        frames = {r: stored_frames(traj_dir, r) for r in ids}
 
     def record(st: MDState) -> None:
         pos = st.batch.pos_nc.detach().cpu().numpy()
@@ -166,8 +241,9 @@ def run_md(
         for k, r in enumerate(active):
             pending[r].append((st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k]))
 
-    record(state)
-    bar = tqdm(total=steps, desc="MD", disable=not progress)
+    if not resuming:
+        record(state)
+    bar = tqdm(total=steps, initial=state.step, desc="MD", disable=not progress)
     while state.step < steps and active:
         state = step_fn(state, model, **kwargs)
         bar.update(1)
@@ -199,6 +275,10 @@ def run_md(
                 active = [r for r, k in zip(active, keep.tolist()) if k]
                 if active:
                     state = select_replicas(state, keep)
+            if checkpoint_every and (state.step % checkpoint_every == 0 or not active):
+                _save_checkpoint(ckpt, state, active, stopped, settings)
+    if checkpoint_every and active:
+        _save_checkpoint(ckpt, state, active, stopped, settings)  # a rerun returns at once
     bar.close()
     if store:
         store.close()

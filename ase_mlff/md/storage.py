@@ -25,10 +25,16 @@ class TrajectoryStore:
         images: Sequence[Atoms],
         replica_ids: Sequence[int],
         settings: dict | None = None,
+        resume: bool = False,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.templates = {r: a.copy() for r, a in zip(replica_ids, images)}
+        if resume and (self.dir / "summary.json").exists():
+            self.summary = read_summary(self.dir)
+            return
+        for r in replica_ids:  # a fresh run must not append to an old run's files
+            self.path(r).unlink(missing_ok=True)
         self.summary: dict = {
             "settings": settings or {},
             "replicas": {
@@ -55,6 +61,24 @@ class TrajectoryStore:
                 traj.write(atoms)
         self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
 
+    def truncate(self, t_max_fs: float, stopped: dict[int, tuple[float, str]]) -> None:
+        """Back to a checkpoint: drop frames after ``t_max_fs`` and stops not in ``stopped``."""
+        from ase.io.trajectory import Trajectory
+
+        for key, info in self.summary["replicas"].items():
+            r = int(key)
+            path = self.path(r)
+            if path.exists():
+                kept = [a for a in read_replica(self.dir, r) if a.info["time_fs"] <= t_max_fs]
+                with Trajectory(path.with_suffix(".tmp"), "w") as traj:
+                    for a in kept:
+                        traj.write(a)
+                path.with_suffix(".tmp").replace(path)
+                info["frames"] = len(kept)
+            t_inst, reason = stopped.get(r, (None, None))
+            info.update(t_inst_fs=t_inst, reason=reason)
+        self._write_summary()
+
     def mark_stopped(self, replica_id: int, t_inst_fs: float, reason: str) -> None:
         self.summary["replicas"][str(replica_id)].update(t_inst_fs=t_inst_fs, reason=reason)
         self._write_summary()
@@ -80,6 +104,17 @@ def read_replica(directory: str | Path, replica_id: int) -> list[Atoms]:
 
 def read_summary(directory: str | Path) -> dict:
     return json.loads((Path(directory) / "summary.json").read_text())
+
+
+def stored_frames(directory: str | Path, replica_id: int) -> list[tuple]:
+    """Stored frames as ``(time_fs, positions, energy, temperature)`` tuples."""
+    path = Path(directory) / f"replica_{replica_id:04d}.traj"
+    if not path.exists():
+        return []
+    return [
+        (a.info["time_fs"], a.positions.copy(), a.get_potential_energy(), a.info["temperature_K"])
+        for a in read_replica(directory, replica_id)
+    ]
 
 
 def stored_positions(directory: str | Path, replica_id: int) -> np.ndarray:
