@@ -1,0 +1,163 @@
+"""Stability studies: models × replicas of MD distributed over Ray trajectory agents.
+
+    from ase_mlff.agents import run_stability_study
+    res = run_stability_study(["aspirin-painn"], starts, n_replicas=32, out_dir="study",
+                              md={"steps": 20_000, "dt": 0.5, "integrator": "nose_hoover",
+                                  "temperature_K": 500})
+
+``ray.init()`` starts a local cluster by default; with ``RAY_ADDRESS`` set (e.g.
+``RAY_ADDRESS=auto``) the agents run on that existing cluster. Each agent is a
+:class:`~ase_mlff.agents.trajectory.TrajectoryAgent` actor declared with ``max_restarts`` and
+``max_task_retries``: a killed agent is restarted by Ray and resumes from its last MD
+checkpoint. Replica ``k`` starts from ``starts[k % len(starts)]`` with its own random
+stream ``(seed, k)``, so starts × seeds are all covered.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ase_mlff.agents.trajectory import TrajectoryAgent, TrajectorySpec
+from ase_mlff.metrics.stability import survival_curve, survival_figure, t_inst_summary
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (once per process)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+@dataclass
+class StudyResult:
+    rows: list[dict[str, Any]]
+    total_fs: float
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    summaries: dict[str, dict[str, float]] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)).strip("_")
+
+
+def run_stability_study(
+    models: Sequence[str],
+    starts: Sequence[Atoms],
+    *,
+    n_replicas: int,
+    out_dir: str | Path,
+    md: dict[str, Any] | None = None,
+    n_agents: int | None = None,
+    checkpoint_every: int | None = 200,
+    detectors: bool = True,
+    dtype: str = "float64",
+    device: str = "cpu",
+    threads_per_agent: int = 1,
+) -> StudyResult:
+    """Run ``n_replicas`` trajectories per model over Ray agents; write table and curves.
+
+    Writes ``out_dir/t_inst.csv`` (one row per model and replica), ``survival.csv``,
+    ``survival.png``, ``summary.json`` and, per model and agent, the trajectories
+    (``out_dir/<model>/agent_XX/replica_XXXX.traj``).
+    """
+    import ray
+
+    if not starts:
+        raise ValueError("no start structures given")
+    if n_replicas < 1:
+        raise ValueError("n_replicas must be at least 1")
+    md = dict(md or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_ray()
+    if n_agents is None:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_agents = max(1, min(n_replicas, cpus // threads_per_agent))
+    use_gpu = device.startswith("cuda")
+    remote_agent = ray.remote(
+        num_cpus=threads_per_agent,
+        num_gpus=1 if use_gpu else 0,
+        max_restarts=3,
+        max_task_retries=3,
+    )(TrajectoryAgent)
+
+    jobs = []
+    for model in models:
+        ids = np.arange(n_replicas)
+        for a, chunk in enumerate(np.array_split(ids, min(n_agents, n_replicas))):
+            spec = TrajectorySpec(
+                model=str(model),
+                images=tuple(starts[int(k) % len(starts)] for k in chunk),
+                replica_ids=tuple(int(k) for k in chunk),
+                traj_dir=str(out / _slug(Path(str(model)).name) / f"agent_{a:02d}"),
+                md=md,
+                checkpoint_every=checkpoint_every,
+                detectors=detectors,
+                dtype=dtype,
+                device=device,
+                threads=threads_per_agent,
+            )
+            agent = remote_agent.remote(spec)
+            jobs.append((model, agent, agent.run.remote()))
+    rows: list[dict[str, Any]] = []
+    total_fs = 0.0
+    for model, _agent, ref in jobs:
+        res = ray.get(ref)
+        total_fs = res["total_fs"]
+        for r in res["replicas"]:
+            rows.append(
+                {
+                    "model": str(model),
+                    **r,
+                    "start_index": r["replica_id"] % len(starts),
+                    "traj_dir": res["traj_dir"],
+                }
+            )
+    rows.sort(key=lambda r: (r["model"], r["replica_id"]))
+    result = StudyResult(rows=rows, total_fs=total_fs, out_dir=out)
+    for model in models:
+        mine = [r for r in rows if r["model"] == str(model)]
+        t = np.array([r["t_inst_fs"] for r in mine], float)
+        stable = np.array([r["stable"] for r in mine], bool)
+        result.curves[str(model)] = survival_curve(t, stable, total_fs)
+        result.summaries[str(model)] = t_inst_summary(t, stable, total_fs)
+    _write(result, md)
+    return result
+
+
+def _write(result: StudyResult, md: dict) -> None:
+    out = result.out_dir
+    with open(out / "t_inst.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(result.rows[0]))
+        w.writeheader()
+        w.writerows(result.rows)
+    with open(out / "survival.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "time_fs", "fraction_stable"])
+        for model, (times, frac) in result.curves.items():
+            w.writerows([model, float(t), float(p)] for t, p in zip(times, frac))
+    (out / "summary.json").write_text(
+        json.dumps({"md": md, "total_fs": result.total_fs, "models": result.summaries}, indent=2)
+    )
+    fig = survival_figure(result.curves)
+    fig.savefig(out / "survival.png", dpi=120)

@@ -1,0 +1,81 @@
+"""Ray actor that owns a batch of MD trajectories.
+
+The actor receives a small picklable :class:`TrajectorySpec` (a model name or checkpoint
+path, start structures, MD settings, where to write) and builds its model itself on its
+own resources; no live model or calculator crosses the wire. It runs
+:func:`ase_mlff.md.run_md` with trajectories and MD-state checkpoints in its ``traj_dir``,
+so when Ray restarts a killed actor and retries the call, the run resumes from the last
+checkpoint and loses no frame written before it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ase import Atoms
+
+
+@dataclass(frozen=True)
+class TrajectorySpec:
+    model: str  # shipped model name or checkpoint directory
+    images: tuple[Atoms, ...]  # start structures, one per replica
+    replica_ids: tuple[int, ...]
+    traj_dir: str
+    md: dict[str, Any] = field(default_factory=dict)  # run_md keyword arguments
+    checkpoint_every: int | None = 200
+    detectors: bool = True
+    dtype: str = "float64"
+    device: str = "cpu"
+    threads: int = 1
+
+
+class TrajectoryAgent:
+    """Wrap with ``ray.remote(...)``; see :func:`ase_mlff.agents.run_stability_study`."""
+
+    def __init__(self, spec: TrajectorySpec) -> None:
+        import torch
+
+        from ase_mlff.calculators.mlff import resolve_model_path
+        from ase_mlff.models.io import load_model
+
+        torch.set_num_threads(spec.threads)
+        self.spec = spec
+        dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+        self.model, _ = load_model(resolve_model_path(spec.model), device=spec.device, dtype=dtype)
+        self.dtype = dtype
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self) -> dict[str, Any]:
+        from ase_mlff.md.runner import run_md
+
+        s = self.spec
+        run = run_md(
+            self.model,
+            list(s.images),
+            replica_ids=list(s.replica_ids),
+            traj_dir=s.traj_dir,
+            checkpoint_every=s.checkpoint_every,
+            detectors=None if s.detectors else [],
+            dtype=self.dtype,
+            device=s.device,
+            **s.md,
+        )
+        return {
+            "replicas": [
+                {
+                    "replica_id": r.replica_id,
+                    "t_inst_fs": r.t_inst_fs,
+                    "reason": r.reason,
+                    "stable": r.stable,
+                    "frames": len(r.times_fs),
+                }
+                for r in run.replicas
+            ],
+            "total_fs": run.steps * run.dt_fs,
+            "settings": run.settings,
+            "traj_dir": s.traj_dir,
+        }

@@ -1,0 +1,103 @@
+"""Ray trajectory agents: a study over two agents, and an agent killed on purpose resumes
+from its checkpoint without losing frames."""
+
+import os
+import signal
+import time
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from ase_mlff.data.io import SHIPPED_DIR
+from ase_mlff.md.storage import read_summary, stored_positions
+from ase_mlff.models import PaiNN, save_model
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    m = PaiNN(species=[1, 6, 8], hidden=8, n_interactions=1, cutoff=4.0)
+    return str(save_model(m, tmp_path_factory.mktemp("ckpt") / "tiny"))
+
+
+def _aspirin():
+    return ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+
+
+def test_study_over_two_agents(ray_local, tiny_model, tmp_path):
+    from ase_mlff.agents import run_stability_study
+
+    res = run_stability_study(
+        [tiny_model],
+        [_aspirin()],
+        n_replicas=4,
+        n_agents=2,
+        out_dir=tmp_path,
+        md={"steps": 100, "dt": 0.5, "temperature_K": 500, "seed": 1, "check_every": 10},
+        checkpoint_every=50,
+    )
+    assert len(res.rows) == 4 and [r["replica_id"] for r in res.rows] == [0, 1, 2, 3]
+    # a random untrained model does not hold aspirin together: the detectors stop it
+    assert all(not r["stable"] and r["t_inst_fs"] > 0 for r in res.rows)
+    times, frac = res.curves[tiny_model]
+    assert frac[0] == 1.0 and frac[-1] == 0.0 and np.all(np.diff(frac) <= 0)
+    for f in ("t_inst.csv", "survival.csv", "survival.png", "summary.json"):
+        assert (tmp_path / f).exists()
+    s = res.summaries[tiny_model]
+    assert s["fraction_stable"] == 0.0 and s["n_replicas"] == 4
+
+
+def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
+    from ase_mlff.agents import TrajectoryAgent, TrajectorySpec
+    from ase_mlff.md.runner import run_md
+    from ase_mlff.models.io import load_model
+
+    md = {
+        "steps": 1500,
+        "dt": 0.5,
+        "temperature_K": 300,
+        "seed": 3,
+        "check_every": 10,
+        "record_every": 50,
+    }
+    spec = TrajectorySpec(
+        model=tiny_model,
+        images=(_aspirin(), _aspirin()),
+        replica_ids=(0, 1),
+        traj_dir=str(tmp_path / "agent"),
+        md=md,
+        checkpoint_every=100,
+        detectors=False,
+    )
+    agent = ray.remote(max_restarts=1, max_task_retries=1)(TrajectoryAgent).remote(spec)
+    pid = ray.get(agent.pid.remote())
+    ref = agent.run.remote()
+    ckpt = tmp_path / "agent" / "md_state.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "the agent wrote no checkpoint"
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)  # kill the worker on purpose
+    res = ray.get(ref, timeout=300)
+    assert ray.get(agent.pid.remote()) != pid  # Ray restarted the actor
+    assert [r["frames"] for r in res["replicas"]] == [31, 31]
+    assert read_summary(tmp_path / "agent")["replicas"]["1"]["frames"] == 31
+
+    # the resumed trajectory is the one an uninterrupted run produces
+    model, _ = load_model(tiny_model, dtype=torch.float64)
+    clean = run_md(model, [_aspirin(), _aspirin()], replica_ids=[0, 1], detectors=[], **md)
+    np.testing.assert_allclose(
+        stored_positions(tmp_path / "agent", 1), clean.replicas[1].positions_tn3, atol=1e-9
+    )
