@@ -101,3 +101,42 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
     np.testing.assert_allclose(
         stored_positions(tmp_path / "agent", 1), clean.replicas[1].positions_tn3, atol=1e-9
     )
+
+
+def test_stability_recipe_logs_parent_and_child_runs(ray_local, tiny_model, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ase_mlff.recipes import stability
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = stability.main(
+        [
+            "--model",
+            tiny_model,
+            "--replicas",
+            "3",
+            "--steps",
+            "60",
+            "--agents",
+            "1",
+            "--out",
+            str(tmp_path / "study"),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "stab",
+        ]
+    )
+    client = MlflowClient(uri)
+    parent = client.get_run(res["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["md.integrator"] == "nose_hoover"
+    exp = client.get_experiment_by_name("stab")
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{res['run_id']}'"
+    )
+    assert len(children) == 1
+    m = children[0].data.metrics
+    assert m["n_replicas"] == 3 and 0 <= m["fraction_stable"] <= 1
+    arts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    assert {"figures", "trajectories"} <= arts

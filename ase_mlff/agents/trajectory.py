@@ -26,6 +26,7 @@ class TrajectorySpec:
     md: dict[str, Any] = field(default_factory=dict)  # run_md keyword arguments
     checkpoint_every: int | None = 200
     detectors: bool = True
+    bond_delta: float = 0.5  # Å, the bond-length deviation that ends a trajectory
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 1
@@ -50,6 +51,9 @@ class TrajectoryAgent:
         return os.getpid()
 
     def run(self) -> dict[str, Any]:
+        from functools import partial
+
+        from ase_mlff.md.detectors import default_detectors
         from ase_mlff.md.runner import run_md
 
         s = self.spec
@@ -60,6 +64,7 @@ class TrajectoryAgent:
             traj_dir=s.traj_dir,
             checkpoint_every=s.checkpoint_every,
             detectors=None if s.detectors else [],
+            detector_factory=partial(default_detectors, delta=s.bond_delta),
             dtype=self.dtype,
             device=s.device,
             **s.md,

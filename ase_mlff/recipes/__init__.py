@@ -2,4 +2,5 @@
 
 - ``make_reference``: GFN2-xTB reference MD of a molecule (the shipped aspirin set).
 - ``train``: train, evaluate and log one potential to MLflow.
+- ``stability``: how long MD with a model stays physical, over Ray trajectory agents.
 """
