@@ -108,9 +108,26 @@ def test_bond_detector_silent_on_reference_trajectories():
     bonds = BondLengthDeviation([start] * n)
     dev = bonds.deviation(state)
     assert float(dev.max()) < 0.5, float(dev.max())
-    assert not AtomOverlap(_state([start]), fraction=0.5).threshold_s.isnan().any()
+    threshold = AtomOverlap(_state([start]), fraction=0.5).threshold_s[0]
+    assert float(AtomOverlap.min_distance(state).min()) > float(threshold)
     assert not NonFinite()(state).any()
     assert not ExplodingForces()(state).any()
+
+    # Lindemann index over 1 ps windows of each of the 5 continuous trajectories
+    from dataclasses import replace
+
+    from ase_mlff.md.detectors import LindemannIndex
+
+    traj = ds.extra_s["traj_id"]
+    pos_tfn3 = np.stack([ds.positions_nc.reshape(n, 21, 3)[traj == t] for t in range(5)])
+    state5 = _state([start] * 5)
+    lin = LindemannIndex(state5, window=200)
+    for f in range(pos_tfn3.shape[1]):
+        state5 = replace(
+            state5,
+            batch=replace(state5.batch, pos_nc=torch.as_tensor(pos_tfn3[:, f].reshape(-1, 3))),
+        )
+        assert not lin(state5).any(), f"Lindemann fired at frame {f}"
 
 
 def test_runner_drops_unstable_replicas_and_keeps_the_rest_unchanged():
