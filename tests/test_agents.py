@@ -80,7 +80,9 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
         checkpoint_every=100,
         detectors=False,
     )
-    agent = ray.remote(max_restarts=1, max_task_retries=1)(TrajectoryAgent).remote(spec)
+    agent = ray.remote(max_restarts=1, max_task_retries=1, max_concurrency=2)(
+        TrajectoryAgent
+    ).remote(spec)
     pid = ray.get(agent.pid.remote())
     ref = agent.run.remote()
     ckpt = tmp_path / "agent" / "md_state.pt"
@@ -88,6 +90,9 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.05)
     assert ckpt.exists(), "the agent wrote no checkpoint"
+    # results stream back while the run goes on
+    partial = ray.get(agent.progress.remote())["replicas"]
+    assert 0 < partial["0"]["frames"] < 31
     time.sleep(0.3)
     os.kill(pid, signal.SIGKILL)  # kill the worker on purpose
     res = ray.get(ref, timeout=300)

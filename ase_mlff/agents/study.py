@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from tqdm import tqdm
 
 from ase_mlff.agents.trajectory import TrajectoryAgent, TrajectorySpec
 from ase_mlff.metrics.stability import survival_curve, survival_figure, t_inst_summary
@@ -100,6 +101,7 @@ def run_stability_study(
         num_gpus=1 if use_gpu else 0,
         max_restarts=3,
         max_task_retries=3,
+        max_concurrency=2,  # progress() answers while run() works
     )(TrajectoryAgent)
 
     jobs = []
@@ -121,6 +123,7 @@ def run_stability_study(
             )
             agent = remote_agent.remote(spec)
             jobs.append((model, agent, agent.run.remote()))
+    _follow(jobs, n_replicas * len(models), md.get("steps", 0))
     rows: list[dict[str, Any]] = []
     total_fs = 0.0
     for model, _agent, ref in jobs:
@@ -145,6 +148,31 @@ def run_stability_study(
         result.summaries[str(model)] = t_inst_summary(t, stable, total_fs)
     _write(result, md)
     return result
+
+
+def _follow(jobs: list, n_total: int, steps: int, poll_s: float = 2.0) -> None:
+    """Stream results while the agents work: a progress bar of replicas that stopped,
+    with the running count of unstable ones (quiet under CI)."""
+    import ray
+
+    from ase_mlff.training.trainer import show_progress
+
+    pending = [ref for _, _, ref in jobs]
+    bar = tqdm(total=n_total, desc="replicas done", disable=not show_progress())
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+        done = unstable = 0
+        for _, agent, ref in jobs:
+            reps = ray.get(agent.progress.remote())["replicas"]
+            if ref not in pending:
+                done += len(reps)
+            else:
+                done += sum(r["reason"] is not None for r in reps.values())
+            unstable += sum(r["reason"] is not None for r in reps.values())
+        bar.n = done
+        bar.set_postfix(unstable=unstable)
+        bar.refresh()
+    bar.close()
 
 
 def _write(result: StudyResult, md: dict) -> None:

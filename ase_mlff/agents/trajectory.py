@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ase import Atoms
+
+# imported here, not inside the methods: run() and progress() may execute in two threads
+# of the actor at once, and concurrent first imports of one package can see it half-made
+from ase_mlff.md.detectors import default_detectors
+from ase_mlff.md.runner import run_md
+from ase_mlff.md.storage import read_summary
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,16 @@ class TrajectoryAgent:
     def pid(self) -> int:
         return os.getpid()
 
+    def progress(self) -> dict[str, Any]:
+        """Per-replica results so far (frames stored, t_inst and reason of those that
+        stopped), read from the run's on-disk summary; callable while :meth:`run` runs
+        when the actor allows two concurrent calls (``max_concurrency=2``)."""
+        try:
+            return read_summary(self.spec.traj_dir)
+        except (FileNotFoundError, ValueError):  # not started, or being rewritten
+            return {"replicas": {}}
+
     def run(self) -> dict[str, Any]:
-        from functools import partial
-
-        from ase_mlff.md.detectors import default_detectors
-        from ase_mlff.md.runner import run_md
-
         s = self.spec
         run = run_md(
             self.model,

@@ -268,6 +268,8 @@ def run_md(
                     if store:
                         store.append(r, pending[r])
                     pending[r] = []
+            if store:
+                store.flush()
             if bool(bad_s.any()):
                 keep = ~bad_s
                 for det in dets:

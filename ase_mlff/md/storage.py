@@ -83,6 +83,10 @@ class TrajectoryStore:
         self.summary["replicas"][str(replica_id)].update(t_inst_fs=t_inst_fs, reason=reason)
         self._write_summary()
 
+    def flush(self) -> None:
+        """Write the summary (frame counts, stops) so readers see the run's progress."""
+        self._write_summary()
+
     def close(self) -> None:
         self._write_summary()
 
