@@ -40,13 +40,16 @@ class PaiNNMessage(nn.Module):
         self.hidden = hidden
 
     def forward(
-        self, s: Tensor, v: Tensor, w: Tensor, dir_e3: Tensor, i: Tensor, j: Tensor
+        self, s: Tensor, v: Tensor | None, w: Tensor, dir_e3: Tensor, i: Tensor, j: Tensor
     ) -> tuple[Tensor, Tensor]:
-        x = self.phi(s)[j] * w
+        x = self.phi(s).index_select(0, j) * w
         ds, dvv, dvs = x.split(self.hidden, dim=1)
-        dv = dvv[:, None, :] * v[j] + dvs[:, None, :] * dir_e3[:, :, None]
+        dv = dvs[:, None, :] * dir_e3[:, :, None]
+        if v is not None:  # v is None in the first layer, where all vectors are still zero
+            dv = dv + dvv[:, None, :] * v.index_select(0, j)
         n = s.shape[0]
-        return s + scatter_sum(ds, i, n), v + scatter_sum(dv, i, n)
+        dv_sum = scatter_sum(dv, i, n)
+        return s + scatter_sum(ds, i, n), dv_sum if v is None else v + dv_sum
 
 
 class PaiNNUpdate(nn.Module):
@@ -107,7 +110,7 @@ class PaiNN(GNNPotential):
         dir_e3 = vec / r[:, None]
         w_all = self.filters(self.rbf(r) * self.fcut(r)[:, None]).split(3 * self.hidden, dim=1)
         s = self.embedding(batch.numbers_n).to(batch.dtype)
-        v = torch.zeros(s.shape[0], 3, self.hidden, dtype=s.dtype, device=s.device)
+        v = None  # vector features start at zero; the first message skips them
         for msg, upd, w in zip(self.messages, self.updates, w_all):
             s, v = msg(s, v, w, dir_e3, i, j)
             s, v = upd(s, v)
