@@ -278,3 +278,11 @@ def test_checkpoint_resume_is_exact_and_loses_no_frames(tmp_path):
     )
     np.testing.assert_allclose(again.replicas[0].positions_tn3, ref.replicas[0].positions_tn3)
     assert again.replicas[1].reason == ref.replicas[1].reason
+
+
+def test_max_force_recorded():
+    asp = _aspirin()
+    model = TemplateSprings([asp], [20.0])
+    run = run_md(model, [asp], steps=40, dt=0.5, temperature_K=300, seed=2, record_every=10)
+    r = run.replicas[0]
+    assert r.max_force_t.shape == r.times_fs.shape and np.all(r.max_force_t > 0)

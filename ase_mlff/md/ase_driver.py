@@ -36,9 +36,10 @@ def _view(atoms: Atoms, cutoff: float) -> MDState:
 
 
 def _snapshot(atoms: Atoms, step: int, dt: float, dof: int) -> tuple:
-    """(time fs, positions, potential energy, temperature over ``dof`` degrees of freedom)."""
+    """(time fs, positions, energy, temperature over ``dof`` degrees of freedom, max |F|)."""
     temperature = 2 * atoms.get_kinetic_energy() / (dof * units.kB)
-    return (step * dt, atoms.positions.copy(), atoms.get_potential_energy(), temperature)
+    fmax = float(np.linalg.norm(atoms.get_forces(apply_constraint=False), axis=1).max())
+    return (step * dt, atoms.positions.copy(), atoms.get_potential_energy(), temperature, fmax)
 
 
 def _dynamics(
@@ -133,6 +134,7 @@ def run_ase_md(
                 positions_tn3=np.array([f[1] for f in frames]),
                 energy_t=np.array([f[2] for f in frames]),
                 temperature_t=np.array([f[3] for f in frames]),
+                max_force_t=np.array([f[4] for f in frames]),
             )
         )
     settings = {

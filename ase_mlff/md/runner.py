@@ -19,7 +19,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
-from ase_mlff.md.detectors import Detector, default_detectors
+from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.integrators import (
     langevin_baoab_step,
     nose_hoover_chain_step,
@@ -130,6 +130,7 @@ class ReplicaResult:
     positions_tn3: np.ndarray  # (T, n, 3) Å, the stable part
     energy_t: np.ndarray  # (T,) eV
     temperature_t: np.ndarray  # (T,) K
+    max_force_t: np.ndarray  # (T,) largest per-atom force norm, eV/Å
 
     @property
     def stable(self) -> bool:
@@ -238,8 +239,13 @@ def run_md(
         ptr = np.concatenate([[0], np.cumsum(st.batch.n_atoms_s.cpu().numpy())])
         e = st.energy_s.detach().cpu().numpy()
         t = st.temperature().detach().cpu().numpy()
+        fmax = (
+            scatter_max(st.forces_nc.detach().norm(dim=1), st.batch.system_n, st.batch.n_systems)
+            .cpu()
+            .numpy()
+        )
         for k, r in enumerate(active):
-            pending[r].append((st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k]))
+            pending[r].append((st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k]))
 
     if not resuming:
         record(state)
@@ -297,6 +303,7 @@ def run_md(
                 positions_tn3=np.array([f[1] for f in fr]),
                 energy_t=np.array([f[2] for f in fr]),
                 temperature_t=np.array([f[3] for f in fr]),
+                max_force_t=np.array([f[4] for f in fr]),
             )
         )
     return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)

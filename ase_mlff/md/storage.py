@@ -47,16 +47,18 @@ class TrajectoryStore:
         return self.dir / f"replica_{replica_id:04d}.traj"
 
     def append(self, replica_id: int, frames: Sequence[tuple]) -> None:
-        """Append frames ``(time_fs, positions (n, 3), energy, temperature)``."""
+        """Append frames ``(time_fs, positions (n, 3), energy, temperature, max force)``."""
         if not frames:
             return
         from ase.io.trajectory import Trajectory
 
         with Trajectory(self.path(replica_id), "a") as traj:
-            for t, pos, e, temp in frames:
+            for t, pos, e, temp, fmax in frames:
                 atoms = self.templates[replica_id].copy()
                 atoms.positions = pos
-                atoms.info.update(time_fs=float(t), temperature_K=float(temp))
+                atoms.info.update(
+                    time_fs=float(t), temperature_K=float(temp), max_force=float(fmax)
+                )
                 atoms.calc = SinglePointCalculator(atoms, energy=float(e))
                 traj.write(atoms)
         self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
@@ -111,12 +113,18 @@ def read_summary(directory: str | Path) -> dict:
 
 
 def stored_frames(directory: str | Path, replica_id: int) -> list[tuple]:
-    """Stored frames as ``(time_fs, positions, energy, temperature)`` tuples."""
+    """Stored frames as ``(time_fs, positions, energy, temperature, max force)`` tuples."""
     path = Path(directory) / f"replica_{replica_id:04d}.traj"
     if not path.exists():
         return []
     return [
-        (a.info["time_fs"], a.positions.copy(), a.get_potential_energy(), a.info["temperature_K"])
+        (
+            a.info["time_fs"],
+            a.positions.copy(),
+            a.get_potential_energy(),
+            a.info["temperature_K"],
+            a.info["max_force"],
+        )
         for a in read_replica(directory, replica_id)
     ]
 
