@@ -125,18 +125,7 @@ def run_ase_md(
                     break
                 frames.extend(pending)
                 pending = []
-        results.append(
-            ReplicaResult(
-                replica_id=r,
-                t_inst_fs=t_inst,
-                reason=reason,
-                times_fs=np.array([f[0] for f in frames]),
-                positions_tn3=np.array([f[1] for f in frames]),
-                energy_t=np.array([f[2] for f in frames]),
-                temperature_t=np.array([f[3] for f in frames]),
-                max_force_t=np.array([f[4] for f in frames]),
-            )
-        )
+        results.append(ReplicaResult.from_frames(r, t_inst, reason, frames))
     settings = {
         "engine": "ase",
         "integrator": integrator,

@@ -136,6 +136,22 @@ class ReplicaResult:
     def stable(self) -> bool:
         return self.reason is None
 
+    @classmethod
+    def from_frames(
+        cls, replica_id: int, t_inst_fs: float, reason: str | None, frames: Sequence[tuple]
+    ) -> ReplicaResult:
+        """From frames ``(time_fs, positions, energy, temperature, max force)``."""
+        return cls(
+            replica_id=replica_id,
+            t_inst_fs=t_inst_fs,
+            reason=reason,
+            times_fs=np.array([f[0] for f in frames]),
+            positions_tn3=np.array([f[1] for f in frames]),
+            energy_t=np.array([f[2] for f in frames]),
+            temperature_t=np.array([f[3] for f in frames]),
+            max_force_t=np.array([f[4] for f in frames]),
+        )
+
 
 @dataclass
 class MDRun:
@@ -294,16 +310,5 @@ def run_md(
     for r in ids:
         fr = frames[r]
         t_inst, reason = stopped.get(r, (float("nan"), None))
-        results.append(
-            ReplicaResult(
-                replica_id=r,
-                t_inst_fs=t_inst,
-                reason=reason,
-                times_fs=np.array([f[0] for f in fr]),
-                positions_tn3=np.array([f[1] for f in fr]),
-                energy_t=np.array([f[2] for f in fr]),
-                temperature_t=np.array([f[3] for f in fr]),
-                max_force_t=np.array([f[4] for f in fr]),
-            )
-        )
+        results.append(ReplicaResult.from_frames(r, t_inst, reason, fr))
     return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)
