@@ -91,7 +91,12 @@ def time_ase(model, atoms, steps: int, device: str, dtype) -> float:
     a.calc = MLFFCalculator(model, device=device, dtype=dtype)
     MaxwellBoltzmannDistribution(a, temperature_K=500, rng=np.random.default_rng(0))
     dyn = Langevin(
-        a, 0.5 * units.fs, temperature_K=500, friction=0.01 / units.fs, rng=np.random.default_rng(1)
+        a,
+        0.5 * units.fs,
+        temperature_K=500,
+        friction=0.01 / units.fs,
+        rng=np.random.default_rng(1),
+        fixcm=False,
     )
     dyn.run(3)
     t0 = time.perf_counter()

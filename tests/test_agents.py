@@ -145,3 +145,33 @@ def test_stability_recipe_logs_parent_and_child_runs(ray_local, tiny_model, tmp_
     assert m["n_replicas"] == 3 and 0 <= m["fraction_stable"] <= 1
     arts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
     assert {"figures", "trajectories"} <= arts
+
+
+def test_agent_with_calculator_spec_runs_gfn2_xtb(ray_local, tmp_path):
+    """A reference method (GFN2-xTB via tblite) through an agent and the ASE-driven path."""
+    from ase_mlff.agents import TrajectoryAgent, TrajectorySpec
+    from ase_mlff.calculators.registry import make_calculator
+
+    spec = TrajectorySpec(
+        model=None,
+        calculator={"name": "tblite", "method": "GFN2-xTB"},
+        images=(_aspirin(),),
+        replica_ids=(0,),
+        traj_dir=str(tmp_path),
+        md={
+            "steps": 20,
+            "dt": 0.5,
+            "temperature_K": 500,
+            "seed": 0,
+            "check_every": 5,
+            "record_every": 5,
+        },
+    )
+    agent = ray.remote(TrajectoryAgent).remote(spec)
+    res = ray.get(agent.run.remote(), timeout=300)
+    assert res["replicas"][0]["stable"] and res["replicas"][0]["frames"] == 5
+    assert read_summary(tmp_path)["replicas"]["0"]["frames"] == 5
+    with pytest.raises(ValueError, match="unknown calculator"):
+        make_calculator({"name": "nope"})
+    with pytest.raises(ValueError, match="exactly one of model and calculator"):
+        TrajectoryAgent(TrajectorySpec(model=None, images=(), replica_ids=(), traj_dir="x"))

@@ -102,6 +102,7 @@ def test_langevin_md_runs(checkpoint, aspirin):
         temperature_K=300,
         friction=0.01 / units.fs,
         rng=np.random.default_rng(1),
+        fixcm=False,
     )
     energies = []
     dyn.attach(lambda: energies.append(aspirin.get_potential_energy()), interval=5)

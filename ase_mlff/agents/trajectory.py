@@ -19,6 +19,8 @@ from ase import Atoms
 
 # imported here, not inside the methods: run() and progress() may execute in two threads
 # of the actor at once, and concurrent first imports of one package can see it half-made
+from ase_mlff.calculators.registry import make_calculator
+from ase_mlff.md.ase_driver import run_ase_md
 from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.runner import run_md
 from ase_mlff.md.storage import read_summary
@@ -26,7 +28,12 @@ from ase_mlff.md.storage import read_summary
 
 @dataclass(frozen=True)
 class TrajectorySpec:
-    model: str  # shipped model name or checkpoint directory
+    """What an agent runs. Give ``model`` (a torch potential: batched engine, checkpoints)
+    or ``calculator`` (a spec for :func:`ase_mlff.calculators.registry.make_calculator`,
+    e.g. ``{"name": "tblite", "method": "GFN2-xTB"}``: the ASE-driven path, one replica
+    after another, no MD-state checkpoints)."""
+
+    model: str | None  # shipped model name or checkpoint directory
     images: tuple[Atoms, ...]  # start structures, one per replica
     replica_ids: tuple[int, ...]
     traj_dir: str
@@ -37,6 +44,11 @@ class TrajectorySpec:
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 1
+    calculator: dict[str, Any] | None = None
+
+
+def _no_detectors(references, state) -> list:
+    return []
 
 
 class TrajectoryAgent:
@@ -49,10 +61,15 @@ class TrajectoryAgent:
         from ase_mlff.models.io import load_model
 
         torch.set_num_threads(spec.threads)
+        if (spec.model is None) == (spec.calculator is None):
+            raise ValueError("a TrajectorySpec needs exactly one of model and calculator")
         self.spec = spec
-        dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
-        self.model, _ = load_model(resolve_model_path(spec.model), device=spec.device, dtype=dtype)
-        self.dtype = dtype
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+        self.model = None
+        if spec.model is not None:
+            self.model, _ = load_model(
+                resolve_model_path(spec.model), device=spec.device, dtype=self.dtype
+            )
 
     def pid(self) -> int:
         return os.getpid()
@@ -68,6 +85,18 @@ class TrajectoryAgent:
 
     def run(self) -> dict[str, Any]:
         s = self.spec
+        if s.calculator is not None:
+            run = run_ase_md(
+                list(s.images),
+                partial(make_calculator, s.calculator),
+                replica_ids=list(s.replica_ids),
+                traj_dir=s.traj_dir,
+                detector_factory=partial(default_detectors, delta=s.bond_delta)
+                if s.detectors
+                else _no_detectors,
+                **s.md,
+            )
+            return self._report(run)
         run = run_md(
             self.model,
             list(s.images),
@@ -80,6 +109,10 @@ class TrajectoryAgent:
             device=s.device,
             **s.md,
         )
+        return self._report(run)
+
+    def _report(self, run) -> dict[str, Any]:
+        s = self.spec
         return {
             "replicas": [
                 {

@@ -9,6 +9,7 @@ viewed as a one-replica :class:`~ase_mlff.md.MDState` and judged by the detector
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from ase_mlff.graph.batch import Batch
 from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.runner import MDRun, ReplicaResult
 from ase_mlff.md.state import MDState
+from ase_mlff.md.storage import TrajectoryStore
 
 
 def _view(atoms: Atoms, cutoff: float) -> MDState:
@@ -91,12 +93,24 @@ def run_ase_md(
     tdamp: float = 50.0,
     detector_factory: Callable = default_detectors,
     detector_cutoff: float = 5.0,
+    traj_dir: str | Path | None = None,
 ) -> MDRun:
     """Each image a replica, integrated by ASE with a fresh calculator from the factory.
 
-    ``detector_cutoff`` is the radius of the graph the overlap detector looks at.
+    ``detector_cutoff`` is the radius of the graph the overlap detector looks at. With
+    ``traj_dir`` the stable frames are stored as they pass their checks, as in
+    :func:`~ase_mlff.md.runner.run_md` (no MD-state checkpoints on this path).
     """
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
+    settings = {
+        "engine": "ase",
+        "integrator": integrator,
+        "temperature_K": temperature_K,
+        "seed": seed,
+        "check_every": check_every,
+        "record_every": record_every,
+    }
+    store = TrajectoryStore(traj_dir, images, ids, settings) if traj_dir else None
     results = []
     for r, start in zip(ids, images):
         atoms = start.copy()
@@ -122,8 +136,13 @@ def run_ase_md(
                 failed = [d.name for d in dets if bool(d(view)[0])]
                 if failed:
                     t_inst, reason = step * dt, failed[0]
+                    if store:
+                        store.mark_stopped(r, t_inst, reason)
                     break
                 frames.extend(pending)
+                if store:
+                    store.append(r, pending)
+                    store.flush()
                 pending = []
         results.append(ReplicaResult.from_frames(r, t_inst, reason, frames))
     settings = {
