@@ -145,12 +145,6 @@ def run_ase_md(
                     store.flush()
                 pending = []
         results.append(ReplicaResult.from_frames(r, t_inst, reason, frames))
-    settings = {
-        "engine": "ase",
-        "integrator": integrator,
-        "temperature_K": temperature_K,
-        "seed": seed,
-        "check_every": check_every,
-        "record_every": record_every,
-    }
+    if store:
+        store.close()
     return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)
