@@ -34,8 +34,7 @@ from ase_mlff.calculators.mlff import shipped_models
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.md import default_detectors, init_state, langevin_baoab_step
 from ase_mlff.models import PaiNN, compute_properties
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from ase_mlff.utils import DTYPES
 
 
 def _model(name: str, dtype: torch.dtype, device: str):

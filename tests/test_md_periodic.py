@@ -92,3 +92,24 @@ def test_rdf_detector():
     assert flags.tolist() == [False, True]
     with pytest.raises(ValueError, match="exceeds the graph cutoff"):
         rdf(Batch.from_atoms(fine, cutoff=3.0), pairs, 5.0, 50)
+
+
+def test_lindemann_keeps_working_after_a_replica_is_dropped():
+    from ase_mlff.md.runner import select_replicas
+
+    rng = np.random.default_rng(1)
+    state = _state([_crystal(3), _crystal(4)])
+    lin = LindemannIndex(state, window=10)
+    cell = torch.as_tensor(_crystal(4).cell[:])
+    base = state.batch.pos_nc.clone()
+    for _ in range(5):
+        lin(_moved(state, base + torch.as_tensor(rng.normal(scale=0.05, size=base.shape))))
+    keep = torch.tensor([False, True])
+    lin.select(keep, state)
+    state = select_replicas(state, keep)
+    base = state.batch.pos_nc.clone()
+    flags = None
+    for _ in range(5):  # the kept replica now melts; its accumulated half-window carries over
+        flags = lin(_moved(state, torch.as_tensor(rng.random((64, 3))) @ cell))
+    assert flags.tolist() == [True]
+    assert lin.pairs_2p.max() < 64 and lin.s1.shape[0] == 64 * 63 // 2

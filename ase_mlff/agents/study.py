@@ -155,7 +155,7 @@ def _follow(jobs: list, n_total: int, steps: int, poll_s: float = 2.0) -> None:
     with the running count of unstable ones (quiet under CI)."""
     import ray
 
-    from ase_mlff.training.trainer import show_progress
+    from ase_mlff.utils import show_progress
 
     pending = [ref for _, _, ref in jobs]
     bar = tqdm(total=n_total, desc="replicas done", disable=not show_progress())

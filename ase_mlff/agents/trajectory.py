@@ -24,6 +24,7 @@ from ase_mlff.md.ase_driver import run_ase_md
 from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.runner import run_md
 from ase_mlff.md.storage import read_summary
+from ase_mlff.utils import DTYPES
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class TrajectoryAgent:
         if (spec.model is None) == (spec.calculator is None):
             raise ValueError("a TrajectorySpec needs exactly one of model and calculator")
         self.spec = spec
-        self.dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+        self.dtype = DTYPES[spec.dtype]
         self.model = None
         if spec.model is not None:
             self.model, _ = load_model(

@@ -24,9 +24,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase_mlff.graph.batch import Batch
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model
+from ase_mlff.utils import DTYPES
 
 SHIPPED_MODELS_DIR = Path(__file__).parent / "shipped"
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def shipped_models() -> list[str]:

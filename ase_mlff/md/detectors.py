@@ -190,7 +190,7 @@ def default_detectors(references: Sequence[Atoms], state: MDState, delta: float 
     ]
 
 
-class LindemannIndex(Detector):
+class LindemannIndex(_PairDetector):
     """Unstable when a local Lindemann index q_i > 0.25 or the global one > 0.2 (paper 004).
 
     q_i = 1/(N−1) Σ_{j≠i} √(⟨r_ij²⟩ − ⟨r_ij⟩²) / ⟨r_ij⟩ over all pairs of a replica
@@ -262,13 +262,7 @@ class LindemannIndex(Detector):
         self._reset(state)
         return flags
 
-    def select(self, keep_s: Tensor, state: MDState) -> None:
-        b = state.batch
-        new_index_n = torch.cumsum(keep_s[b.system_n].long(), 0) - 1
-        new_sys = torch.cumsum(keep_s.long(), 0) - 1
-        keep_p = keep_s[self.pair_sys_p]
-        self.pairs_2p = new_index_n[self.pairs_2p[:, keep_p]]
-        self.pair_sys_p = new_sys[self.pair_sys_p[keep_p]]
+    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
         self.s1, self.s2 = self.s1[keep_p], self.s2[keep_p]
 
 

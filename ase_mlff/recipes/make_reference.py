@@ -33,6 +33,7 @@ import numpy as np
 
 from ase_mlff.data.dataset import Dataset
 from ase_mlff.data.io import SHIPPED_DIR, provenance_path
+from ase_mlff.utils import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ class ReferenceMDConfig:
     trajectories: int = 5
     seed: int = 2026
     workers: int = 2
-
-
-def _show_progress() -> bool:
-    return not os.environ.get("CI") and sys.stderr.isatty()
 
 
 def _run_trajectory(args: tuple[ReferenceMDConfig, str, int, str]) -> str:
@@ -91,9 +88,7 @@ def _run_trajectory(args: tuple[ReferenceMDConfig, str, int, str]) -> str:
     part = Path(part_path)
     tmp = part.with_suffix(".tmp.xyz")
     tmp.unlink(missing_ok=True)
-    bar = tqdm(
-        total=n_total, desc=f"traj {traj_id}", position=traj_id, disable=not _show_progress()
-    )
+    bar = tqdm(total=n_total, desc=f"traj {traj_id}", position=traj_id, disable=not show_progress())
     step = 0
 
     def store() -> None:

@@ -35,7 +35,8 @@ from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
 from ase_mlff.models import build_model
 from ase_mlff.models.io import META
 from ase_mlff.training.config import DataConfig, ExperimentConfig
-from ase_mlff.training.trainer import DTYPES, Trainer
+from ase_mlff.training.trainer import Trainer
+from ase_mlff.utils import DTYPES
 
 log = logging.getLogger(__name__)
 

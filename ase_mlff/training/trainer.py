@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,16 +28,11 @@ from ase_mlff.metrics.errors import evaluate
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.training.config import TrainConfig
+from ase_mlff.utils import DTYPES, show_progress
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STATE_FILE = "trainer_state.pt"
-
-
-def show_progress() -> bool:
-    """Progress bars on an interactive terminal, quiet under CI."""
-    return not os.environ.get("CI") and sys.stderr.isatty()
 
 
 def loss_fn(
