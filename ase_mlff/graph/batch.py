@@ -17,6 +17,14 @@ from torch import Tensor
 from ase_mlff.graph.neighbours import neighbour_list
 
 
+def _graph(pos, cell, pbc, system, n_atoms, cutoff: float) -> tuple[Tensor, Tensor]:
+    """The neighbour graph, or an empty one for ``cutoff == 0`` (fixed-topology potentials)."""
+    if cutoff == 0:
+        empty = torch.zeros((2, 0), dtype=torch.long, device=pos.device)
+        return empty, torch.zeros((0, 3), dtype=torch.long, device=pos.device)
+    return neighbour_list(pos, cell, pbc, system, n_atoms, cutoff)
+
+
 @dataclass
 class Batch:
     """Flat tensors of a batch of systems plus their neighbour graph and optional labels.
@@ -30,7 +38,8 @@ class Batch:
         n_atoms_s: (S,) atoms per system, long.
         edge_index_2e: (2, E) centre i, neighbour j.
         shift_e3: (E, 3) integer cell shifts, ``D = x_j - x_i + shift · cell``.
-        cutoff: the cutoff the graph was built with, Å.
+        cutoff: the cutoff the graph was built with, Å (0: no graph, for fixed-topology
+            potentials such as the classical force fields).
         energy_s, forces_nc, stress_s33, weight_s: optional labels (eV, eV/Å, eV/Å³).
     """
 
@@ -80,7 +89,7 @@ class Batch:
     def with_positions(self, pos_nc: Tensor, cell_s33: Tensor | None = None) -> Batch:
         """A batch with new positions (and cell) and a freshly built neighbour graph."""
         cell = self.cell_s33 if cell_s33 is None else cell_s33
-        edge_index, shift = neighbour_list(
+        edge_index, shift = _graph(
             pos_nc.detach(), cell.detach(), self.pbc_s3, self.system_n, self.n_atoms_s, self.cutoff
         )
         return replace(self, pos_nc=pos_nc, cell_s33=cell, edge_index_2e=edge_index, shift_e3=shift)
@@ -127,7 +136,7 @@ class Batch:
             else torch.as_tensor(pbc_s3, dtype=torch.bool, device=device).reshape(n_sys, 3)
         )
         system = torch.repeat_interleave(torch.arange(n_sys, device=device), n_atoms)
-        edge_index, shift = neighbour_list(pos, cell, pbc, system, n_atoms, cutoff)
+        edge_index, shift = _graph(pos, cell, pbc, system, n_atoms, cutoff)
         return cls(
             numbers_n=numbers,
             pos_nc=pos,

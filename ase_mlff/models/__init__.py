@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ase_mlff.models.base import AtomicReference, Potential, compute_properties
+from ase_mlff.models.classical import ClassicalPotential, Topology
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.models.painn import PaiNN
 from ase_mlff.models.schnet import SchNet
 
 #: name -> class; every class rebuilds itself from its ``config`` dict
-MODELS: dict[str, type[Potential]] = {"schnet": SchNet, "painn": PaiNN}
+MODELS: dict[str, type[Potential]] = {
+    "schnet": SchNet,
+    "painn": PaiNN,
+    "classical": ClassicalPotential,
+}
 
 
 def build_model(config: dict[str, Any]) -> Potential:
@@ -29,9 +34,11 @@ __all__ = [
     "MODELS",
     "AtomicReference",
     "CheckpointError",
+    "ClassicalPotential",
     "PaiNN",
     "Potential",
     "SchNet",
+    "Topology",
     "build_model",
     "compute_properties",
     "load_model",
