@@ -62,8 +62,12 @@ def check_stress_fd(calc: Calculator, atoms: Atoms) -> None:
     np.testing.assert_allclose(stress, numerical, atol=FD_STRESS_ATOL)
 
 
-def check_invariance(model, atoms: Atoms, seed: int = 0) -> None:
-    """Energy invariant and forces covariant under rotation, translation, permutation."""
+def check_invariance(model, atoms: Atoms, seed: int = 0, permutation: bool = True) -> None:
+    """Energy invariant and forces covariant under rotation, translation, permutation.
+
+    ``permutation=False`` for fixed-topology potentials (classical force fields), whose
+    atoms are identified by their index.
+    """
     rng = np.random.default_rng(seed)
     ref = _props(model, [atoms])
     rot = Rotation.random(random_state=seed).as_matrix()
@@ -74,6 +78,8 @@ def check_invariance(model, atoms: Atoms, seed: int = 0) -> None:
     out = _props(model, [moved])
     np.testing.assert_allclose(out["energy"], ref["energy"], atol=INVARIANCE_ATOL_E)
     np.testing.assert_allclose(out["forces"], ref["forces"] @ rot.T, atol=INVARIANCE_ATOL_F)
+    if not permutation:
+        return
     perm = rng.permutation(len(atoms))
     permuted = atoms[perm]
     out = _props(model, [permuted])
@@ -108,13 +114,15 @@ def check_calculator_equals_model(model, calc: Calculator, atoms: Atoms) -> None
         np.testing.assert_allclose(a.get_stress(voigt=False), ref["stress"][0], atol=1e-10)
 
 
-def check_potential(model, molecules: list[Atoms], periodic: list[Atoms] = ()) -> None:
+def check_potential(
+    model, molecules: list[Atoms], periodic: list[Atoms] = (), permutation: bool = True
+) -> None:
     """Every check above on every structure given (model in float64)."""
     model = model.double().eval()
     calc = MLFFCalculator(model, dtype="float64")
     for atoms in [*molecules, *periodic]:
         check_forces_fd(calc, atoms)
-        check_invariance(model, atoms)
+        check_invariance(model, atoms, permutation=permutation)
         check_calculator_equals_model(model, calc, atoms)
     for atoms in periodic:
         check_stress_fd(calc, atoms)

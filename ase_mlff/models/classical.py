@@ -94,7 +94,9 @@ class Topology:
                 raise ValueError(f"{key} refer to atoms outside 0..{n - 1}")
             for p in params:
                 if len(getattr(self, p)) != len(idx):
-                    raise ValueError(f"{p} has {len(getattr(self, p))} entries for {len(idx)} {key}")
+                    raise ValueError(
+                        f"{p} has {len(getattr(self, p))} entries for {len(idx)} {key}"
+                    )
         if np.any(self.morse_d <= 0):
             raise ValueError("Morse depths D must be positive")
 
@@ -104,7 +106,9 @@ class Topology:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (lists), the inverse of ``Topology(**d)``."""
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        return {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()
+        }
 
     def permuted(self, order: np.ndarray) -> Topology:
         """The same force field for atoms re-ordered so that new atom k is old ``order[k]``."""
