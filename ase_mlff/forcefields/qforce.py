@@ -140,7 +140,8 @@ def qforce_topology(atoms: Atoms, bonds: np.ndarray | None = None) -> Topology:
         expected_bonds = {"H2": 1, "OH": 1, "O2": 1, "H2O": 2, "HO2": 2, "H2O2": 3}.get(species, 0)
         if len(fbonds) != expected_bonds:
             raise ValueError(
-                f"{species} (atoms {frag.tolist()}) has {len(fbonds)} bonds, expected {expected_bonds}"
+                f"{species} (atoms {frag.tolist()}) has {len(fbonds)} bonds, "
+                f"expected {expected_bonds}"
             )
         for a, b in fbonds:
             key = tuple(sorted((sym[a], sym[b]), key=lambda e: e != "O"))  # O first

@@ -209,7 +209,7 @@ class ClassicalPotential(Potential):
             )
 
     def energy_terms(self, pos_snc: Tensor) -> dict[str, Tensor]:
-        """Per-system energy of every term, eV: {'bond','morse','angle','torsion','coulomb','lj'}."""
+        """Per-system energy (S,) of each term, eV: bond, morse, angle, torsion, coulomb, lj."""
         zero = pos_snc.new_zeros(pos_snc.shape[0])
         out = {k: zero for k in ("bond", "morse", "angle", "torsion", "coulomb", "lj")}
         if len(self.bonds):
