@@ -60,23 +60,32 @@ class AtomicReference(nn.Module):
         self.register_buffer("scale", torch.ones((), dtype=torch.float64))
 
     @torch.no_grad()
-    def fit(self, dataset) -> dict[str, float]:
-        """Fit ``e_ref`` and ``scale`` on a :class:`~ase_mlff.data.Dataset`; returns stats."""
+    def fit(
+        self, dataset, *, energy_offset_s: np.ndarray | None = None, scale: bool = True
+    ) -> dict[str, float]:
+        """Fit ``e_ref`` (and ``scale``) on a :class:`~ase_mlff.data.Dataset`; returns stats.
+
+        ``energy_offset_s``: energies (S,) the rest of the model already predicts; ``e_ref``
+        is then fitted to the residual ``E - offset`` (re-referencing a pre-trained model to
+        a new level of theory). ``scale=False`` keeps the current scale.
+        """
         species = dataset.species
         frame = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
         col = np.searchsorted(species, dataset.numbers_n)
         counts = np.zeros((len(dataset), len(species)))
         np.add.at(counts, (frame, col), 1.0)
-        ok = np.isfinite(dataset.energy_s)
+        target = dataset.energy_s - (0.0 if energy_offset_s is None else energy_offset_s)
+        ok = np.isfinite(target)
         e_ref = np.zeros(MAX_Z + 1)
         if ok.any():
-            coef, *_ = np.linalg.lstsq(counts[ok], dataset.energy_s[ok], rcond=None)
+            coef, *_ = np.linalg.lstsq(counts[ok], target[ok], rcond=None)
             e_ref[species] = coef
-        f = dataset.forces_nc[np.all(np.isfinite(dataset.forces_nc), axis=1)]
-        scale = float(np.sqrt(np.mean(f**2))) if len(f) else 1.0
         self.e_ref.copy_(torch.as_tensor(e_ref))
-        self.scale.fill_(scale if scale > 0 else 1.0)
-        resid = dataset.energy_s[ok] - counts[ok] @ e_ref[species] if ok.any() else np.zeros(1)
+        if scale:
+            f = dataset.forces_nc[np.all(np.isfinite(dataset.forces_nc), axis=1)]
+            rms = float(np.sqrt(np.mean(f**2))) if len(f) else 1.0
+            self.scale.fill_(rms if rms > 0 else 1.0)
+        resid = target[ok] - counts[ok] @ e_ref[species] if ok.any() else np.zeros(1)
         return {
             "force_rms": float(self.scale),
             "energy_residual_std_per_atom": float(np.std(resid / dataset.n_atoms_s[ok]))
