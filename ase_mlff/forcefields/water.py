@@ -23,9 +23,9 @@ term                  OpenMM units                  this package (Å, eV, rad)
 O–H r0                0.09572 nm                    0.9572 Å
 O–H k_b               462750.4 kJ/mol/nm²           47.961 eV/Å²
 H–O–H θ0              1.82421813418 rad             104.52°
-H–O–H k_θ             836.8 kJ/mol/rad²             8.6729 eV/rad²
+H–O–H k_θ             836.8 kJ/mol/rad²             8.6728 eV/rad²
 q_O, q_H              −0.834 e, +0.417 e
-σ_O, ε_O              0.315075 nm, 0.635968 kJ/mol  3.15075 Å, 6.5914 meV
+σ_O, ε_O              0.315075 nm, 0.635968 kJ/mol  3.15075 Å, 6.5913 meV
 σ_H, ε_H              (ε = 0: no Lennard-Jones on H)
 ====================  ============================  ================================
 
@@ -34,6 +34,7 @@ Units: 1 kJ/mol = ``ase.units.kJ / ase.units.mol`` eV; 1 nm = 10 Å.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -146,6 +147,7 @@ class TIP3PParameters:
         }
 
 
+@functools.lru_cache(maxsize=8)
 def tip3p_parameters(xml_file: str | Path = TIP3P_XML) -> TIP3PParameters:
     """Parse the flexible-TIP3P parameters from OpenMM's force-field XML.
 
@@ -409,8 +411,9 @@ def set_pme_parameters(system: openmm.System, box_A: np.ndarray, tolerance: floa
 
     OpenMM's own rule (NonbondedForce docs): α = √(−ln(2δ)) / r_c and n_k = ⌈2αL_k /
     (3δ^(1/5))⌉; the CPU platform then rounds n_k up to an FFT-friendly size while the
-    Reference platform does not, which would make the two disagree by ~1e-6 relative.
-    Here n_k is rounded up to a 2·3·5-smooth size for all platforms.
+    Reference platform does not (64 molecules: 48³ vs 46³), so MD (CPU) and labels
+    (Reference) would use different meshes. Here n_k is rounded up to a 2·3·5-smooth
+    size once, for all platforms.
     """
     import openmm
 
