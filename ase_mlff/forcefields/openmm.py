@@ -2,8 +2,8 @@
 
 :func:`topology_from_openmm` reads the standard forces of an OpenMM ``System`` and converts
 every term to Å, eV, rad, e, so that :class:`~ase_mlff.models.classical.ClassicalPotential`
-reproduces OpenMM's energies and forces (to ~1e-12 relative on the Reference platform,
-see ``tests/test_gaff.py``):
+reproduces OpenMM's energies and forces (Reference platform: ~1e-10 relative with ASE's
+Coulomb constant, ~1e-15 with OpenMM's; see ``tests/test_gaff.py``):
 
 ============================  ==========================================================
 OpenMM force                  Topology terms (OpenMM user guide, "Standard Forces")
@@ -23,7 +23,7 @@ Unit conversions (ASE units, CODATA 2014 as ``ase.units``): 1 nm = 10 Å,
 1 kJ/mol = ``units.kJ / units.mol`` eV = 0.0103643 eV, so k [kJ/mol/nm²] × 0.0103643/100
 -> eV/Å². The Coulomb constant is the Topology's (``COULOMB_EV_A`` = 14.3996454 eV·Å);
 OpenMM's ``ONE_4PI_EPS0`` = 138.935457644 kJ/mol·nm converts to the same value within
-1e-9 relative.
+9.1e-10 relative (pass ``coulomb=OPENMM_COULOMB_EV_A`` for machine-precision agreement).
 
 :func:`match_atoms` maps a force field built in one atom order (e.g. the order antechamber
 wrote) onto the order of another structure (e.g. the MD17 order of a dataset) by
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 KJ_PER_MOL = units.kJ / units.mol
 #: Å per nm
 NM = 10.0
+#: OpenMM's Coulomb constant ONE_4PI_EPS0 = 138.93545764438198 kJ/mol·nm/e² (OpenMM 8,
+#: CODATA 2018) in eV·Å; ASE's ``COULOMB_EV_A`` (CODATA 2014) is 9.1e-10 relative smaller.
+OPENMM_COULOMB_EV_A = 138.93545764438198 * NM * KJ_PER_MOL
 
 _IGNORED_FORCES = ("CMMotionRemover",)
 _SUPPORTED_FORCES = (
@@ -157,8 +160,9 @@ def topology_from_openmm(
         system: an ``openmm.System`` (or its XML, or an XML file path).
         numbers: atomic numbers of the System's particles, in the System's order.
         name: stored as ``Topology.name``.
-        coulomb: Coulomb constant of the Topology, eV·Å (ASE's by default, equal to
-            OpenMM's within 1e-9 relative).
+        coulomb: Coulomb constant of the Topology, eV·Å: ASE's by default (so the
+            Topology combines with others), equal to OpenMM's within 9.1e-10 relative;
+            ``OPENMM_COULOMB_EV_A`` reproduces OpenMM to machine precision.
 
     Raises:
         ValueError: a force other than HarmonicBondForce, HarmonicAngleForce,
