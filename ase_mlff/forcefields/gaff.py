@@ -536,7 +536,9 @@ def parametrize_gaff(
             "rdkit_embedding": None
             if Path(str(molecule)).exists()
             else f"AddHs, ETKDGv3 randomSeed={seed}, MMFFOptimizeMolecule",
-            "commands": [shlex.join(c) for c in commands],
+            "commands": [
+                shlex.join(c).replace(str(gaff_dat), _display_path(gaff_dat)) for c in commands
+            ],
             "tleap_input": (work / "tleap.in").read_text(),
             "leaprc": "leaprc.gaff2 atom types with loadamberparams replaced by the GAFF 2.11 file",
             "frcmod": (work / "gaff.frcmod").read_text(),
