@@ -58,6 +58,31 @@ def test_study_over_two_agents(ray_local, tiny_model, tmp_path):
     assert s["fraction_stable"] == 0.0 and s["n_replicas"] == 4
 
 
+def test_two_models_with_more_agents_than_cpus(ray_local, tiny_model, tmp_path):
+    """4 agents on 2 CPUs: finished agents free their CPUs for the waiting ones (this hung
+    when two checkpoints shared a name and finished actors kept their CPUs)."""
+    import shutil
+    from pathlib import Path
+
+    from ase_mlff.agents import run_stability_study
+
+    a = tmp_path / "scratch" / "best"
+    b = tmp_path / "finetune" / "best"
+    shutil.copytree(tiny_model, a)
+    shutil.copytree(tiny_model, b)
+    res = run_stability_study(
+        [str(a), str(b)],
+        [_aspirin()],
+        n_replicas=2,
+        n_agents=2,
+        out_dir=tmp_path / "study",
+        md={"steps": 20, "dt": 0.5, "temperature_K": 300, "seed": 1, "check_every": 10},
+    )
+    assert len(res.rows) == 4
+    dirs = {Path(r["traj_dir"]).parent.name for r in res.rows}
+    assert dirs == {"scratch-best", "finetune-best"}
+
+
 def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
     from ase_mlff.agents import TrajectoryAgent, TrajectorySpec
     from ase_mlff.md.runner import run_md
@@ -175,3 +200,16 @@ def test_agent_with_calculator_spec_runs_gfn2_xtb(ray_local, tmp_path):
         make_calculator({"name": "nope"})
     with pytest.raises(ValueError, match="exactly one of model and calculator"):
         TrajectoryAgent(TrajectorySpec(model=None, images=(), replica_ids=(), traj_dir="x"))
+
+
+def test_model_dirs_are_distinct_for_checkpoints_of_the_same_name():
+    from ase_mlff.agents.study import model_dirs
+
+    dirs = model_dirs(["runs/x/scratch/best", "runs/x/finetune/best", "aspirin-painn"])
+    assert dirs == {
+        "runs/x/scratch/best": "scratch-best",
+        "runs/x/finetune/best": "finetune-best",
+        "aspirin-painn": "aspirin-painn",
+    }
+    with pytest.raises(ValueError, match="twice"):
+        model_dirs(["a", "a"])

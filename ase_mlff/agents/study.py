@@ -61,6 +61,19 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)).strip("_")
 
 
+def model_dirs(models: Sequence[str]) -> dict[str, str]:
+    """A distinct directory name per model: the checkpoint's name, with as many parent
+    folders as it takes to tell models apart (``scratch/best`` vs ``finetune/best``)."""
+    if len(set(map(str, models))) != len(models):
+        raise ValueError("the same model is listed twice")
+    parts = {str(m): Path(str(m)).parts for m in models}
+    for depth in range(1, max(len(p) for p in parts.values()) + 1):
+        names = {m: _slug("-".join(p[-depth:])) for m, p in parts.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {str(m): f"model{k}" for k, m in enumerate(models)}
+
+
 def run_stability_study(
     models: Sequence[str],
     starts: Sequence[Atoms],
@@ -104,6 +117,7 @@ def run_stability_study(
         max_concurrency=2,  # progress() answers while run() works
     )(TrajectoryAgent)
 
+    dirs = model_dirs(models)
     jobs = []
     for model in models:
         ids = np.arange(n_replicas)
@@ -112,7 +126,7 @@ def run_stability_study(
                 model=str(model),
                 images=tuple(starts[int(k) % len(starts)] for k in chunk),
                 replica_ids=tuple(int(k) for k in chunk),
-                traj_dir=str(out / _slug(Path(str(model)).name) / f"agent_{a:02d}"),
+                traj_dir=str(out / dirs[str(model)] / f"agent_{a:02d}"),
                 md=md,
                 checkpoint_every=checkpoint_every,
                 detectors=detectors,
@@ -123,11 +137,9 @@ def run_stability_study(
             )
             agent = remote_agent.remote(spec)
             jobs.append((model, agent, agent.run.remote()))
-    _follow(jobs, n_replicas * len(models), md.get("steps", 0))
     rows: list[dict[str, Any]] = []
     total_fs = 0.0
-    for model, _agent, ref in jobs:
-        res = ray.get(ref)
+    for (model, _agent, _ref), res in zip(jobs, _follow(jobs, n_replicas * len(models))):
         total_fs = res["total_fs"]
         for r in res["replicas"]:
             rows.append(
@@ -150,29 +162,49 @@ def run_stability_study(
     return result
 
 
-def _follow(jobs: list, n_total: int, steps: int, poll_s: float = 2.0) -> None:
-    """Stream results while the agents work: a progress bar of replicas that stopped,
-    with the running count of unstable ones (quiet under CI)."""
+def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:
+    """Collect the agents' results while they work, with a progress bar of replicas that
+    stopped and the running count of unstable ones (quiet under CI).
+
+    A finished agent is killed at once so that its CPUs go to agents still waiting to be
+    scheduled (more agents than CPUs, e.g. several models); the progress of an agent not
+    yet started is not waited for.
+    """
     import ray
+    from ray.exceptions import GetTimeoutError
 
     from ase_mlff.utils import show_progress
 
-    pending = [ref for _, _, ref in jobs]
+    results: dict[int, dict] = {}
+    last: dict[int, dict] = {}
+    index = {ref: k for k, (_, _, ref) in enumerate(jobs)}
+    pending = list(index)
     bar = tqdm(total=n_total, desc="replicas done", disable=not show_progress())
     while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+        for ref in ready:
+            k = index[ref]
+            results[k] = ray.get(ref)
+            ray.kill(jobs[k][1])
         done = unstable = 0
-        for _, agent, ref in jobs:
-            reps = ray.get(agent.progress.remote())["replicas"]
-            if ref not in pending:
+        for k, (_, agent, _ref) in enumerate(jobs):
+            if k in results:
+                reps = results[k]["replicas"]
                 done += len(reps)
-            else:
-                done += sum(r["reason"] is not None for r in reps.values())
-            unstable += sum(r["reason"] is not None for r in reps.values())
+                unstable += sum(not r["stable"] for r in reps)
+                continue
+            try:
+                last[k] = ray.get(agent.progress.remote(), timeout=0.5)["replicas"]
+            except GetTimeoutError:  # not scheduled yet
+                pass
+            stopped = sum(r["reason"] is not None for r in last.get(k, {}).values())
+            done += stopped
+            unstable += stopped
         bar.n = done
         bar.set_postfix(unstable=unstable)
         bar.refresh()
     bar.close()
+    return [results[k] for k in range(len(jobs))]
 
 
 def _write(result: StudyResult, md: dict) -> None:

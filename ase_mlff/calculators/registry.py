@@ -2,6 +2,8 @@
 
 make_calculator({"name": "tblite", "method": "GFN2-xTB"})
 make_calculator({"name": "mlff", "model": "aspirin-painn", "dtype": "float64"})
+make_calculator({"name": "gaff", "parameters": "aspirin"})            # torch GAFF-2.11
+make_calculator({"name": "gaff", "parameters": "aspirin", "engine": "openmm"})
 """
 
 from __future__ import annotations
@@ -23,4 +25,16 @@ def make_calculator(spec: dict[str, Any]) -> Calculator:
         from ase_mlff.calculators.mlff import MLFFCalculator
 
         return MLFFCalculator(**spec)
-    raise ValueError(f"unknown calculator {name!r}; known: 'tblite', 'mlff'")
+    if name == "gaff":
+        from ase_mlff.forcefields.gaff import gaff_potential, gaff_system
+
+        params = spec.pop("parameters", "aspirin")
+        if spec.pop("engine", "torch") == "openmm":
+            from ase_mlff.calculators.openmm import OpenMMCalculator
+            from ase_mlff.forcefields.gaff import load_parameters
+
+            return OpenMMCalculator(gaff_system(params), load_parameters(params).numbers, **spec)
+        from ase_mlff.calculators.mlff import MLFFCalculator
+
+        return MLFFCalculator(gaff_potential(params), **spec)
+    raise ValueError(f"unknown calculator {name!r}; known: 'tblite', 'mlff', 'gaff'")

@@ -22,11 +22,23 @@ KCAL_PER_MOL = units.kcal / units.mol  # eV per kcal/mol
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 
 #: name -> file in ``ase_mlff/data/shipped``; each has ``<stem>.provenance.json`` beside it.
-SHIPPED_DATASETS = {"aspirin": "aspirin_gfn2_500K.npz"}
+SHIPPED_DATASETS = {
+    "aspirin": "aspirin_gfn2_500K.npz",
+    "water": "water_tip3p_flex_300K.npz",
+}
+#: the command that regenerates each shipped dataset
+SHIPPED_RECIPES = {
+    "aspirin": "python -m ase_mlff.recipes.make_reference",
+    "water": "python -m ase_mlff.recipes.make_water_reference "
+    "--out ase_mlff/data/shipped/water_tip3p_flex_300K.npz --frames 1600 --seed 2026",
+}
 
 #: how each shipped set is meant to be split: the test set is a whole held-out
 #: trajectory, so no test frame is time-correlated with a training frame
-SHIPPED_SPLITS = {"aspirin": {"split": "trajectory", "test_groups": [4]}}
+SHIPPED_SPLITS = {
+    "aspirin": {"split": "trajectory", "test_groups": [4]},
+    "water": {"split": "trajectory", "test_groups": [1]},
+}
 
 
 def _md17_like(
@@ -150,7 +162,7 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
         if not path.exists():
             raise FileNotFoundError(
                 f"shipped dataset {key!r} is missing at {path}; regenerate it with "
-                "`python -m ase_mlff.recipes.make_reference`"
+                f"`{SHIPPED_RECIPES[key]}`"
             )
         ds = Dataset.load_npz(path)
         prov = provenance_path(path)

@@ -29,8 +29,8 @@ from ase_mlff.utils import DTYPES, show_progress
 
 log = logging.getLogger(__name__)
 
-#: atoms per batched call (about 10,000 aspirin frames)
-DEFAULT_CHUNK_ATOMS = 200_000
+#: atoms per batched call (2,000 aspirin frames: the fastest chunk, benchmarks/ff_labelling.py)
+DEFAULT_CHUNK_ATOMS = 42_000
 
 
 def label_positions(
