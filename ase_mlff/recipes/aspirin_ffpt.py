@@ -46,9 +46,8 @@ from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import learning_curve_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
-from ase_mlff.models import build_model
+from ase_mlff.recipes._ffpt import stage_configs, train_variants
 from ase_mlff.training.config import TrainConfig
-from ase_mlff.training.finetune import paper_schedule, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +182,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     replicas = a.replicas or prof["replicas"]
     md_steps = a.md_steps or prof["md_steps"]
     base = TrainConfig(device=a.device, seed=a.seed, threads=a.threads, dtype="float32")
-    pt_cfg = paper_schedule(TrainConfig(**{**base.__dict__, **prof["pretrain"]}), "pretrain")
-    ft_over = dict(prof["finetune"])
+    pt_over, ft_over = dict(prof["pretrain"]), dict(prof["finetune"])
+    if a.pretrain_minutes:
+        pt_over["max_minutes"] = a.pretrain_minutes
     if a.finetune_minutes:
         ft_over["max_minutes"] = a.finetune_minutes
-    if a.pretrain_minutes:
-        pt_cfg = TrainConfig(**{**pt_cfg.__dict__, "max_minutes": a.pretrain_minutes})
-    ft_base = TrainConfig(**{**base.__dict__, **ft_over})
-    cfg_scratch = paper_schedule(ft_base, "scratch")
-    cfg_ft = paper_schedule(ft_base, "finetune")
+    cfgs = stage_configs(base, pt_over, ft_over)
 
     from ase_mlff.agents import run_stability_study
     from ase_mlff.calculators.registry import make_calculator
@@ -215,9 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "pretrain": pt_cfg.__dict__,
-        "scratch": cfg_scratch.__dict__,
-        "finetune": cfg_ft.__dict__,
+        **{k: c.__dict__ for k, c in cfgs.items()},
         "md": {**MD_PROTOCOL, "steps": md_steps, "replicas": replicas, "bond_delta_A": 0.5},
     }
     results: dict[str, Any] = {"protocol": protocol, "variants": {}}
@@ -242,47 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pt_train, pt_val = pt_data[order[n_pt_val:]], pt_data[order[:n_pt_val]]
 
         # ---------------------------------------------------------- 2-3. the variants
-        checkpoints: dict[str, Path] = {}
-        histories: dict[str, dict[str, list]] = {}
-        handles = {}
-        with tracker.run("scratch", params={"variant": "scratch"}, parent=parent) as run_h:
-            handles["scratch"] = run_h
-            _, res = run_stage(
-                "scratch",
-                build_model(model_cfg),
-                train,
-                val,
-                cfg_scratch,
-                out / "scratch",
-                log_fn=run_h.log_metrics,
-            )
-            checkpoints["scratch"] = res.best_dir
-            histories["scratch"] = {"scratch": res.history}
-        with tracker.run("ffpt", params={"variant": "ffpt"}, parent=parent) as run_h:
-            handles["ffpt"] = run_h
-            _, pre = run_stage(
-                "pretrain",
-                build_model(model_cfg),
-                pt_train,
-                pt_val,
-                pt_cfg,
-                out / "pretrain",
-                log_fn=lambda m, s: run_h.log_metrics({f"pt_{k}": v for k, v in m.items()}, s),
-            )
-            _, fine = run_stage(
-                "finetune",
-                build_model(model_cfg),
-                train,
-                val,
-                cfg_ft,
-                out / "finetune",
-                init_from=pre.best_dir,
-                log_fn=lambda m, s: run_h.log_metrics({f"ft_{k}": v for k, v in m.items()}, s),
-            )
-            run_h.log_params({f"finetune.{k}": v for k, v in fine.extra.items()})
-            checkpoints["ffpt"] = fine.best_dir
-            checkpoints["pretrained only"] = pre.best_dir
-            histories["ffpt"] = {"pretrain": pre.history, "finetune": fine.history}
+        v = train_variants(model_cfg, (pt_train, pt_val), (train, val), cfgs, out, tracker, parent)
+        checkpoints, histories, handles = v.checkpoints, v.histories, v.handles
 
         # ---------------------------------------------------------- 4. evaluation
         from ase_mlff.models.io import load_model
