@@ -50,7 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": {"hidden": 32, "n_interactions": 2, "cutoff": 5.0},
         "pretrain": {"epochs": 5, "batch_size": 64, "max_minutes": 3.0},
         "finetune": {"epochs": 40, "batch_size": 4, "max_minutes": 4.0},
-        "md_steps": 2000,
+        "md_steps": 1000,
         "replicas": 2,
         "n_test": 200,
         "rdf_window_fs": 250.0,
@@ -80,7 +80,7 @@ def reference_rdf(ds: Dataset, stride: int = 4) -> np.ndarray:
     from ase_mlff.graph import Batch
     from ase_mlff.metrics.rdf import rdf
 
-    frames = np.arange(0, len(ds), stride)
+    frames = np.arange(0, len(ds), stride)[:200]
     b = Batch.from_dataset(ds, frames, cutoff=R_MAX, dtype=torch.float64, labels=False)
     return rdf(b, PAIRS, R_MAX, N_BINS)[1]
 
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-train", type=int, default=750)
     p.add_argument("--n-val", type=int, default=50)
     p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None, help="test frames evaluated")
     p.add_argument("--md-steps", type=int, default=None)
     p.add_argument("--pretrain-minutes", type=float, default=None)
     p.add_argument("--finetune-minutes", type=float, default=None)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a.seed,
     )
     train, val, test = bulk[split.train], bulk[split.val], bulk[split.test]
-    test_eval = test if prof["n_test"] is None else test[np.arange(min(prof["n_test"], len(test)))]
+    n_test = a.n_test or prof["n_test"]
+    test_eval = test if n_test is None else test[np.arange(min(n_test, len(test)))]
     model_cfg = {"name": a.model, **prof["model"], "species": bulk.species}
     frame_dt = float(np.diff(test.extra_s["time_fs"][:2])[0])
     protocol = {
@@ -281,15 +283,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     n: float(np.abs(g[k] - g_ref[k]).sum() * dr) for k, n in enumerate(PAIR_NAMES)
                 }
                 span = min(len(p_) for p_ in pos)
-                window = 0.5 * (span - 1) * record_every * MD_PROTOCOL["dt"]
-                if window > 0:
+                if span >= 3:  # windows of half the stable span, all of them averaged
+                    frame_fs = record_every * MD_PROTOCOL["dt"]
+                    window = ((span - 1) // 2) * frame_fs
                     ds = [
                         diffusion_coefficient(
-                            p_,
-                            record_every * MD_PROTOCOL["dt"],
-                            window,
-                            np.asarray(starts[0].cell[:]),
-                            oxygens,
+                            p_, frame_fs, window, np.asarray(starts[0].cell[:]), oxygens
                         )
                         for p_ in pos
                     ]
