@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import sys
@@ -181,7 +182,12 @@ def make_reference(cfg: ReferenceMDConfig, out: Path, start: Path | None = None)
             continue
         jobs.append((cfg, str(start_path), t, str(part)))
     if jobs:
-        with ProcessPoolExecutor(max_workers=max(1, min(cfg.workers, len(jobs)))) as pool:
+        # spawn, not fork: a forked child inherits locks held by the parent's threads (Ray,
+        # MLflow, OpenMM, tqdm) and can deadlock in its first import
+        with ProcessPoolExecutor(
+            max_workers=max(1, min(cfg.workers, len(jobs))),
+            mp_context=multiprocessing.get_context("spawn"),
+        ) as pool:
             for path in pool.map(_run_trajectory, jobs):
                 log.info("finished %s", path)
     parts = [parts_dir / f"traj_{t:03d}.xyz" for t in range(cfg.trajectories)]
