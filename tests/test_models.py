@@ -1,20 +1,20 @@
 import pytest
 import torch
 
-from ase_mlff.models import MODELS, build_model
+from ase_mlff.models import GNN_MODELS, MODELS, build_model
 from tests.conftest import random_species_model
 from tests.potential_checks import check_potential
 
 SPECIES = [1, 6, 8, 14, 29]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(GNN_MODELS))
 def test_potential_passes_shared_checks(name, molecules, periodic_cells, aspirin):
     model = random_species_model(MODELS[name], SPECIES, hidden=16, n_interactions=2, cutoff=4.0)
     check_potential(model, [*molecules, aspirin], periodic_cells)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(GNN_MODELS))
 def test_build_model_roundtrips_config(name):
     m = build_model({"name": name, "hidden": 8, "n_interactions": 1, "species": [1, 8]})
     m2 = build_model(m.config)

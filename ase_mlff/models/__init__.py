@@ -10,12 +10,10 @@ from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.models.painn import PaiNN
 from ase_mlff.models.schnet import SchNet
 
-#: name -> class; every class rebuilds itself from its ``config`` dict
-MODELS: dict[str, type[Potential]] = {
-    "schnet": SchNet,
-    "painn": PaiNN,
-    "classical": ClassicalPotential,
-}
+#: the trainable message-passing networks (what recipes accept as ``--model``)
+GNN_MODELS: dict[str, type[Potential]] = {"schnet": SchNet, "painn": PaiNN}
+#: name -> class of every potential; each rebuilds itself from its ``config`` dict
+MODELS: dict[str, type[Potential]] = {**GNN_MODELS, "classical": ClassicalPotential}
 
 
 def build_model(config: dict[str, Any]) -> Potential:
@@ -31,6 +29,7 @@ def build_model(config: dict[str, Any]) -> Potential:
 
 
 __all__ = [
+    "GNN_MODELS",
     "MODELS",
     "AtomicReference",
     "CheckpointError",

@@ -14,7 +14,9 @@ from scratch on the same frames and budget:
 - test force error on the held-out reference trajectory;
 - stability: ``--replicas`` Langevin trajectories (300 K, 0.5 fs, friction 2 ps⁻¹ as
   paper 001) from test frames, stopped when the RDF averaged over a window deviates from
-  the reference by ∫|g − g_ref| dr > 3 for any element pair (paper 003, App. A);
+  the reference by ∫|g − g_ref| dr > 3 for any element pair (paper 003, App. A), when
+  two atoms come closer than half their start distance (atom overlap, paper 004), or
+  when forces or temperature blow up;
 - O–O, O–H, H–H RDFs of the stable part against the reference, and the oxygen
   self-diffusion coefficient (MSD over all windows, paper 003, App. A).
 
@@ -154,7 +156,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfgs = stage_configs(base, pt_over, ft_over)
 
     from ase_mlff.forcefields.water import tip3p_monomer_atoms, tip3p_monomer_potential
-    from ase_mlff.md.detectors import ExplodingForces, NonFinite, RDFDeviation, TemperatureBounds
+    from ase_mlff.md.detectors import (
+        AtomOverlap,
+        ExplodingForces,
+        NonFinite,
+        RDFDeviation,
+        TemperatureBounds,
+    )
     from ase_mlff.md.runner import run_md
     from ase_mlff.models.io import load_model
     from ase_mlff.tracking import Tracker
@@ -258,8 +266,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 check_every=10,
                 record_every=record_every,
                 progress=False,
-                detectors=[
+                detectors=None,
+                detector_factory=lambda images, state: [
                     NonFinite(),
+                    AtomOverlap(state),
                     ExplodingForces(),
                     TemperatureBounds(),
                     RDFDeviation(PAIRS, g_ref, R_MAX, window_checks, RDF_DELTA),
