@@ -4,6 +4,7 @@ and the same fine-tuning budget."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,38 @@ def train_variants(
         v.checkpoints["pretrained only"] = pre.best_dir
         v.histories["ffpt"] = {"pretrain": pre.history, "finetune": fine.history}
     return v
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str, profiles, n_train: int) -> None:
+    """The command-line options both recipes take."""
+    p.add_argument("--profile", default="quick", choices=sorted(profiles))
+    p.add_argument("--model", default="painn", help="painn | schnet (any registered GNN)")
+    p.add_argument("--n-pretrain", type=int, default=None, help="rattled frames to label")
+    p.add_argument("--n-train", type=int, default=n_train)
+    p.add_argument("--n-val", type=int, default=50)
+    p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--md-steps", type=int, default=None)
+    p.add_argument("--pretrain-minutes", type=float, default=None)
+    p.add_argument("--finetune-minutes", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs") / name)
+    p.add_argument("--experiment", default=name)
+    p.add_argument("--tracking-uri", default=None)
+
+
+def settings_from_arguments(a: argparse.Namespace, prof: dict[str, Any]):
+    """(n_pretrain, replicas, md_steps, stage configs) from the profile and the flags."""
+    pt_over, ft_over = dict(prof["pretrain"]), dict(prof["finetune"])
+    if a.pretrain_minutes:
+        pt_over["max_minutes"] = a.pretrain_minutes
+    if a.finetune_minutes:
+        ft_over["max_minutes"] = a.finetune_minutes
+    base = TrainConfig(device=a.device, seed=a.seed, threads=a.threads, dtype="float32")
+    return (
+        a.n_pretrain or prof["n_pretrain"],
+        a.replicas or prof["replicas"],
+        a.md_steps or prof["md_steps"],
+        stage_configs(base, pt_over, ft_over),
+    )

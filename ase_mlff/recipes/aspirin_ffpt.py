@@ -46,8 +46,7 @@ from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import learning_curve_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
-from ase_mlff.recipes._ffpt import stage_configs, train_variants
-from ase_mlff.training.config import TrainConfig
+from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
 
 log = logging.getLogger(__name__)
 
@@ -160,34 +159,11 @@ def run_scans(models: dict[str, Any], start) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    p.add_argument("--model", default="painn", help="painn | schnet (any registered GNN)")
-    p.add_argument("--n-pretrain", type=int, default=None, help="rattled GAFF frames")
-    p.add_argument("--n-train", type=int, default=950)
-    p.add_argument("--n-val", type=int, default=50)
-    p.add_argument("--replicas", type=int, default=None)
-    p.add_argument("--md-steps", type=int, default=None)
-    p.add_argument("--pretrain-minutes", type=float, default=None)
-    p.add_argument("--finetune-minutes", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/aspirin_ffpt"))
-    p.add_argument("--experiment", default="aspirin_ffpt")
-    p.add_argument("--tracking-uri", default=None)
+    add_arguments(p, "aspirin_ffpt", PROFILES, n_train=950)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prof = PROFILES[a.profile]
-    n_pre = a.n_pretrain or prof["n_pretrain"]
-    replicas = a.replicas or prof["replicas"]
-    md_steps = a.md_steps or prof["md_steps"]
-    base = TrainConfig(device=a.device, seed=a.seed, threads=a.threads, dtype="float32")
-    pt_over, ft_over = dict(prof["pretrain"]), dict(prof["finetune"])
-    if a.pretrain_minutes:
-        pt_over["max_minutes"] = a.pretrain_minutes
-    if a.finetune_minutes:
-        ft_over["max_minutes"] = a.finetune_minutes
-    cfgs = stage_configs(base, pt_over, ft_over)
+    n_pre, replicas, md_steps, cfgs = settings_from_arguments(a, prof)
 
     from ase_mlff.agents import run_stability_study
     from ase_mlff.calculators.registry import make_calculator

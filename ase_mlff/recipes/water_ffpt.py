@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,8 +40,7 @@ from ase_mlff.data.labelling import rattled_dataset
 from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import _plt, learning_curve_figure
-from ase_mlff.recipes._ffpt import stage_configs, train_variants
-from ase_mlff.training.config import TrainConfig
+from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
 
 log = logging.getLogger(__name__)
 
@@ -123,37 +121,14 @@ def rdf_figure(r: np.ndarray, curves: dict[str, np.ndarray]):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    p.add_argument("--model", default="painn", help="painn | schnet (any registered GNN)")
-    p.add_argument("--n-pretrain", type=int, default=None, help="rattled monomer frames")
     # the paper's 950/50 needs 1,000 frames outside the test trajectory; the shipped set
     # has 800 (2 trajectories x 800 frames, the second held out)
-    p.add_argument("--n-train", type=int, default=750)
-    p.add_argument("--n-val", type=int, default=50)
-    p.add_argument("--replicas", type=int, default=None)
+    add_arguments(p, "water_ffpt", PROFILES, n_train=750)
     p.add_argument("--n-test", type=int, default=None, help="test frames evaluated")
-    p.add_argument("--md-steps", type=int, default=None)
-    p.add_argument("--pretrain-minutes", type=float, default=None)
-    p.add_argument("--finetune-minutes", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/water_ffpt"))
-    p.add_argument("--experiment", default="water_ffpt")
-    p.add_argument("--tracking-uri", default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     prof = PROFILES[a.profile]
-    n_pre = a.n_pretrain or prof["n_pretrain"]
-    replicas = a.replicas or prof["replicas"]
-    md_steps = a.md_steps or prof["md_steps"]
-    pt_over, ft_over = dict(prof["pretrain"]), dict(prof["finetune"])
-    if a.pretrain_minutes:
-        pt_over["max_minutes"] = a.pretrain_minutes
-    if a.finetune_minutes:
-        ft_over["max_minutes"] = a.finetune_minutes
-    base = TrainConfig(device=a.device, seed=a.seed, threads=a.threads, dtype="float32")
-    cfgs = stage_configs(base, pt_over, ft_over)
+    n_pre, replicas, md_steps, cfgs = settings_from_arguments(a, prof)
 
     from ase_mlff.forcefields.water import tip3p_monomer_atoms, tip3p_monomer_potential
     from ase_mlff.md.detectors import (
