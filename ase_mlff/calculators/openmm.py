@@ -21,16 +21,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+
+from ase_mlff.utils import KJ_PER_MOL
 
 if TYPE_CHECKING:  # pragma: no cover
     import openmm
 
 log = logging.getLogger(__name__)
-
-#: eV per kJ/mol
-KJ_PER_MOL = units.kJ / units.mol
 
 
 def _import_openmm() -> Any:
@@ -55,20 +54,28 @@ def load_system(system: Any) -> openmm.System:
     return openmm.XmlSerializer.deserialize(text)
 
 
+def get_platform(name: str = "Reference", threads: int | None = None) -> tuple[Any, dict[str, str]]:
+    """An OpenMM platform by name and its properties (CPU: ``Threads`` = ``threads``)."""
+    openmm = _import_openmm()
+    try:
+        plat = openmm.Platform.getPlatformByName(name)
+    except Exception as err:
+        names = [
+            openmm.Platform.getPlatform(i).getName()
+            for i in range(openmm.Platform.getNumPlatforms())
+        ]
+        raise ValueError(f"OpenMM platform {name!r} not available; have {names}") from err
+    props = {"Threads": str(int(threads))} if name == "CPU" and threads else {}
+    return plat, props
+
+
 def make_context(
     system: Any, platform: str = "Reference", properties: dict[str, str] | None = None
 ) -> openmm.Context:
     """A Context of the System on the named platform (a 1 fs Verlet integrator, never used)."""
     openmm = _import_openmm()
     system = load_system(system)
-    try:
-        plat = openmm.Platform.getPlatformByName(platform)
-    except Exception as err:
-        names = [
-            openmm.Platform.getPlatform(i).getName()
-            for i in range(openmm.Platform.getNumPlatforms())
-        ]
-        raise ValueError(f"OpenMM platform {platform!r} not available; have {names}") from err
+    plat, _ = get_platform(platform)
     integrator = openmm.VerletIntegrator(0.001)
     return openmm.Context(system, integrator, plat, dict(properties or {}))
 

@@ -37,20 +37,19 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.data import chemical_symbols
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
 from ase_mlff.calculators.openmm import load_system
 from ase_mlff.models.classical import COULOMB_EV_A, Topology
+from ase_mlff.utils import KJ_PER_MOL
 
 if TYPE_CHECKING:  # pragma: no cover
     import openmm
 
 log = logging.getLogger(__name__)
 
-#: eV per kJ/mol
-KJ_PER_MOL = units.kJ / units.mol
 #: Å per nm
 NM = 10.0
 #: OpenMM's Coulomb constant ONE_4PI_EPS0 = 138.93545764438198 kJ/mol·nm/e² (OpenMM 8,

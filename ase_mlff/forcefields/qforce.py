@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.data import chemical_symbols
 
 from ase_mlff.models.classical import ClassicalPotential, Topology
+from ase_mlff.utils import KJ_PER_MOL
 
-KJ_MOL = units.kJ / units.mol  # eV
 NM = 10.0  # Å
 
 #: paper 001 Table 1, units nm, kJ/mol, rad: species -> terms keyed by element pattern
@@ -150,8 +150,8 @@ def qforce_topology(atoms: Atoms, bonds: np.ndarray | None = None) -> Topology:
             r0, k, d = table["bonds"][key]
             terms["morse"].append((a, b))
             params["m_r0"].append(r0 * NM)
-            params["m_k"].append(k * KJ_MOL / NM**2)
-            params["m_d"].append(d * KJ_MOL)
+            params["m_k"].append(k * KJ_PER_MOL / NM**2)
+            params["m_d"].append(d * KJ_PER_MOL)
         for pattern, (t0, k) in table.get("angles", {}).items():
             for centre in frag:
                 if sym[centre] != pattern[1]:
@@ -164,7 +164,7 @@ def qforce_topology(atoms: Atoms, bonds: np.ndarray | None = None) -> Topology:
                             continue
                         terms["angles"].append((i, centre, j))
                         params["a_t0"].append(t0)
-                        params["a_k"].append(k * KJ_MOL)
+                        params["a_k"].append(k * KJ_PER_MOL)
         for phi0, k, mult in table.get("dihedrals", []):
             # H–O–O–H: the only dihedral of H2O2
             o = [a for a in frag if sym[a] == "O"]
@@ -172,7 +172,7 @@ def qforce_topology(atoms: Atoms, bonds: np.ndarray | None = None) -> Topology:
             terms["torsions"].append((h[0], o[0], o[1], h[1]))
             params["t_n"].append(mult)
             params["t_p"].append(phi0)
-            params["t_k"].append(k * KJ_MOL)
+            params["t_k"].append(k * KJ_PER_MOL)
     return Topology(
         numbers=atoms.numbers.copy(),
         morse=np.array(terms["morse"], np.int64).reshape(-1, 2),

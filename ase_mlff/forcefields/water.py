@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
+from ase_mlff.calculators.openmm import get_platform, make_context
 from ase_mlff.models.classical import ClassicalPotential, Topology
+from ase_mlff.utils import KJ_PER_MOL
 
 if TYPE_CHECKING:  # OpenMM is imported inside the functions that need it
     import openmm
@@ -56,8 +58,6 @@ if TYPE_CHECKING:  # OpenMM is imported inside the functions that need it
 
 log = logging.getLogger(__name__)
 
-#: eV per kJ/mol (ASE's CODATA constants)
-KJ_PER_MOL = float(units.kJ / units.mol)
 #: the OpenMM force-field file every parameter comes from
 TIP3P_XML = "tip3p.xml"
 #: liquid-water density at 300 K and 1 atm, g/cm³ (experimental: 0.99651 at 300 K)
@@ -449,19 +449,6 @@ def nonbonded_settings(system: openmm.System, context: openmm.Context | None = N
 
 
 # --------------------------------------------------------------------------- evaluation
-def openmm_platform(name: str = "CPU", threads: int = 1) -> tuple[openmm.Platform, dict[str, str]]:
-    """An OpenMM platform and its properties (CPU: ``Threads`` = ``threads``)."""
-    import openmm
-
-    names = [
-        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
-    ]
-    if name not in names:
-        raise ValueError(f"OpenMM platform {name!r} not available (have {names})")
-    props = {"Threads": str(int(threads))} if name == "CPU" else {}
-    return openmm.Platform.getPlatformByName(name), props
-
-
 class OpenMMEvaluator:
     """Energy (eV) and forces (eV/Å) of an OpenMM System at positions given in Å.
 
@@ -471,12 +458,9 @@ class OpenMMEvaluator:
     """
 
     def __init__(self, system: openmm.System, platform: str = "Reference", threads: int = 1):
-        import openmm
-
-        plat, props = openmm_platform(platform, threads)
         self.system = system
         self.n_atoms = system.getNumParticles()
-        self.context = openmm.Context(system, openmm.VerletIntegrator(0.001), plat, props)
+        self.context = make_context(system, platform, get_platform(platform, threads)[1])
 
     def __call__(
         self, positions_A: np.ndarray, box_A: np.ndarray | None = None
@@ -510,8 +494,7 @@ def minimize_positions(
     import openmm
     import openmm.unit as u
 
-    plat, props = openmm_platform(platform, threads)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), plat, props)
+    ctx = make_context(system, platform, get_platform(platform, threads)[1])
     ctx.setPositions(u.Quantity(np.asarray(positions_A, float) / 10.0, u.nanometer))
     openmm.LocalEnergyMinimizer.minimize(ctx, tolerance_kj_mol_nm, max_iterations)
     state = ctx.getState(getPositions=True, enforcePeriodicBox=True)
@@ -632,7 +615,7 @@ def water_reference_md(
         dispersion_correction=cfg.dispersion_correction,
         ewald_error_tolerance=cfg.ewald_error_tolerance,
     )
-    plat, props = openmm_platform(cfg.platform, cfg.threads)
+    plat, props = get_platform(cfg.platform, cfg.threads)
     integ = openmm.LangevinMiddleIntegrator(
         cfg.temperature_K * u.kelvin,
         cfg.friction_per_ps / u.picosecond,

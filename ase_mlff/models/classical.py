@@ -139,34 +139,6 @@ class Topology:
         return Topology(**out)
 
 
-def _norm(v: Tensor) -> Tensor:
-    return torch.sqrt((v * v).sum(-1).clamp_min(1e-30))
-
-
-def bond_lengths(pos: Tensor, idx: Tensor) -> Tensor:
-    """(S, B) distances |x_j − x_i| of atom pairs ``idx`` (B, 2) in positions (S, N, 3)."""
-    return _norm(pos[:, idx[:, 1]] - pos[:, idx[:, 0]])
-
-
-def bond_angles(pos: Tensor, idx: Tensor) -> Tensor:
-    """(S, A) angles i–j–k in rad, by atan2(|u×v|, u·v) (finite gradient at 0 and π)."""
-    u = pos[:, idx[:, 0]] - pos[:, idx[:, 1]]
-    v = pos[:, idx[:, 2]] - pos[:, idx[:, 1]]
-    return torch.atan2(_norm(torch.cross(u, v, dim=-1)), (u * v).sum(-1))
-
-
-def dihedral_angles(pos: Tensor, idx: Tensor) -> Tensor:
-    """(S, T) dihedrals i–j–k–l in rad, (−π, π], IUPAC sign (as OpenMM)."""
-    b1 = pos[:, idx[:, 1]] - pos[:, idx[:, 0]]
-    b2 = pos[:, idx[:, 2]] - pos[:, idx[:, 1]]
-    b3 = pos[:, idx[:, 3]] - pos[:, idx[:, 2]]
-    n1 = torch.cross(b1, b2, dim=-1)
-    n2 = torch.cross(b2, b3, dim=-1)
-    x = (n1 * n2).sum(-1)
-    y = (torch.cross(n1, n2, dim=-1) * b2).sum(-1) / _norm(b2)
-    return torch.atan2(y, x)
-
-
 def _dot3(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
     """a·b of vectors given as three component arrays."""
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]

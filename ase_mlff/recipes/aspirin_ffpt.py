@@ -47,6 +47,7 @@ from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import learning_curve_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
 from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
+from ase_mlff.recipes.stability import start_structures
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         study = run_stability_study(
             [str(checkpoints["scratch"]), str(checkpoints["ffpt"])],
-            _starts(test, replicas),
+            start_structures("aspirin", replicas),
             n_replicas=replicas,
             out_dir=out / "stability",
             md={
@@ -307,11 +308,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table)
     print(f"results in {out}; MLflow store: {tracker.uri}")
     return results
-
-
-def _starts(test: Dataset, n: int) -> list:
-    pick = np.linspace(0, len(test) - 1, min(n, len(test))).astype(int)
-    return [test.to_atoms(int(i), with_labels=False) for i in pick]
 
 
 def comparison_table(results: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import _plt, learning_curve_figure
 from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
+from ase_mlff.recipes.stability import start_structures
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             oxygens,
         )
         results["reference"] = {"D_O_A2_per_fs": d_ref, "D_O_cm2_per_s": d_ref * 0.1}
-        starts_idx = np.linspace(0, len(test) - 1, replicas).astype(int)
-        starts = [test.to_atoms(int(i), with_labels=False) for i in starts_idx]
+        starts = start_structures("water", replicas)  # spread over the test trajectory
         curves = {"reference (flexible TIP3P, OpenMM)": g_ref}
         record_every = 20
         window_checks = max(1, int(prof["rdf_window_fs"] / (10 * MD_PROTOCOL["dt"])))
