@@ -183,5 +183,9 @@ class GNNPotential(Potential):
         r = torch.sqrt((vec * vec).sum(dim=1).clamp_min(1e-20))
         return i, j, vec, r
 
+    def atom_features(self, batch: Batch) -> Tensor:  # pragma: no cover - interface
+        """(N, F) per-atom representation fed to the readout (latent-space analyses)."""
+        raise NotImplementedError
+
     def energy_from_atoms(self, eps_n: Tensor, batch: Batch) -> Tensor:
         return self.atomref(eps_n, batch.numbers_n, batch.system_n, batch.n_systems)

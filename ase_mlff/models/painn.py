@@ -105,7 +105,8 @@ class PaiNN(GNNPotential):
             nn.Linear(hidden, hidden // 2), nn.SiLU(), nn.Linear(hidden // 2, 1)
         )
 
-    def forward(self, batch: Batch) -> Tensor:
+    def atom_features(self, batch: Batch) -> Tensor:
+        """(N, hidden) scalar atom embeddings after the last block (input of the readout)."""
         i, j, vec, r = self.edges(batch)
         dir_e3 = vec / r[:, None]
         w_all = self.filters(self.rbf(r) * self.fcut(r)[:, None]).split(3 * self.hidden, dim=1)
@@ -114,7 +115,10 @@ class PaiNN(GNNPotential):
         for msg, upd, w in zip(self.messages, self.updates, w_all):
             s, v = msg(s, v, w, dir_e3, i, j)
             s, v = upd(s, v)
-        return self.energy_from_atoms(self.readout(s)[:, 0], batch)
+        return s
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.energy_from_atoms(self.readout(self.atom_features(batch))[:, 0], batch)
 
 
 __all__ = ["PaiNN"]

@@ -94,10 +94,14 @@ class SchNet(GNNPotential):
             nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1)
         )
 
-    def forward(self, batch: Batch) -> Tensor:
+    def atom_features(self, batch: Batch) -> Tensor:
+        """(N, hidden) atom embeddings after the last interaction (input of the readout)."""
         i, j, _, r = self.edges(batch, half=True)
         h = self.embedding(batch.numbers_n).to(batch.dtype)
         rbf, fcut = self.rbf(r), self.fcut(r)
         for block in self.interactions:
             h = h + block(h, rbf, fcut, i, j)
-        return self.energy_from_atoms(self.readout(h)[:, 0], batch)
+        return h
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.energy_from_atoms(self.readout(self.atom_features(batch))[:, 0], batch)
