@@ -1,5 +1,6 @@
 """Energy and force errors of a potential on a dataset (batched prediction, no per-frame loop
-over atoms). Energies in eV (per structure and per atom), forces in eV/Å."""
+over atoms). Energies in eV (per structure and per atom), forces in eV/Å; the force metrics
+are those of :mod:`ase_mlff.metrics.forces` (paper 002, Eqs. 1-4)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 
 from ase_mlff.graph.batch import Batch
+from ase_mlff.metrics.forces import force_metrics
 from ase_mlff.models.base import compute_properties
 
 
@@ -43,26 +45,21 @@ def error_metrics(
     pred_forces_nc: np.ndarray,
     dataset,
 ) -> dict[str, float]:
-    """MAE/RMSE of energy (per structure and per atom) and force components; eV, eV/Å.
+    """MAE/RMSE of energy (per structure and per atom) and paper 002's force metrics; eV, eV/Å.
 
-    ``forces_max_err`` is paper 002's Eq. 2: the mean over frames of each frame's largest
-    per-atom force-error norm.
+    The force entries are :func:`ase_mlff.metrics.forces.force_metrics`: ``forces_mae``
+    (Eq. 1), ``forces_rmse``, ``forces_max_err`` (Eq. 2: the mean over frames of each frame's
+    largest absolute force-component error, max over atoms and x, y, z), ``fnm_mae`` and
+    ``fnm_max_err`` (Eqs. 3-4, errors divided by the relative atomic mass, eV/Å/u).
     """
     de = pred_energy_s - dataset.energy_s
     de_atom = de / dataset.n_atoms_s
-    df = pred_forces_nc - dataset.forces_nc
-    norm_n = np.linalg.norm(df, axis=1)
-    frame_n = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
-    max_s = np.full(len(dataset), -np.inf)
-    np.maximum.at(max_s, frame_n, norm_n)
     return {
         "energy_mae": float(np.mean(np.abs(de))),
         "energy_rmse": float(np.sqrt(np.mean(de**2))),
         "energy_mae_per_atom": float(np.mean(np.abs(de_atom))),
         "energy_rmse_per_atom": float(np.sqrt(np.mean(de_atom**2))),
-        "forces_mae": float(np.mean(np.abs(df))),
-        "forces_rmse": float(np.sqrt(np.mean(df**2))),
-        "forces_max_err": float(np.mean(max_s)),
+        **force_metrics(pred_forces_nc, dataset.forces_nc, dataset.numbers_n, dataset.n_atoms_s),
     }
 
 
