@@ -4,6 +4,7 @@ recipe's main file reads as the report's outline)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,4 +200,250 @@ def analyses_markdown(ana: dict) -> str:
     lines += ["", "Force angles:", "", "| pair | median (°) | > 90° |", "|---|---|---|"]
     for k, v in ana["force_angles"].items():
         lines.append(f"| {k} | {v['median_deg']:.2f} | {100 * v['fraction_above_90']:.2f} % |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ stability study
+
+
+def _same_model(a: str, b: str) -> bool:
+    from ase_mlff.calculators.mlff import resolve_model_path
+
+    if a == b:
+        return True
+    try:
+        return resolve_model_path(a).resolve() == resolve_model_path(b).resolve()
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def study_rows(stability_dir: Path, specs: list[str], names: dict[str, str]) -> dict:
+    """``{model name: {"rows": [...], "dir": model directory name}}`` from ``t_inst.csv``."""
+    import csv
+
+    path = Path(stability_dir) / "t_inst.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{stability_dir} is not a stability study directory (no t_inst.csv); run "
+            "python -m ase_mlff.recipes.stability --out DIR first"
+        )
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    found = {}
+    for spec in specs:
+        mine = [r for r in rows if _same_model(spec, r["model"])]
+        if not mine:
+            log.warning("model %s is not in the study %s", spec, stability_dir)
+            continue
+        for r in mine:
+            r["t_inst_fs"] = float(r["t_inst_fs"]) if r["t_inst_fs"] not in ("", "None") else None
+            r["stable"] = r["stable"] in ("True", "true", "1")
+        found[names[spec]] = {"rows": mine, "dir": Path(mine[0]["traj_dir"]).parent.name}
+    if not found:
+        raise ValueError(f"none of the models {specs} is in the study {stability_dir}")
+    return found
+
+
+def stability_report(
+    stability_dir: Path, specs: list[str], models: dict, test: Dataset, clusters, a, forces
+) -> tuple[dict, dict]:
+    """Trajectory observables over the stable part of every replica and the force metrics
+    vs t_inst comparison (paper 003 Fig. 3); ``forces`` maps model name -> its global test
+    force metrics."""
+    import json
+
+    from ase_mlff.agents.study import model_dirs
+    from ase_mlff.metrics import trajectory as tj
+    from ase_mlff.metrics.stability import (
+        force_vs_stability,
+        force_vs_stability_figure,
+        force_vs_stability_table,
+        survival_curve,
+        survival_figure,
+        t_inst_summary,
+    )
+
+    summary = json.loads((Path(stability_dir) / "summary.json").read_text())
+    total_fs = float(summary["total_fs"])
+    study = study_rows(stability_dir, specs, model_dirs(specs))
+    trajs = tj.load_study(stability_dir, models=[s["dir"] for s in study.values()])
+    periodic = bool(np.any(test.pbc_s3))
+    ref_pos = _frames(test) if test.same_molecule() else None
+    res: dict[str, Any] = {"total_fs": total_fs, "models": {}}
+    figs: dict[str, Any] = {}
+    curves, t_by_model, by_model_traj = {}, {}, {}
+    if not periodic and ref_pos is not None:
+        from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+
+        r_grid, h_ref = h_of_r(ref_pos)
+        h_curves = {"reference (test)": h_ref}
+        ref_map = tj.contact_map(ref_pos)
+    for name, info in study.items():
+        rows = info["rows"]
+        t = np.array([np.nan if r["t_inst_fs"] is None else r["t_inst_fs"] for r in rows])
+        stable = np.array([r["stable"] for r in rows], bool)
+        m: dict[str, Any] = t_inst_summary(t, stable, total_fs)
+        curves[name] = survival_curve(t, stable, total_fs)
+        t_by_model[name] = np.where(stable, total_fs, t)
+        runs = trajs.get(info["dir"], [])
+        by_model_traj[name] = runs
+        m["stable_frames"] = int(sum(len(r) for r in runs))
+        if not runs:
+            res["models"][name] = m
+            continue
+        pos = np.concatenate([r.positions_tnc for r in runs])
+        m["lindemann_global"] = float(
+            np.mean([tj.lindemann_index(r.positions_tnc, r.cell_33, r.pbc_3)[1] for r in runs])
+        )
+        m["min_distance_min_A"] = float(
+            min(tj.min_distance_series(r.positions_tnc, r.cell_33, r.pbc_3).min() for r in runs)
+        )
+        m["temperature_mean_K"] = float(np.mean(np.concatenate([r.temperature_t for r in runs])))
+        drift = [
+            tj.energy_drift(r.time_fs_t, r.total_energy_t, r.n_atoms)["drift_eV_per_ps_per_atom"]
+            for r in runs
+            if len(r) > 2
+        ]
+        if drift:
+            m["energy_drift_eV_per_ps_per_atom"] = float(np.mean(drift))
+        if not periodic and ref_pos is not None:
+            _, h = h_of_r(pos)
+            h_curves[name] = h
+            m["h_r_mae"] = h_of_r_mae(h, h_ref)
+            cmap = tj.contact_map(pos)
+            m["contact_map_mae_A"] = tj.contact_map_mae(cmap, ref_map)
+            figs[f"contact_map_{name}.png"] = tj.contact_map_figure(
+                cmap, ref_map, title=f"{name} (lower) vs reference (upper)"
+            )
+            m["rmsd_final_mean_A"] = float(
+                np.mean([tj.rmsd_series(r.positions_tnc, r.positions_tnc[0])[-1] for r in runs])
+            )
+        if clusters is not None:
+            m.update(_exploration(clusters, models[name], pos, a))
+        res["models"][name] = m
+    figs["survival.png"] = survival_figure(curves)
+    with_frames = {n: r for n, r in by_model_traj.items() if r}
+    if with_frames:
+        figs["md_observables.png"] = tj.observables_figure(with_frames)
+    if not periodic and ref_pos is not None:
+        figs["h_r.png"] = h_of_r_figure(r_grid, h_curves, "h(r) of the stable parts")
+        rmsf = {
+            n: np.mean([tj.rmsf(r.positions_tnc) for r in runs], axis=0)
+            for n, runs in with_frames.items()
+        }
+        if rmsf:
+            figs["rmsf.png"] = tj.rmsf_figure(rmsf)
+        if clusters is not None and with_frames:
+            from ase_mlff.metrics.clusters import clusters_figure
+
+            visited = {
+                n: np.concatenate([r.positions_tnc for r in runs])[::5]
+                for n, runs in with_frames.items()
+            }
+            figs["clusters_md.png"] = clusters_figure(clusters, ref_pos, other=visited)
+    else:
+        figs.update(_periodic_observables(with_frames, test, res, a))
+    table_in = {n: {**forces[n], **res["models"][n]} for n in res["models"]}
+    comp = force_vs_stability(table_in)
+    res["correlation"] = comp["correlation"]
+    res["table"] = force_vs_stability_table(comp)
+    figs["force_vs_stability.png"] = force_vs_stability_figure(comp, t_by_model)
+    return res, figs
+
+
+def _exploration(clusters, model, pos: np.ndarray, a, max_frames: int = 500) -> dict:
+    """Explored/unexplored share of the visited frames (all of them) and the mean force
+    norm of the model in each region (at most ``max_frames`` frames evaluated)."""
+    from ase_mlff.metrics.clusters import exploration
+    from ase_mlff.metrics.errors import predict
+
+    ex = exploration(clusters, pos)
+    out = {"explored_fraction": ex["explored_fraction"]}
+    pick = np.linspace(0, len(pos) - 1, min(max_frames, len(pos))).astype(int)
+    n = pos.shape[1]
+    numbers = clusters.numbers_
+    sub = Dataset(
+        numbers_n=np.tile(numbers, len(pick)),
+        positions_nc=pos[pick].reshape(-1, 3),
+        n_atoms_s=np.full(len(pick), n),
+        cell_s33=np.zeros((len(pick), 3, 3)),
+        pbc_s3=np.zeros((len(pick), 3), bool),
+        energy_s=np.full(len(pick), np.nan),
+        forces_nc=np.full((len(pick) * n, 3), np.nan),
+    )
+    f = predict(model, sub, batch_size=a.batch_size, dtype=next(model.parameters()).dtype)
+    exf = exploration(clusters, pos[pick], f["forces"])
+    out["mean_force_norm_explored"] = exf["mean_force_norm_explored"]
+    out["mean_force_norm_unexplored"] = exf["mean_force_norm_unexplored"]
+    return out
+
+
+def _periodic_observables(with_frames: dict, test: Dataset, res: dict, a) -> dict:
+    """Element-pair RDFs against the test frames (paper 003 Appendix A) and self-diffusion
+    of each element from the MSD over all windows of half the shortest stable run."""
+    from ase_mlff.metrics.diffusion import diffusion_coefficient
+    from ase_mlff.metrics.rdf import rdf_figure, rdf_mae, rdf_of_frames
+
+    figs: dict[str, Any] = {}
+    elements = sorted(set(test.numbers_n.tolist()))
+    pairs = [(x, y) for k, x in enumerate(elements) for y in elements[k:]]
+    cell = test.cell_s33[0]
+    heights = np.abs(np.linalg.det(cell)) / np.linalg.norm(
+        np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1
+    )
+    r_max = float(min(6.0, 0.5 * heights.min()))
+    r, g_ref = rdf_of_frames(test.to_atoms_list(with_labels=False), pairs, r_max)
+    curves = {}
+    for name, runs in with_frames.items():
+        atoms = [x for tr in runs for x in tr.to_atoms()]
+        _, g = rdf_of_frames(atoms, pairs, r_max)
+        maes = rdf_mae(g, g_ref, r_max)
+        for (x, y), v in zip(pairs, np.atleast_1d(maes)):
+            res["models"][name][f"rdf_mae_{chemical_symbols[x]}{chemical_symbols[y]}"] = float(v)
+        curves[name] = g
+        for z in elements:
+            sel = np.flatnonzero(runs[0].numbers_n == z)
+            ds = []
+            for tr in runs:
+                if len(tr) < 4:
+                    continue
+                dt = float(np.median(np.diff(tr.time_fs_t)))
+                window = dt * (len(tr) // 2)
+                ds.append(
+                    diffusion_coefficient(tr.positions_tnc, dt, window, tr.cell_33, atoms=sel)
+                )
+            if ds:  # Å²/fs -> cm²/s
+                res["models"][name][f"diffusion_{chemical_symbols[z]}_cm2_s"] = 0.1 * float(
+                    np.mean(ds)
+                )
+    panels = {
+        f"{chemical_symbols[x]}-{chemical_symbols[y]}": {
+            "reference (test)": g_ref[k],
+            **{n: g[k] for n, g in curves.items()},
+        }
+        for k, (x, y) in enumerate(pairs)
+    }
+    figs["rdf.png"] = rdf_figure(r, panels, title="g(r) of the stable parts")
+    return figs
+
+
+def stability_markdown(st: dict) -> str:
+    lines = [
+        f"## Stability study ({st['total_fs'] / 1000:.2f} ps per replica)",
+        "",
+        "Force metrics beside stability, models sorted by force MAE (paper 003 Fig. 3):",
+        "",
+        st["table"],
+        "Trajectory observables over the stable parts:",
+        "",
+    ]
+    keys = sorted({k for m in st["models"].values() for k in m} - {"n_replicas"})
+    lines += ["| quantity | " + " | ".join(st["models"]) + " |"]
+    lines += ["|---" * (len(st["models"]) + 1) + "|"]
+    for k in keys:
+        cells = [
+            f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "—"
+            for m in st["models"].values()
+        ]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if molecule and train.same_molecule():
         clusters = ConformationClusters(
             n_clusters=a.n_clusters, features=a.cluster_features, seed=a.seed
-        ).fit(frames_of(train))
+        ).fit(frames_of(train), train.numbers_n[: train.n_atoms_s[0]])
         clusters.save(out / "clusters.npz")
 
     tracker = Tracker(a.experiment, uri=a.tracking_uri)
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if a.stability is not None:
             from ase_mlff.recipes._evaluate_analyses import stability_report
 
-            st, st_figs = stability_report(a.stability, specs, models, test, clusters, a)
+            forces = {n: r["global"] for n, r in results["models"].items()}
+            st, st_figs = stability_report(a.stability, specs, models, test, clusters, a, forces)
             results["stability"] = st
             figures.update(st_figs)
 
