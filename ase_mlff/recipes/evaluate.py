@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ase_mlff.tracking import Tracker
 
     specs = a.model or ["aspirin-painn"]
+    if a.stability is not None and not (a.stability / "t_inst.csv").exists():
+        raise FileNotFoundError(
+            f"{a.stability} is not a stability study directory (no t_inst.csv); make one "
+            "with python -m ase_mlff.recipes.stability --out DIR"
+        )
     out = a.out or Path("runs") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -308,10 +313,14 @@ def summary_markdown(results: dict[str, Any]) -> str:
 
 
 def write_outputs(out, results, figures, models, model_figs, tracker, parent) -> None:
+    from ase_mlff.metrics.plots import _plt
+
+    plt = _plt()
     fig_dir = out / "figures"
     for fname, fig in figures.items():
         fig.savefig(fig_dir / fname, dpi=120, bbox_inches="tight")
         parent.log_figure(fig, fname)
+        plt.close(fig)
     rows = []
     for name in models:
         flat = flat_metrics(results["models"][name])
@@ -329,6 +338,7 @@ def write_outputs(out, results, figures, models, model_figs, tracker, parent) ->
             for fname, fig in model_figs[name].items():
                 fig.savefig(fig_dir / f"{name}_{fname}", dpi=120, bbox_inches="tight")
                 child.log_figure(fig, fname)
+                plt.close(fig)
         parent.log_metrics({f"{name}.{k}": v for k, v in flat.items() if k.startswith("test_")})
     keys = sorted({k for r in rows for k in r} - {"model"})
     with open(out / "metrics.csv", "w", newline="") as f:

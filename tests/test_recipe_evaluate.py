@@ -1,0 +1,119 @@
+"""recipes.evaluate end to end: the shipped model and an untrained one on a slice of the
+shipped aspirin test split, with a short stability study of both over Ray agents."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ase_mlff.models import PaiNN, save_model
+from ase_mlff.recipes.stability import start_structures
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 2-model, 2-replica, 100 fs study: the shipped PaiNN holds aspirin together, a
+    random tiny PaiNN does not."""
+    from ase_mlff.agents import run_stability_study
+
+    tmp = tmp_path_factory.mktemp("evaluate")
+    torch.manual_seed(0)
+    tiny = str(save_model(PaiNN(species=[1, 6, 8], hidden=8, n_interactions=1), tmp / "tiny"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_stability_study(
+            ["aspirin-painn", tiny],
+            start_structures("aspirin", 2),
+            n_replicas=2,
+            out_dir=tmp / "study",
+            md={"steps": 200, "dt": 0.5, "temperature_K": 500, "seed": 1, "record_every": 10},
+        )
+    finally:
+        ray.shutdown()
+    return tmp, tiny
+
+
+def test_evaluate_report_with_stability(study):
+    from mlflow.tracking import MlflowClient
+
+    from ase_mlff.recipes.evaluate import main
+
+    tmp, tiny = study
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    out = tmp / "report"
+    res = main(
+        [
+            *("--model", "aspirin-painn", "--model", tiny, "--data", "aspirin"),
+            *("--max-test", "60", "--n-nearest", "20", "--latent-frames", "3"),
+            *("--reference-calculator", "none", "--stability", str(tmp / "study")),
+            *("--out", str(out), "--tracking-uri", uri),
+        ]
+    )
+    shipped, untrained = res["models"]["aspirin-painn"], res["models"]["tiny"]
+    # the shipped model is accurate (about 18 meV/Å on this split), the random one is not
+    assert shipped["global"]["forces_mae"] < 0.05 < untrained["global"]["forces_mae"]
+    assert set(shipped["elements"]) == {"C", "H", "O"}
+    assert len(shipped["clusters"]["clusters"]) == 3
+    assert sum(c["n_frames"] for c in shipped["clusters"]["clusters"]) == 60
+    ana = res["analyses"]
+    assert ana["delta_f"]["mae"]["aspirin-painn"] < ana["delta_f"]["mae"]["tiny"]
+    assert set(ana["bond_scans"]) == {"C11-O8", "C6-O12", "C10-O7"}
+    angles = ana["force_angles"]
+    assert angles["aspirin-painn vs reference"]["median_deg"] < 10.0
+    st = res["stability"]["models"]
+    assert st["aspirin-painn"]["fraction_stable"] == 1.0 and st["tiny"]["fraction_stable"] == 0.0
+    assert st["aspirin-painn"]["stable_frames"] == 2 * (200 // 10 + 1)  # t = 0, 5, ..., 100 fs
+    assert st["aspirin-painn"]["h_r_mae"] < st["tiny"]["h_r_mae"]
+
+    # files: summary, per-model CSV row, JSON, non-empty figures
+    summary = (out / "summary.md").read_text()
+    assert "paper 003 Fig. 3" in summary and "RBP" in summary
+    with open(out / "metrics.csv") as f:
+        table = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"aspirin-painn", "tiny"}
+    assert float(table["aspirin-painn"]["test_forces_mae"]) == pytest.approx(
+        shipped["global"]["forces_mae"]
+    )
+    json.loads((out / "results.json").read_text())
+    for name in (
+        "elements.png",
+        "clusters_pca.png",
+        "latent.png",
+        "delta_f_mae.png",
+        "force_vs_stability.png",
+        "h_r.png",
+        "survival.png",
+    ):
+        assert (out / "figures" / name).stat().st_size > 5000, name
+
+    # MLflow: one parent, a child per model with its metrics and figures
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("evaluate")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and {r.info.run_name for r in children} == {"aspirin-painn", "tiny"}
+    for child in children:
+        m = child.data.metrics
+        for key in ("test_forces_mae", "test_fnm_max_err", "cluster0_rbp", "delta_f_mae"):
+            assert np.isfinite(m[key]), key
+        assert "md_t_inst_mean_fs" in m and "element_H_fnm_mae" in m
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"summary.md", "metrics.csv", "results.json", "figures"} <= parent_artifacts
+
+
+def test_evaluate_rejects_a_directory_that_is_not_a_study(tmp_path):
+    from ase_mlff.recipes.evaluate import main
+
+    with pytest.raises(FileNotFoundError, match="not a stability study"):
+        main(
+            [
+                *("--data", "aspirin", "--max-test", "20", "--no-analyses"),
+                *("--stability", str(tmp_path), "--out", str(tmp_path / "r")),
+                *("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"),
+            ]
+        )
