@@ -63,7 +63,7 @@ def aspirin_rows(n_frames: int, seed: int):
     is_test = np.isin(ds.extra_s["traj_id"], SHIPPED_SPLITS["aspirin"]["test_groups"])
     train = pos_all[~is_test]
     clusters = ConformationClusters(3, seed=seed).fit(train, numbers)
-    quads = np.array([[5, 10, 7, 3], [10, 6, 12, 11]])  # two aspirin torsions (MD17 order)
+    quads = np.array([[0, 5, 10, 7], [5, 6, 12, 11]])  # carboxyl and ester torsions (MD17)
     bonds = bf.covalent_bonds(ds.to_atoms(0))
     near = bf.nearest_frames(pos, 21, n=100)
     rows = {

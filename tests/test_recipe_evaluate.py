@@ -68,6 +68,7 @@ def test_evaluate_report_with_stability(study):
     assert st["aspirin-painn"]["fraction_stable"] == 1.0 and st["tiny"]["fraction_stable"] == 0.0
     assert st["aspirin-painn"]["stable_frames"] == 2 * (200 // 10 + 1)  # t = 0, 5, ..., 100 fs
     assert st["aspirin-painn"]["h_r_mae"] < st["tiny"]["h_r_mae"]
+    assert 0.0 <= st["aspirin-painn"]["fes_unvisited_C0-C5-C10-O7"] <= 1.0
 
     # files: summary, per-model CSV row, JSON, non-empty figures
     summary = (out / "summary.md").read_text()
@@ -87,6 +88,8 @@ def test_evaluate_report_with_stability(study):
         "force_vs_stability.png",
         "h_r.png",
         "survival.png",
+        "fes_1d.png",
+        "fes_2d.png",
     ):
         assert (out / "figures" / name).stat().st_size > 5000, name
 
@@ -117,3 +120,13 @@ def test_evaluate_rejects_a_directory_that_is_not_a_study(tmp_path):
                 *("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"),
             ]
         )
+
+
+def test_aspirin_torsions_are_bonded_chains(aspirin):
+    from ase_mlff.metrics.bond_forces import covalent_bonds
+    from ase_mlff.recipes._evaluate_analyses import ASPIRIN_DIHEDRALS
+
+    bonds = {tuple(sorted(map(int, b))) for b in covalent_bonds(aspirin)}
+    for quad in ASPIRIN_DIHEDRALS.values():
+        for p, q in zip(quad[:-1], quad[1:]):
+            assert tuple(sorted((p, q))) in bonds, quad

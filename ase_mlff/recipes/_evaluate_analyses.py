@@ -61,6 +61,27 @@ def scan_bonds(spec: str | None, data: str, atoms) -> dict[str, tuple[int, int]]
     return out
 
 
+#: aspirin's two soft torsions (MD17 order, checked against the covalent graph in the
+#: tests): the carboxyl group about the ring (C0–C5–C10–O7) and the ester about the ring
+#: (C5–C6–O12–C11)
+ASPIRIN_DIHEDRALS = {"C0-C5-C10-O7": (0, 5, 10, 7), "C5-C6-O12-C11": (5, 6, 12, 11)}
+
+
+def fes_dihedrals(spec: str | None, data: str, atoms) -> dict[str, tuple[int, ...]]:
+    """Torsions for the free-energy profiles: ``--dihedrals 'a-b-c-d,...'`` (0-based),
+    aspirin's two soft torsions by default, none otherwise."""
+    if spec:
+        sym = atoms.get_chemical_symbols()
+        out = {}
+        for item in spec.split(","):
+            q = tuple(int(x) for x in item.strip().split("-"))
+            if len(q) != 4:
+                raise ValueError(f"--dihedrals takes four atom indices per torsion, got {item!r}")
+            out["-".join(f"{sym[k]}{k}" for k in q)] = q
+        return out
+    return dict(ASPIRIN_DIHEDRALS) if data == "aspirin" else {}
+
+
 def model_analyses(models: dict, test: Dataset, preds: dict, a) -> tuple[dict, dict, dict]:
     """Latent space, bond scans, ΔF MAE and force angles; returns (results, comparison
     figures, per-model figures). ``results["scalars"][model]`` holds the numbers logged to
@@ -322,6 +343,11 @@ def stability_report(
             m.update(_exploration(clusters, models[name], pos, a))
         res["models"][name] = m
     figs["survival.png"] = survival_figure(curves)
+    if not periodic and ref_pos is not None:
+        temperature = float(summary.get("md", {}).get("temperature_K", 300.0))
+        quads = fes_dihedrals(a.dihedrals, a.data, test.to_atoms(0, with_labels=False))
+        if quads:
+            res["fes"] = _free_energies(quads, ref_pos, by_model_traj, temperature, res, figs)
     with_frames = {n: r for n, r in by_model_traj.items() if r}
     if with_frames:
         figs["md_observables.png"] = tj.observables_figure(with_frames)
@@ -349,6 +375,58 @@ def stability_report(
     res["table"] = force_vs_stability_table(comp)
     figs["force_vs_stability.png"] = force_vs_stability_figure(comp, t_by_model)
     return res, figs
+
+
+def _free_energies(quads, ref_pos, by_model_traj, temperature, res, figs) -> dict:
+    """F(φ) = −kT ln p(φ) of each torsion over the stable frames against the reference
+    test frames, MAE_F (paper 003 Eqs. 5-7), the share of reference bins never visited,
+    and the 2-D surface of the first two torsions."""
+    from ase_mlff.metrics.fes import (
+        dihedrals,
+        fes2d_figure,
+        fes_figure,
+        fes_mae,
+        fes_unvisited_fraction,
+        free_energy_1d,
+        free_energy_2d,
+    )
+    from ase_mlff.metrics.plots import _plt
+
+    names, q = list(quads), np.array(list(quads.values()))
+    bins = 36
+    width = 2 * np.pi / bins
+    ref_phi = dihedrals(ref_pos, q)
+    phis = {
+        n: dihedrals(np.concatenate([r.positions_tnc for r in runs]), q)
+        for n, runs in by_model_traj.items()
+        if runs
+    }
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.4), squeeze=False)
+    out: dict[str, Any] = {"temperature_K": temperature, "bins": bins}
+    for k, name in enumerate(names):
+        x, f_ref = free_energy_1d(ref_phi[:, k], bins, temperature_K=temperature)
+        curves = {"reference (test)": f_ref}
+        for model, phi in phis.items():
+            _, f = free_energy_1d(phi[:, k], bins, temperature_K=temperature)
+            curves[model] = f
+            res["models"][model][f"fes_mae_{name}_eV_rad"] = fes_mae(f, f_ref, width)
+            res["models"][model][f"fes_unvisited_{name}"] = fes_unvisited_fraction(f, f_ref)
+        fes_figure(x, curves, xlabel=f"{name} (rad)", title=f"F({name})", ax=axes[0, k])
+    fig.tight_layout()
+    figs["fes_1d.png"] = fig
+    if len(names) >= 2:
+        surfaces = {}
+        x, y, surfaces["reference (test)"] = free_energy_2d(
+            ref_phi[:, 0], ref_phi[:, 1], bins, temperature_K=temperature
+        )
+        for model, phi in phis.items():
+            surfaces[model] = free_energy_2d(phi[:, 0], phi[:, 1], bins, temperature_K=temperature)[
+                2
+            ]
+        figs["fes_2d.png"] = fes2d_figure(x, y, surfaces, f"{names[0]} (rad)", f"{names[1]} (rad)")
+    out["dihedrals"] = {n: list(map(int, v)) for n, v in quads.items()}
+    return out
 
 
 def _exploration(clusters, model, pos: np.ndarray, a, max_frames: int = 500) -> dict:

@@ -22,8 +22,10 @@ What it computes, per model:
    between each model and the reference forces (and between models).
 3. **Trajectory observables** with ``--stability DIR`` (the output directory of
    ``recipes.stability`` or of ``agents.run_stability_study``), over the stable part of
-   every replica: h(r) MAE (molecules) or element-pair RDF MAE (periodic), RMSD and RMSF,
-   contact map against the reference, Lindemann index, minimum-distance series,
+   every replica: h(r) MAE (molecules) or element-pair RDF MAE and self-diffusion
+   (periodic), RMSD and RMSF, contact map against the reference, free energy along
+   torsions (``--dihedrals``; aspirin's carboxyl and ester torsions by default, paper 003
+   Eqs. 5-7), Lindemann index, minimum-distance series, energy drift,
    explored/unexplored ratio of the visited conformations with the mean force norm in
    each region; and across models the table of force metrics vs t_inst with Spearman's ρ
    (paper 003 Fig. 3).
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-data", action="append", default=None, help="extra latent classes")
     p.add_argument("--latent-frames", type=int, default=40, help="frames per latent dataset")
     p.add_argument("--bonds", default=None, help="bonds to scan, e.g. '10-6,5-11' (0-based)")
+    p.add_argument("--dihedrals", default=None, help="torsions for F(φ), e.g. '0-5-10-7'")
     p.add_argument("--reference-frame", type=int, default=21, help="ΔF MAE centre (paper 000)")
     p.add_argument("--n-nearest", type=int, default=100, help="ΔF MAE neighbourhood size")
     p.add_argument("--reference-calculator", default="auto", help="'auto', 'none' or 'tblite'")
