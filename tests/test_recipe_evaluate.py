@@ -130,3 +130,24 @@ def test_aspirin_torsions_are_bonded_chains(aspirin):
     for quad in ASPIRIN_DIHEDRALS.values():
         for p, q in zip(quad[:-1], quad[1:]):
             assert tuple(sorted((p, q))) in bonds, quad
+
+
+def test_periodic_observables_of_water_frames():
+    """The periodic branch of the report: the reference frames themselves, read as a
+    trajectory, give RDFs close to the reference and a positive O self-diffusion."""
+    from types import SimpleNamespace
+
+    from ase_mlff.data import load_dataset
+    from ase_mlff.metrics.trajectory import Trajectory
+    from ase_mlff.recipes._evaluate_analyses import _periodic_observables
+
+    ds = load_dataset("water")
+    test, run = ds[np.arange(0, 40)], ds[np.arange(0, 80)]
+    traj = Trajectory.from_atoms(run.to_atoms_list(with_labels=False), dt_fs=50.0)
+    res = {"models": {"m": {}}}
+    figs = _periodic_observables({"m": [traj]}, test, res, SimpleNamespace())
+    m = res["models"]["m"]
+    assert set(figs) == {"rdf.png"}
+    for pair in ("OO", "HO", "HH"):
+        assert 0.0 <= m[f"rdf_mae_{pair}"] < 0.5, (pair, m)
+    assert 0.0 < m["diffusion_O_cm2_s"] < 1e-3

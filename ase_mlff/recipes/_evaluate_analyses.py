@@ -82,11 +82,12 @@ def fes_dihedrals(spec: str | None, data: str, atoms) -> dict[str, tuple[int, ..
     return dict(ASPIRIN_DIHEDRALS) if data == "aspirin" else {}
 
 
-def model_analyses(models: dict, test: Dataset, preds: dict, a) -> tuple[dict, dict, dict]:
-    """Latent space, bond scans, ΔF MAE and force angles; returns (results, comparison
-    figures, per-model figures). ``results["scalars"][model]`` holds the numbers logged to
-    that model's MLflow run."""
-    from ase_mlff.metrics import bond_forces as bf
+def model_analyses(
+    models: dict, test: Dataset, preds: dict, a, molecule: bool = True
+) -> tuple[dict, dict, dict]:
+    """Latent space, force angles and, for one molecule, bond scans and the ΔF MAE;
+    returns (results, comparison figures, per-model figures). ``results["scalars"][model]``
+    holds the numbers logged to that model's MLflow run."""
     from ase_mlff.metrics.latent import (
         atom_embeddings,
         latent_analysis,
@@ -123,6 +124,15 @@ def model_analyses(models: dict, test: Dataset, preds: dict, a) -> tuple[dict, d
         }
         figs["latent.png"] = latent_figure(projections, labels, silhouettes=sil_means)
         figs["latent_silhouettes.png"] = silhouette_figure(silhouettes)
+
+    _force_angles(models, test, preds, res, figs)
+    if molecule:
+        _molecule_analyses(models, test, preds, a, res, figs)
+    return res, figs, per_model
+
+
+def _molecule_analyses(models: dict, test: Dataset, preds: dict, a, res: dict, figs: dict):
+    from ase_mlff.metrics import bond_forces as bf
 
     # --- bond scans (paper 000 Eq. 6, Fig. 6)
     ref = min(a.reference_frame, len(test) - 1)
@@ -169,7 +179,12 @@ def model_analyses(models: dict, test: Dataset, preds: dict, a) -> tuple[dict, d
     res["delta_f"]["mae"] = dmae
     figs["delta_f_mae.png"] = bf.delta_force_figure(matrices)
 
-    # --- force angles (paper 004 Fig. B.1): model vs reference, first model vs the others
+
+def _force_angles(models: dict, test: Dataset, preds: dict, res: dict, figs: dict):
+    """Paper 004 Fig. B.1: angles between each model's and the reference forces, and
+    between the first model's and each other model's."""
+    from ase_mlff.metrics import bond_forces as bf
+
     angles = {}
     for name in models:
         angles[f"{name} vs reference"] = bf.force_angles(preds[name]["forces"], test.forces_nc)
@@ -190,7 +205,6 @@ def model_analyses(models: dict, test: Dataset, preds: dict, a) -> tuple[dict, d
         fa = res["force_angles"][f"{name} vs reference"]
         res["scalars"][name]["force_angle_median_deg"] = fa["median_deg"]
     figs["force_angles.png"] = bf.force_angle_figure(angles)
-    return res, figs, per_model
 
 
 def analyses_markdown(ana: dict) -> str:
@@ -211,14 +225,16 @@ def analyses_markdown(ana: dict) -> str:
             cells = [f"{ana['bond_scans'][b][n]['roughness']:.3g}" for b in bonds]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
-    d = ana["delta_f"]
-    lines += [
-        f"ΔF MAE over the {d['n_frames']} test frames nearest frame {d['reference_frame']} "
-        f"({d['n_bonds']} bonds):",
-        "",
-    ]
-    lines += [f"- {n}: {v * 1e3:.1f} meV/Å" for n, v in d["mae"].items()]
-    lines += ["", "Force angles:", "", "| pair | median (°) | > 90° |", "|---|---|---|"]
+    if "delta_f" in ana:
+        d = ana["delta_f"]
+        lines += [
+            f"ΔF MAE over the {d['n_frames']} test frames nearest frame "
+            f"{d['reference_frame']} ({d['n_bonds']} bonds):",
+            "",
+        ]
+        lines += [f"- {n}: {v * 1e3:.1f} meV/Å" for n, v in d["mae"].items()]
+        lines.append("")
+    lines += ["Force angles:", "", "| pair | median (°) | > 90° |", "|---|---|---|"]
     for k, v in ana["force_angles"].items():
         lines.append(f"| {k} | {v['median_deg']:.2f} | {100 * v['fraction_above_90']:.2f} % |")
     return "\n".join(lines) + "\n"

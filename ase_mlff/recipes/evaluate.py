@@ -213,10 +213,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["models"][name] = res
         figures.update(comparison_figures(results, clusters, train, test))
 
-        if not a.no_analyses and molecule:
+        if not a.no_analyses:
             from ase_mlff.recipes._evaluate_analyses import model_analyses
 
-            ana, ana_figs, per_model_figs = model_analyses(models, test, preds, a)
+            ana, ana_figs, per_model_figs = model_analyses(models, test, preds, a, molecule)
             results["analyses"] = ana
             for name, sc in ana.pop("scalars").items():
                 results["models"][name].setdefault("scalars", {}).update(sc)
