@@ -679,7 +679,9 @@ def observables_figure(
 ):
     """2 × 2 panels of mean ± std over replicas: RMSD to ``reference_nc`` (aligned;
     skipped without a reference), minimum interatomic distance, temperature and
-    potential energy, for several models."""
+    potential energy relative to each replica's first frame (models whose energy zero
+    differs, e.g. one pre-trained on force-field labels, share one axis), for several
+    models."""
     from ase_mlff.metrics.plots import _plt
 
     plt = _plt()
@@ -688,7 +690,9 @@ def observables_figure(
         "RMSD (Å)": lambda tr: rmsd_series(tr.positions_tnc, reference_nc, atoms=atoms),
         "min. distance (Å)": lambda tr: min_distance_series(tr.positions_tnc, tr.cell_33, tr.pbc_3),
         "temperature (K)": lambda tr: tr.temperature_t,
-        "potential energy (eV)": lambda tr: tr.energy_t,
+        "E_pot − E_pot(0) (eV)": lambda tr: (
+            None if tr.energy_t is None else tr.energy_t - tr.energy_t[0]
+        ),
     }
     for ax, (label, fn) in zip(axes.ravel(), panels.items()):
         if label.startswith("RMSD") and reference_nc is None:

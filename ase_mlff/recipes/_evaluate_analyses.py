@@ -366,7 +366,9 @@ def stability_report(
             res["fes"] = _free_energies(quads, ref_pos, by_model_traj, temperature, res, figs)
     with_frames = {n: r for n, r in by_model_traj.items() if r}
     if with_frames:
-        figs["md_observables.png"] = tj.observables_figure(with_frames)
+        # RMSD to one structure for all replicas: the clusters' mean training structure
+        reference = clusters.reference_ if clusters is not None else None
+        figs["md_observables.png"] = tj.observables_figure(with_frames, reference_nc=reference)
     if not periodic and ref_pos is not None:
         figs["h_r.png"] = h_of_r_figure(r_grid, h_curves, "h(r) of the stable parts")
         rmsf = {
