@@ -151,3 +151,19 @@ def test_periodic_observables_of_water_frames():
     for pair in ("OO", "HO", "HH"):
         assert 0.0 <= m[f"rdf_mae_{pair}"] < 0.5, (pair, m)
     assert 0.0 < m["diffusion_O_cm2_s"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bonds", "0-2"], "ring"),
+        (["--bonds", "0-99"], "--bonds takes"),
+        (["--dihedrals", "0-5-10"], "--dihedrals takes"),
+    ],
+)
+def test_evaluate_rejects_bad_bonds_and_torsions_before_work(tmp_path, args, message):
+    from ase_mlff.recipes.evaluate import main
+
+    with pytest.raises(ValueError, match=message):
+        main(["--data", "aspirin", "--max-test", "20", *args, "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r" / "summary.md").exists()

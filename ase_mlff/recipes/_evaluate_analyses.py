@@ -43,8 +43,14 @@ def scan_bonds(spec: str | None, data: str, atoms) -> dict[str, tuple[int, int]]
     if spec:
         out = {}
         for item in spec.split(","):
-            i, j = (int(x) for x in item.strip().split("-"))
-            out[f"{sym[i]}{i}-{sym[j]}{j}"] = (i, j)
+            try:
+                i, j = (int(x) for x in item.strip().split("-"))
+                out[f"{sym[i]}{i}-{sym[j]}{j}"] = (i, j)
+            except (ValueError, IndexError) as err:
+                raise ValueError(
+                    f"--bonds takes 0-based atom pairs 'i-j,...' of the {len(sym)} atoms; "
+                    f"got {item!r}"
+                ) from err
         return out
     if data == "aspirin":
         bonds = default_aspirin_bonds()
@@ -74,10 +80,16 @@ def fes_dihedrals(spec: str | None, data: str, atoms) -> dict[str, tuple[int, ..
         sym = atoms.get_chemical_symbols()
         out = {}
         for item in spec.split(","):
-            q = tuple(int(x) for x in item.strip().split("-"))
-            if len(q) != 4:
-                raise ValueError(f"--dihedrals takes four atom indices per torsion, got {item!r}")
-            out["-".join(f"{sym[k]}{k}" for k in q)] = q
+            try:
+                q = tuple(int(x) for x in item.strip().split("-"))
+                if len(q) != 4:
+                    raise ValueError
+                out["-".join(f"{sym[k]}{k}" for k in q)] = q
+            except (ValueError, IndexError) as err:
+                raise ValueError(
+                    f"--dihedrals takes four 0-based indices of the {len(sym)} atoms per "
+                    f"torsion, 'a-b-c-d,...'; got {item!r}"
+                ) from err
         return out
     return dict(ASPIRIN_DIHEDRALS) if data == "aspirin" else {}
 

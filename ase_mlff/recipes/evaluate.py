@@ -133,6 +133,27 @@ def force_report(model, test: Dataset, clusters, a) -> tuple[dict, dict, dict]:
     return res, pred, figs
 
 
+def check_inputs(a, specs: list[str], test: Dataset, molecule: bool) -> None:
+    """Fail before any work: a study that holds none of the models, bonds or torsions that
+    do not exist in the molecule (a ring bond cannot be scanned by rigid translation)."""
+    from ase_mlff.agents.study import model_dirs
+    from ase_mlff.metrics.bond_forces import bond_fragment
+    from ase_mlff.recipes._evaluate_analyses import fes_dihedrals, scan_bonds, study_rows
+
+    if a.stability is not None:
+        study_rows(a.stability, specs, model_dirs(specs))
+    if not molecule:
+        return
+    atoms = test.to_atoms(0, with_labels=False)
+    n = len(atoms)
+    if not a.no_analyses:
+        for i, j in scan_bonds(a.bonds, a.data, atoms).values():
+            bond_fragment(atoms, i, j)
+    for name, quad in fes_dihedrals(a.dihedrals, a.data, atoms).items():
+        if not all(0 <= k < n for k in quad):
+            raise ValueError(f"torsion {name} names atoms outside 0..{n - 1}")
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -183,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train, test = split_data(a.data, a.train_data, a.max_test, a.seed)
     molecule = test.same_molecule() and not is_periodic(test)
     models = load_models(specs, getattr(torch, a.dtype), a.device)
+    check_inputs(a, specs, test, molecule)
 
     clusters = None
     if molecule and train.same_molecule():
