@@ -167,22 +167,13 @@ def fes_figure(
     ax=None,
 ):
     """1-D free energy curves F(ξ) (eV), one per ensemble."""
-    from ase_mlff.metrics.plots import _plt
+    from ase_mlff.metrics.plots import axes_or_new, finish_axes
 
-    plt = _plt()
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = axes_or_new(ax, (5, 3.4))
     for name, f in curves.items():
         ax.plot(centres, f, lw=1.2, label=name)
     ax.set(xlabel=xlabel, ylabel="F (eV)")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if fig is not None:
-        fig.tight_layout()
-    return fig if fig is not None else ax.figure
+    return finish_axes(fig, ax, title)
 
 
 def fes2d_figure(

@@ -14,6 +14,25 @@ def _plt():
     return plt
 
 
+def axes_or_new(ax, figsize: tuple[float, float]):
+    """``(fig, ax)``: a new figure when ``ax`` is None (``fig`` is None when drawing into a
+    caller's axes); finish with :func:`finish_axes`."""
+    if ax is not None:
+        return None, ax
+    return _plt().subplots(figsize=figsize)
+
+
+def finish_axes(fig, ax, title: str = ""):
+    """Title, grid and legend of one panel; the figure that holds it (laid out if new)."""
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
 def learning_curve_figure(history: list[dict[str, float]]):
     """Validation force MAE (meV/Å) and energy MAE (meV/atom) per epoch, log scale."""
     plt = _plt()

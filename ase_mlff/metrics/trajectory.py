@@ -651,25 +651,16 @@ def series_figure(
     ``series_by_model``: model -> list of ``(time_fs, values)`` per replica, e.g. RMSD,
     minimum distance, temperature or energy. Time is shown in ps.
     """
-    from ase_mlff.metrics.plots import _plt
+    from ase_mlff.metrics.plots import axes_or_new, finish_axes
 
-    plt = _plt()
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = axes_or_new(ax, (6, 3.4))
     for name, series in series_by_model.items():
         t, mean, std, _ = mean_std_over_replicas(series)
         (line,) = ax.plot(t / 1000.0, mean, lw=1.2, label=f"{name} ({len(series)})")
         ax.fill_between(t / 1000.0, mean - std, mean + std, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("time (ps)")
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if fig is not None:
-        fig.tight_layout()
-    return fig if fig is not None else ax.figure
+    return finish_axes(fig, ax, title)
 
 
 def observables_figure(
