@@ -167,3 +167,18 @@ def test_evaluate_rejects_bad_bonds_and_torsions_before_work(tmp_path, args, mes
     with pytest.raises(ValueError, match=message):
         main(["--data", "aspirin", "--max-test", "20", *args, "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r" / "summary.md").exists()
+
+
+def test_study_rows_match_models_by_path_and_survive_moved_checkpoints(tmp_path):
+    from ase_mlff.recipes._evaluate_analyses import study_rows
+
+    (tmp_path / "t_inst.csv").write_text(
+        "model,replica_id,t_inst_fs,reason,stable,frames,start_index,traj_dir\n"
+        f"aspirin-painn,0,nan,,True,11,0,{tmp_path}/aspirin-painn/agent_00\n"
+        f"/gone/ckpt/best,0,15.0,bond_length,False,2,0,{tmp_path}/ckpt-best/agent_00\n"
+    )
+    found = study_rows(tmp_path, ["aspirin-painn"], {"aspirin-painn": "aspirin-painn"})
+    assert found["aspirin-painn"]["dir"] == "aspirin-painn"
+    assert found["aspirin-painn"]["rows"][0]["stable"] is True
+    with pytest.raises(ValueError, match="none of the models"):
+        study_rows(tmp_path, [str(tmp_path)], {str(tmp_path): "x"})

@@ -256,13 +256,16 @@ def analyses_markdown(ana: dict) -> str:
 
 
 def _same_model(a: str, b: str) -> bool:
+    """The same checkpoint under two spellings (a shipped name, relative or absolute
+    paths); a study row whose checkpoint no longer exists matches only by its string."""
     from ase_mlff.calculators.mlff import resolve_model_path
+    from ase_mlff.models.io import CheckpointError
 
     if a == b:
         return True
     try:
         return resolve_model_path(a).resolve() == resolve_model_path(b).resolve()
-    except (FileNotFoundError, ValueError):
+    except CheckpointError:
         return False
 
 
