@@ -7,6 +7,14 @@ Loss (per batch, w_s the per-frame weights, N_s atoms of frame s):
       + λ_F · Σ_n w_s(n) |F_n - F̂_n|² / (3 Σ_n w_s(n))
 
 The trainer knows nothing of MLflow: it reports through ``log_fn(metrics, step)``.
+
+Data parallel: when ``torch.distributed`` is initialised (e.g. by Ray Train's
+``TorchTrainer``, see :mod:`ase_mlff.agents.training`), every rank draws the same global
+batch, evaluates its share ``frames[rank::world]``, normalises its loss by the *global*
+batch's weights and the gradients are summed over ranks, so each step equals the
+single-process step on the same global batch (up to float summation order). Every rank
+validates on the whole validation set (identical decisions everywhere); only rank 0 writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -40,16 +48,31 @@ def loss_fn(
     batch: Batch,
     energy_weight: float = 1.0,
     force_weight: float = 20.0,
+    norms: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """The weighted energy-per-atom + force loss above."""
+    """The weighted energy-per-atom + force loss above.
+
+    ``norms = (Σ_s w_s, Σ_n w_s(n))`` replaces the batch's own denominators, so that the
+    shards of one global batch (data parallel) add up to the loss of the whole batch.
+    """
     w_s = batch.weight_s if batch.weight_s is not None else torch.ones_like(batch.energy_s)
     w_s = w_s.double()
     de = (out["energy"] - batch.energy_s) / batch.n_atoms_s
-    e_loss = (w_s * de**2).sum() / w_s.sum()
     w_n = w_s[batch.system_n].to(out["forces"].dtype)
+    norm_s, norm_n = (w_s.sum(), w_n.sum()) if norms is None else norms
+    e_loss = (w_s * de**2).sum() / norm_s
     df2 = ((out["forces"] - batch.forces_nc) ** 2).sum(dim=1)
-    f_loss = (w_n * df2).sum() / (3.0 * w_n.sum())
+    f_loss = (w_n * df2).sum() / (3.0 * norm_n)
     return energy_weight * e_loss.to(f_loss.dtype) + force_weight * f_loss
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised ``torch.distributed`` group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass
@@ -97,6 +120,12 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model = model.to(device=self.device, dtype=self.dtype)
+        self.rank, self.world = distributed_context()
+        if self.world > 1:  # every rank starts from rank 0's weights
+            import torch.distributed as dist
+
+            for t in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(t.data, 0)
         if refit_atomref:
             self.atomref_stats = model.atomref.fit(train)
         self.optimizer = torch.optim.AdamW(
@@ -116,6 +145,8 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def _save(self, which: str, val: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
         meta = {
             **self.metadata,
             "epoch": self.epoch,
@@ -125,6 +156,8 @@ class Trainer:
         save_model(self.model, self.out_dir / which, meta)
 
     def _save_state(self) -> None:
+        if self.rank != 0:
+            return
         state = {
             "epoch": self.epoch,
             "optimizer": self.optimizer.state_dict(),
@@ -180,27 +213,49 @@ class Trainer:
             leave=False,
             disable=not show_progress(),
         )
+        w_all = self.train.weight_s if self.train.weight_s is not None else None
         for k in bar:
             frames = perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            batch = Batch.from_dataset(
-                self.train, frames, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
-            )
-            out = compute_properties(self.model, batch, forces=True, training=True)
-            loss = loss_fn(out, batch, cfg.energy_weight, cfg.force_weight)
+            w = np.ones(len(frames)) if w_all is None else w_all[frames]
+            norms = (float(w.sum()), float((w * self.train.n_atoms_s[frames]).sum()))
+            mine = frames[self.rank :: self.world]
+            self.optimizer.zero_grad(set_to_none=True)
+            if len(mine):
+                batch = Batch.from_dataset(
+                    self.train, mine, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
+                )
+                out = compute_properties(self.model, batch, forces=True, training=True)
+                loss = loss_fn(out, batch, cfg.energy_weight, cfg.force_weight, norms)
+                loss.backward()
+            else:  # more ranks than frames in this batch: contribute nothing
+                loss = torch.zeros((), dtype=torch.float64, device=self.device)
+            loss = self._all_reduce_grads(loss.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {self.epoch + 1}, batch {k}; "
                     "lower the learning rate or check the data"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
-            total += float(loss.detach()) * len(frames)
+            total += float(loss) * len(frames)
             n += len(frames)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            bar.set_postfix(loss=f"{float(loss):.4g}")
         return {"train_loss": total / max(n, 1)}
+
+    def _all_reduce_grads(self, loss: torch.Tensor) -> torch.Tensor:
+        """Sum gradients and loss shards over ranks (no-op in one process)."""
+        if self.world == 1:
+            return loss
+        import torch.distributed as dist
+
+        for p in self.model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+        loss = loss.to(torch.float64).clone()
+        dist.all_reduce(loss)
+        return loss
 
     def validate(self) -> dict[str, float]:
         self.model.eval()
@@ -275,6 +330,10 @@ class Trainer:
                 stopped = "time_budget"
                 break
         bar.close()
+        if self.world > 1:  # rank 0 has written the checkpoints the others read next
+            import torch.distributed as dist
+
+            dist.barrier()
         # train on with the best weights in memory, as users expect after fit()
         best, _ = load_model(self.out_dir / "best", device=self.device, dtype=self.dtype)
         self.model.load_state_dict(best.state_dict())
