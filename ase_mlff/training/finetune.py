@@ -124,12 +124,15 @@ def run_stage(
     init_from: str | Path | None = None,
     log_fn: Callable[[dict[str, float], int], None] | None = None,
     metadata: dict[str, Any] | None = None,
+    **trainer_kwargs: Any,
 ) -> tuple[torch.nn.Module, StageResult]:
     """Train one stage in ``out_dir``; a stage already finished there is not trained again.
 
     ``init_from``: a checkpoint (e.g. the pre-trained model) whose weights start this stage;
     its reference energies are then refitted on ``train`` (see module doc). Without it the
     model is trained from its initial weights with the usual fit of e_ref and scale.
+    ``trainer_kwargs`` go to :class:`~ase_mlff.training.trainer.Trainer` (e.g. the start
+    structures of a stability probe).
     """
     out_dir = Path(out_dir)
     done = out_dir / DONE_FILE
@@ -167,6 +170,7 @@ def run_stage(
         metadata={**(metadata or {}), "stage": name, **extra},
         log_fn=log_fn,
         refit_atomref=refit,
+        **trainer_kwargs,
     )
     if refit:
         extra.update({f"atomref_{k}": v for k, v in trainer.atomref_stats.items()})
