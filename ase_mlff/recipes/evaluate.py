@@ -101,38 +101,6 @@ def load_models(specs: list[str], dtype: torch.dtype, device: str) -> dict[str, 
     return models
 
 
-def force_report(model, test: Dataset, clusters, a) -> tuple[dict, dict, dict]:
-    """Metrics (nested), predictions and figures of one model on the test set."""
-    from ase_mlff.metrics.clusters import cluster_metrics
-    from ase_mlff.metrics.errors import error_metrics, predict
-    from ase_mlff.metrics.forces import element_metrics, force_metrics
-    from ase_mlff.metrics.plots import parity_figure
-
-    dtype = getattr(torch, a.dtype)
-    pred = predict(model, test, batch_size=a.batch_size, dtype=dtype, device=a.device)
-    res: dict[str, Any] = {
-        "global": {
-            **error_metrics(pred["energy"], pred["forces"], test),
-            **force_metrics(pred["forces"], test.forces_nc, test.numbers_n, test.n_atoms_s),
-        },
-        "elements": element_metrics(pred["forces"], test.forces_nc, test.numbers_n, test.n_atoms_s),
-    }
-    if clusters is not None:
-        res["clusters"] = cluster_metrics(
-            clusters,
-            frames_of(test),
-            pred["forces"].reshape(len(test), -1, 3),
-            test.forces_nc.reshape(len(test), -1, 3),
-            test.numbers_n[: test.n_atoms_s[0]],
-        )
-    figs = {
-        "parity.png": parity_figure(
-            pred["forces"], test.forces_nc, pred["energy"], test.energy_s, test.n_atoms_s
-        )
-    }
-    return res, pred, figs
-
-
 def check_inputs(a, specs: list[str], test: Dataset, molecule: bool) -> None:
     """Fail before any work: a study that holds none of the models, bonds or torsions that
     do not exist in the molecule (a ring bond cannot be scanned by rigid translation)."""
@@ -190,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ase_mlff.metrics.clusters import ConformationClusters
+    from ase_mlff.metrics.report import force_report
     from ase_mlff.tracking import Tracker
 
     specs = a.model or ["aspirin-painn"]
@@ -203,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     train, test = split_data(a.data, a.train_data, a.max_test, a.seed)
     molecule = test.same_molecule() and not is_periodic(test)
-    models = load_models(specs, getattr(torch, a.dtype), a.device)
+    dtype = getattr(torch, a.dtype)
+    models = load_models(specs, dtype, a.device)
     check_inputs(a, specs, test, molecule)
 
     clusters = None
@@ -231,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ) as parent:
         preds, model_figs = {}, {}
         for name, model in models.items():
-            res, preds[name], model_figs[name] = force_report(model, test, clusters, a)
+            res, preds[name], model_figs[name] = force_report(
+                model, test, clusters, batch_size=a.batch_size, dtype=dtype, device=a.device
+            )
             results["models"][name] = res
         figures.update(comparison_figures(results, clusters, train, test))
 

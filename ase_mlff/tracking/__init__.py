@@ -170,5 +170,32 @@ class Tracker:
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)
 
+    def register_model(
+        self,
+        name: str,
+        run: RunHandle,
+        artifact_path: str,
+        tags: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ):
+        """A new version of registered model ``name`` (created if needed) pointing at the
+        artifacts ``artifact_path`` of ``run`` (e.g. the checkpoint it logged); returns the
+        ``ModelVersion``."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+                raise
+        source = f"{run.artifact_uri.rstrip('/')}/{artifact_path}"
+        return self.client.create_model_version(
+            name,
+            source,
+            run_id=run.run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+            description=description,
+        )
+
 
 __all__ = ["RunHandle", "Tracker", "default_tracking_uri", "flatten"]
