@@ -147,3 +147,34 @@ def force_vs_stability_figure(result: dict, t_inst_by_model: dict | None = None)
     fig.suptitle("models sorted by force MAE (descending)")
     fig.tight_layout()
     return fig
+
+
+def t_inst_vs_epoch_figure(histories: dict[str, list[dict[str, float]]]):
+    """Mean t_inst of the training-time stability probes against the epoch, beside the
+    validation force MAE (paper 000 Fig. 2b: stability varies while the force error
+    falls). ``histories``: model -> trainer history rows (those with a probe are used)."""
+    from ase_mlff.metrics.plots import _plt
+
+    plt = _plt()
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, hist in histories.items():
+        probed = [h for h in hist if "probe_t_inst_mean_fs" in h]
+        (line,) = ax_t.plot(
+            [h["epoch"] for h in probed],
+            [h["probe_t_inst_mean_fs"] / 1000 for h in probed],
+            marker="o",
+            label=name,
+        )
+        ax_f.plot(
+            [h["epoch"] for h in hist],
+            [h["val_forces_mae"] * 1e3 for h in hist],
+            color=line.get_color(),
+            label=name,
+        )
+    ax_t.set(xlabel="epoch", ylabel="probe mean t_inst (ps)")
+    ax_f.set(xlabel="epoch", ylabel="validation force MAE (meV/Å)", yscale="log")
+    for a in (ax_t, ax_f):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,723 @@
+"""The comparison agent: train every variant of a study, judge each by force metrics *and*
+MD stability, lay the comparison out in MLflow (papers 000, 002, 003, 004).
+
+A study spec (a dict, or YAML through :meth:`StudySpec.from_dict`) names the data, the
+architecture, the variants, the seeds and the MD protocol:
+
+    spec = StudySpec.from_dict({
+        "name": "aspirin_compare", "data": "aspirin", "n_train": 950, "n_val": 50,
+        "model": {"name": "painn", "hidden": 48, "n_interactions": 3},
+        "train": {"epochs": 60, "batch_size": 16, "max_minutes": 4},
+        "variants": [
+            {"name": "scratch", "kind": "scratch"},
+            {"name": "sam", "kind": "sam", "train": {"sam_rho": 0.05}},
+            {"name": "ffpt", "kind": "pretrained", "pretrain_data": "pretrain.npz",
+             "pretrain": {"epochs": 6, "lr": 1e-4}},
+            {"name": "reweighted", "kind": "reweighted", "base": "scratch"},
+            {"name": "continued", "kind": "continued", "base": "scratch", "rounds": 2},
+        ],
+        "seeds": [0],
+        "md": {"steps": 2000, "replicas": 8, "dt": 0.5, "temperature_K": 500.0,
+               "integrator": "langevin", "friction": 0.002},
+    })
+    result = ComparisonAgent(spec, out_dir="runs/compare").run()
+
+Kinds: ``scratch`` (training from initial weights), ``sam`` (the same with
+sharpness-aware minimisation, paper 004's baseline), ``pretrained`` (pre-train on
+``pretrain_data``, e.g. force-field or EAM labels, then fine-tune every weight, paper 001
+and 004), ``reweighted`` (fine-tune ``base`` with per-frame weights from its per-cluster
+ratio of bad points, paper 002) and ``continued`` (continued learning from ``base``:
+MD, unexplored and pre-instability frames labelled by the reference, retraining, paper 002).
+Any variant may add trainer settings in ``train`` (e.g. ``probe_every`` for the
+stability-aware checkpoint selection, ``loss: element_balanced``).
+
+Training runs as Ray tasks (:func:`ase_mlff.agents.training.train_variants_parallel`),
+independent variants side by side, the ones built on a ``base`` after it. Each finished
+variant leaves ``<out>/variants/<name>-s<seed>/variant_done.json``; a study started again
+skips them (an interrupted study resumes), and the stability study is reused when it
+holds the same models.
+
+Evaluation: paper 002's force metrics on the held-out test set (global, per element, per
+conformation cluster), a stability study of every model over Ray trajectory agents
+(t_inst, survival), h(r) MAE of the stable parts. MLflow: one parent run (the comparison
+table as markdown and CSV; figures: force MAE vs stability, paper 003 Fig. 3; survival
+curves; t_inst vs epoch, paper 000 Fig. 2b, when the variants probed stability while
+training; radar charts of per-cluster errors, paper 002 Fig. 8; h(r)), one child run per
+variant and seed (its settings, learning curve, metrics, figures, checkpoint). The best
+model by the stated criterion is registered in the MLflow model registry.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+KINDS = ("scratch", "sam", "pretrained", "reweighted", "continued")
+DONE = "variant_done.json"
+
+#: how the best model is chosen: most replicas stable, then longest mean t_inst, then
+#: lowest test force MAE
+CRITERION = "fraction_stable, then t_inst_mean_fs, then -forces_mae"
+
+
+@dataclass
+class VariantSpec:
+    name: str
+    kind: str
+    train: dict[str, Any] = field(default_factory=dict)
+    pretrain_data: str | None = None
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    rounds: int = 2
+    continued: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
+        if self.kind == "pretrained" and not self.pretrain_data:
+            raise ValueError(f"variant {self.name!r}: kind 'pretrained' needs pretrain_data")
+        if self.kind in ("reweighted", "continued") and not self.base:
+            raise ValueError(f"variant {self.name!r}: kind {self.kind!r} needs a base variant")
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"variant name {self.name!r} must be a plain word")
+
+
+@dataclass
+class StudySpec:
+    name: str
+    variants: list[VariantSpec]
+    data: str = "aspirin"
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "painn"})
+    train: dict[str, Any] = field(default_factory=dict)
+    n_train: int = 950
+    n_val: int = 50
+    seeds: list[int] = field(default_factory=lambda: [0])
+    md: dict[str, Any] = field(default_factory=dict)
+    n_clusters: int = 3
+    reference: dict[str, Any] = field(default_factory=lambda: {"name": "tblite"})
+    register_as: str | None = None
+    cpus_per_job: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        d = dict(d)
+        variants = [
+            v if isinstance(v, VariantSpec) else VariantSpec(**v) for v in d.pop("variants")
+        ]
+        spec = cls(variants=variants, **d)
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        for v in variants:
+            if v.base is not None and v.base not in names:
+                raise ValueError(f"variant {v.name!r} builds on unknown variant {v.base!r}")
+            if v.base is not None and next(x for x in variants if x.name == v.base).base:
+                raise ValueError(f"variant {v.name!r}: its base {v.base!r} must not have a base")
+        if not spec.seeds:
+            raise ValueError("at least one seed is needed")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------ one variant
+
+
+def _load_split(data_dir: Path):
+    from ase_mlff.data import Dataset
+
+    return Dataset.load_npz(data_dir / "train.npz"), Dataset.load_npz(data_dir / "val.npz")
+
+
+def train_variant(
+    *, study: dict[str, Any], variant: dict[str, Any], seed: int, data_dir: str, out_dir: str
+) -> dict[str, Any]:
+    """Train one variant with one seed (run inside a Ray task). Returns and writes
+    ``variant_done.json``: the checkpoint, the history and what was done."""
+    from ase_mlff.models import build_model
+    from ase_mlff.training.config import TrainConfig
+    from ase_mlff.training.finetune import run_stage
+
+    out, data = Path(out_dir), Path(data_dir)
+    if (out / DONE).exists():
+        return json.loads((out / DONE).read_text())
+    spec = StudySpec.from_dict(study)
+    v = VariantSpec(**variant)
+    train, val = _load_split(data)
+    model_cfg = {**spec.model, "species": train.species}
+    overrides = {**spec.train, **v.train, "seed": seed}
+    if v.kind == "sam":
+        overrides.setdefault("optimizer", "sam")
+    cfg = TrainConfig(**overrides)
+    torch.manual_seed(seed)
+    trainer_kwargs: dict[str, Any] = {}
+    if getattr(cfg, "probe_every", 0):
+        trainer_kwargs["probe_images"] = _starts(data)[: getattr(cfg, "probe_starts", 4)]
+    extra: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if v.kind in ("scratch", "sam"):
+        _, res = run_stage(
+            v.name, build_model(model_cfg), train, val, cfg, out / "train", **trainer_kwargs
+        )
+        stages = {"train": res}
+    elif v.kind == "pretrained":
+        from ase_mlff.data import load_dataset
+
+        pt = load_dataset(v.pretrain_data)
+        order = np.random.default_rng(seed).permutation(len(pt))
+        n_val = max(1, len(pt) // 20)
+        pcfg = TrainConfig(**{**spec.train, **v.pretrain, "seed": seed})
+        _, pre = run_stage(
+            "pretrain",
+            build_model(model_cfg),
+            pt[order[n_val:]],
+            pt[order[:n_val]],
+            pcfg,
+            out / "pretrain",
+        )
+        _, res = run_stage(
+            "finetune",
+            build_model(model_cfg),
+            train,
+            val,
+            cfg,
+            out / "finetune",
+            init_from=pre.best_dir,
+            **trainer_kwargs,
+        )
+        stages = {"pretrain": pre, "finetune": res}
+    elif v.kind == "reweighted":
+        from ase_mlff.metrics.clusters import ConformationClusters
+        from ase_mlff.models.io import load_model
+        from ase_mlff.training.weights import rbp_weights
+
+        base = Path(variant["base_checkpoint"])
+        base_model, _ = load_model(base, dtype=torch.float64)
+        clusters = ConformationClusters.load(data / "clusters.npz")
+        w, table = rbp_weights(base_model, train, clusters)
+        weighted = train.subset(np.arange(len(train)))
+        weighted.weight_s = np.asarray(w, dtype=np.float64)
+        extra["rbp_table"] = table
+        _, res = run_stage(
+            v.name,
+            build_model(model_cfg),
+            weighted,
+            val,
+            cfg,
+            out / "train",
+            init_from=base,
+            **trainer_kwargs,
+        )
+        stages = {"train": res}
+    else:  # continued
+        from ase_mlff.metrics.clusters import ConformationClusters
+        from ase_mlff.training.continued import continued_learning
+
+        clusters = ConformationClusters.load(data / "clusters.npz")
+        md = {k: spec.md[k] for k in ("dt", "temperature_K", "integrator") if k in spec.md}
+        md.update(v.continued.get("md", {}))
+        cres = continued_learning(
+            variant["base_checkpoint"],
+            train,
+            val,
+            reference=spec.reference,
+            clusters=clusters,
+            starts=_starts(data),
+            cfg=cfg,
+            out_dir=out / "continued",
+            rounds=v.rounds,
+            md=md,
+            **{k: x for k, x in v.continued.items() if k != "md"},
+        )
+        extra["rounds"] = _jsonable(getattr(cres, "rounds", None))
+        done = {
+            "checkpoint": str(getattr(cres, "checkpoint", getattr(cres, "final_checkpoint", ""))),
+            "history": [],
+        }
+        stages = {}
+        res = None
+    info = {
+        "variant": v.name,
+        "kind": v.kind,
+        "seed": seed,
+        "extra": extra,
+        "minutes": (time.perf_counter() - t0) / 60,
+    }
+    if res is not None:
+        info.update(
+            checkpoint=str(res.best_dir),
+            history=res.history,
+            stages={
+                k: {
+                    "best_epoch": s.best_epoch,
+                    "epochs_run": s.epochs_run,
+                    "stopped_because": s.stopped_because,
+                    "best_val": s.best_val,
+                }
+                for k, s in stages.items()
+            },
+        )
+        if "pretrain" in stages:
+            info["pretrain_history"] = stages["pretrain"].history
+    else:
+        info.update(done)
+    (out / DONE).write_text(json.dumps(_jsonable(info), indent=1))
+    return info
+
+
+def _starts(data: Path) -> list:
+    import ase.io
+
+    return ase.io.read(data / "starts.extxyz", ":")
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "__dataclass_fields__"):
+        return _jsonable(asdict(x))
+    return x
+
+
+# ------------------------------------------------------------------------ the agent
+
+
+@dataclass
+class ComparisonResult:
+    rows: list[dict[str, Any]]
+    table_md: str
+    out_dir: Path
+    parent_run_id: str
+    best: str | None
+    registered: dict[str, Any] | None = None
+
+
+class ComparisonAgent:
+    """Train, evaluate and compare the variants of ``spec`` in ``out_dir`` (see module)."""
+
+    def __init__(
+        self,
+        spec: StudySpec | dict[str, Any],
+        out_dir: str | Path,
+        *,
+        experiment: str = "comparison",
+        tracking_uri: str | None = None,
+        dtype: str = "float64",
+        device: str = "cpu",
+    ) -> None:
+        self.spec = spec if isinstance(spec, StudySpec) else StudySpec.from_dict(spec)
+        self.out = Path(out_dir)
+        self.experiment, self.tracking_uri = experiment, tracking_uri
+        self.dtype, self.device = dtype, device
+
+    # ----------------------------------------------------------------- data
+    def prepare_data(self) -> tuple[Path, Any]:
+        """Train/val/test split, start structures and conformation clusters in
+        ``<out>/data`` (made once; a resumed study reads them back)."""
+        import ase.io
+
+        from ase_mlff.data import Dataset, group_split, load_dataset
+        from ase_mlff.data.io import SHIPPED_SPLITS
+        from ase_mlff.metrics.clusters import ConformationClusters
+        from ase_mlff.recipes.stability import start_structures
+
+        d = self.out / "data"
+        if (d / "clusters.npz").exists():
+            return d, Dataset.load_npz(d / "test.npz")
+        d.mkdir(parents=True, exist_ok=True)
+        s = self.spec
+        ds = load_dataset(s.data)
+        split = SHIPPED_SPLITS.get(s.data, {})
+        if split.get("split") == "trajectory":
+            sp = group_split(
+                ds.extra_s["traj_id"], list(split["test_groups"]), s.n_train, s.n_val, s.seeds[0]
+            )
+        else:
+            from ase_mlff.data import random_split
+
+            sp = random_split(len(ds), s.n_train, s.n_val, None, s.seeds[0])
+        train, val, test = ds[sp.train], ds[sp.val], ds[sp.test]
+        for name, part in (("train", train), ("val", val), ("test", test)):
+            part.save_npz(d / f"{name}.npz")
+        n_starts = int(s.md.get("replicas", 8))
+        ase.io.write(d / "starts.extxyz", start_structures(s.data, n_starts))
+        if not train.same_molecule():
+            raise ValueError("the comparison agent needs one molecule (conformation clusters)")
+        n = int(train.n_atoms_s[0])
+        ConformationClusters(s.n_clusters, seed=s.seeds[0]).fit(
+            train.positions_nc.reshape(len(train), n, 3), train.numbers_n[:n]
+        ).save(d / "clusters.npz")
+        return d, test
+
+    # ----------------------------------------------------------------- training
+    def label(self, variant: str, seed: int) -> str:
+        return variant if len(self.spec.seeds) == 1 else f"{variant}-s{seed}"
+
+    def train_all(self, data_dir: Path) -> dict[str, dict[str, Any]]:
+        """Every variant × seed; independent ones first and side by side, then the ones
+        built on a base. Finished variants are read back, not retrained."""
+        from ase_mlff.agents.training import train_variants_parallel
+
+        s = self.spec
+        done: dict[str, dict[str, Any]] = {}
+        waves = [[v for v in s.variants if v.base is None], [v for v in s.variants if v.base]]
+        for wave in waves:
+            jobs, labels = [], []
+            for v in wave:
+                for seed in s.seeds:
+                    lab = self.label(v.name, seed)
+                    vdir = self.out / "variants" / lab
+                    if (vdir / DONE).exists():
+                        done[lab] = json.loads((vdir / DONE).read_text())
+                        log.info("variant %s already trained: skipped", lab)
+                        continue
+                    variant = asdict(v)
+                    if v.base:
+                        variant["base_checkpoint"] = done[self.label(v.base, seed)]["checkpoint"]
+                    kwargs = dict(
+                        study=s.to_dict(),
+                        variant=variant,
+                        seed=seed,
+                        data_dir=str(data_dir),
+                        out_dir=str(vdir),
+                    )
+                    jobs.append({"name": lab, "fn": train_variant, "kwargs": kwargs})
+                    labels.append(lab)
+            if not jobs:
+                continue
+            results = train_variants_parallel(jobs, cpus_per_job=s.cpus_per_job)
+            failed = {}
+            for lab, r in zip(labels, results):
+                if r.get("error"):
+                    failed[lab] = r["error"]
+                else:
+                    done[lab] = r["result"]
+            if failed:
+                raise RuntimeError(
+                    f"variants failed (finished ones are kept and skipped on re-run): {failed}"
+                )
+        return done
+
+    # ----------------------------------------------------------------- evaluation
+    def stability(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """A stability study of every model (reused when ``<out>/stability`` already holds
+        exactly these models): per label the t_inst summary, survival curve, per-replica
+        t_inst and the stable frames."""
+        import ase.io
+
+        from ase_mlff.agents.study import run_stability_study
+        from ase_mlff.metrics.stability import survival_curve, t_inst_summary
+        from ase_mlff.metrics.trajectory import load_study
+
+        s = self.spec
+        md = {
+            "steps": 2000,
+            "dt": 0.5,
+            "temperature_K": 500.0,
+            "integrator": "langevin",
+            "friction": 0.002,
+            "check_every": 10,
+            "record_every": 20,
+            "seed": s.seeds[0],
+        }
+        md.update({k: v for k, v in s.md.items() if k != "replicas"})
+        study_dir = self.out / "stability"
+        models = [checkpoints[k] for k in checkpoints]
+        rows = _read_study(study_dir, models)
+        if rows is None:
+            starts = ase.io.read(self.out / "data" / "starts.extxyz", ":")
+            run_stability_study(
+                models,
+                starts,
+                n_replicas=int(s.md.get("replicas", 8)),
+                out_dir=study_dir,
+                md=md,
+                dtype=self.dtype,
+                device=self.device,
+            )
+            rows = _read_study(study_dir, models)
+        total_fs = json.loads((study_dir / "summary.json").read_text())["total_fs"]
+        trajs = load_study(study_dir)
+        out = {}
+        from ase_mlff.agents.study import model_dirs
+
+        dirs = model_dirs(models)
+        for label, ckpt in checkpoints.items():
+            mine = [r for r in rows if r["model"] == ckpt]
+            t = np.array([r["t_inst_fs"] for r in mine], float)
+            stable = np.array([r["stable"] for r in mine], bool)
+            out[label] = {
+                "summary": t_inst_summary(t, stable, total_fs),
+                "curve": survival_curve(t, stable, total_fs),
+                "t_inst": np.where(stable, total_fs, t),
+                "trajectories": trajs.get(dirs[ckpt], []),
+            }
+        return out
+
+    def run(self) -> ComparisonResult:
+        from ase_mlff.tracking import Tracker
+
+        s = self.spec
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "spec.json").write_text(json.dumps(s.to_dict(), indent=1))
+        tracker = Tracker(self.experiment, uri=self.tracking_uri)
+        t0 = time.perf_counter()
+        with tracker.run(
+            f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            params=s.to_dict(),
+            tags={"agent": "comparison", "study": s.name},
+        ) as parent:
+            data_dir, test = self.prepare_data()
+            trained = self.train_all(data_dir)
+            labels = [self.label(v.name, seed) for v in s.variants for seed in s.seeds]
+            checkpoints = {lab: trained[lab]["checkpoint"] for lab in labels}
+            parent.log_metrics({"train_minutes": (time.perf_counter() - t0) / 60})
+            evaluation = self.evaluate(checkpoints, test, data_dir)
+            stab = self.stability(checkpoints)
+            rows, figures = self.compare(labels, trained, evaluation, stab, test)
+            table = comparison_markdown(rows)
+            (self.out / "comparison.md").write_text(table)
+            with open(self.out / "comparison.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+            fig_dir = self.out / "figures"
+            fig_dir.mkdir(exist_ok=True)
+            from ase_mlff.metrics.plots import _plt
+
+            plt = _plt()
+            for fname, fig in figures.items():
+                fig.savefig(fig_dir / fname, dpi=120, bbox_inches="tight")
+                parent.log_figure(fig, fname)
+                plt.close(fig)
+            for f in ("comparison.md", "comparison.csv", "spec.json"):
+                parent.log_artifact(self.out / f)
+            handles = self.log_children(tracker, parent, labels, trained, evaluation, stab, rows)
+            best = _best(rows)
+            registered = None
+            if best is not None:
+                name = s.register_as or f"{s.name}-best"
+                mv = tracker.register_model(
+                    name,
+                    handles[best],
+                    "checkpoint",
+                    tags={"criterion": CRITERION, "variant": best},
+                )
+                registered = {"name": name, "version": mv.version, "variant": best}
+                parent.set_tags({"best_variant": best, "registered_model": f"{name}/{mv.version}"})
+            parent.log_metrics({"total_minutes": (time.perf_counter() - t0) / 60})
+            result = ComparisonResult(rows, table, self.out, parent.run_id, best, registered)
+        (self.out / "result.json").write_text(
+            json.dumps(
+                _jsonable(
+                    {
+                        "rows": rows,
+                        "best": best,
+                        "registered": registered,
+                        "parent_run_id": result.parent_run_id,
+                    }
+                ),
+                indent=1,
+            )
+        )
+        return result
+
+    def evaluate(self, checkpoints: dict[str, str], test, data_dir: Path) -> dict[str, dict]:
+        """Paper 002's force metrics of every model on the test set."""
+        from ase_mlff.metrics.clusters import ConformationClusters
+        from ase_mlff.metrics.report import force_report
+        from ase_mlff.models.io import load_model
+
+        clusters = ConformationClusters.load(data_dir / "clusters.npz")
+        dtype = getattr(torch, self.dtype)
+        out = {}
+        for label, ckpt in checkpoints.items():
+            model, _ = load_model(ckpt, device=self.device, dtype=dtype)
+            res, _, figs = force_report(model, test, clusters, dtype=dtype, device=self.device)
+            out[label] = {"metrics": res, "figures": figs}
+        return out
+
+    def compare(self, labels, trained, evaluation, stab, test) -> tuple[list[dict], dict]:
+        """The comparison rows and the parent run's figures."""
+        from ase_mlff.metrics.clusters import radar_figure
+        from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+        from ase_mlff.metrics.stability import (
+            force_vs_stability,
+            force_vs_stability_figure,
+            survival_figure,
+            t_inst_vs_epoch_figure,
+        )
+
+        n = int(test.n_atoms_s[0])
+        r_grid, h_ref = h_of_r(test.positions_nc.reshape(len(test), n, 3))
+        h_curves = {"reference (test)": h_ref}
+        rows = []
+        kinds = {v.name: v.kind for v in self.spec.variants}
+        for label in labels:
+            info, g = trained[label], evaluation[label]["metrics"]["global"]
+            st = stab[label]
+            row = {
+                "model": label,
+                "variant": info["variant"],
+                "kind": kinds[info["variant"]],
+                "seed": info["seed"],
+                **{
+                    k: g[k]
+                    for k in (
+                        "forces_mae",
+                        "forces_rmse",
+                        "forces_max_err",
+                        "fnm_mae",
+                        "fnm_max_err",
+                        "energy_mae_per_atom",
+                    )
+                },
+                **{
+                    k: st["summary"][k]
+                    for k in ("fraction_stable", "n_replicas", "t_inst_mean_fs", "t_inst_median_fs")
+                },
+                "h_r_mae": float("nan"),
+                "train_minutes": float(info.get("minutes", float("nan"))),
+            }
+            if st["trajectories"]:
+                pos = np.concatenate([t.positions_tnc for t in st["trajectories"]])
+                _, h = h_of_r(pos)
+                h_curves[label] = h
+                row["h_r_mae"] = h_of_r_mae(h, h_ref)
+            rows.append(row)
+        comp = force_vs_stability(
+            {r["model"]: {k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows}
+        )
+        self.correlation = comp["correlation"]
+        figs = {
+            "force_vs_stability.png": force_vs_stability_figure(
+                comp, {lab: stab[lab]["t_inst"] for lab in labels}
+            ),
+            "survival.png": survival_figure({lab: stab[lab]["curve"] for lab in labels}),
+            "h_r.png": h_of_r_figure(r_grid, h_curves, "h(r) of the stable parts"),
+        }
+        by_model = {lab: evaluation[lab]["metrics"]["clusters"] for lab in labels}
+        if self.spec.n_clusters >= 3:
+            figs["radar_forces_mae.png"] = radar_figure(by_model, key="forces_mae")
+            figs["radar_forces_max_err.png"] = radar_figure(by_model, key="forces_max_err")
+        probed = {
+            lab: trained[lab]["history"]
+            for lab in labels
+            if any("probe_t_inst_mean_fs" in h for h in trained[lab].get("history", []))
+        }
+        if probed:
+            figs["t_inst_vs_epoch.png"] = t_inst_vs_epoch_figure(probed)
+        return rows, figs
+
+    def log_children(self, tracker, parent, labels, trained, evaluation, stab, rows):
+        """A child run per variant and seed; returns their handles."""
+        from ase_mlff.metrics.plots import _plt, learning_curve_figure
+        from ase_mlff.metrics.stability import survival_figure
+        from ase_mlff.recipes.evaluate import flat_metrics
+
+        plt = _plt()
+        variants = {v.name: v for v in self.spec.variants}
+        handles = {}
+        for label, row in zip(labels, rows):
+            info = trained[label]
+            v = variants[info["variant"]]
+            with tracker.run(
+                label,
+                params={"variant": asdict(v), "seed": info["seed"]},
+                tags={"kind": v.kind},
+                parent=parent,
+            ) as child:
+                for h in info.get("history", []):
+                    child.log_metrics(
+                        {
+                            k: x
+                            for k, x in h.items()
+                            if k != "epoch" and isinstance(x, (int, float))
+                        },
+                        step=int(h["epoch"]),
+                    )
+                flat = flat_metrics(evaluation[label]["metrics"])
+                flat.update({f"md_{k}": x for k, x in stab[label]["summary"].items()})
+                flat["h_r_mae"] = row["h_r_mae"]
+                child.log_metrics({k: x for k, x in flat.items() if np.isfinite(x)})
+                figs = dict(evaluation[label]["figures"])
+                figs["survival.png"] = survival_figure({label: stab[label]["curve"]})
+                if info.get("history"):
+                    figs["learning_curve.png"] = learning_curve_figure(info["history"])
+                for fname, fig in figs.items():
+                    child.log_figure(fig, fname)
+                    plt.close(fig)
+                child.log_artifact(info["checkpoint"], "checkpoint")
+                handles[label] = child
+            parent.log_metrics(
+                {
+                    f"{label}.{k}": x
+                    for k, x in row.items()
+                    if isinstance(x, (int, float)) and np.isfinite(x)
+                }
+            )
+        return handles
+
+
+def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
+    """Rows of ``t_inst.csv`` when the study there holds exactly ``models``, else None."""
+    path = study_dir / "t_inst.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if {r["model"] for r in rows} != set(models):
+        return None
+    for r in rows:
+        r["t_inst_fs"] = float(r["t_inst_fs"]) if r["t_inst_fs"] not in ("", "None") else np.nan
+        r["stable"] = r["stable"] in ("True", "true", "1")
+    return rows
+
+
+def _best(rows: list[dict]) -> str | None:
+    """The model chosen by :data:`CRITERION`."""
+    ok = [r for r in rows if np.isfinite(r["forces_mae"])]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["fraction_stable"], r["t_inst_mean_fs"], -r["forces_mae"]))[
+        "model"
+    ]
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    head = (
+        "| model | kind | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | "
+        "E-MAE (meV/atom) | stable | t_inst mean (fs) | h(r) MAE | training (min) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        stable = f"{round(r['fraction_stable'] * r['n_replicas'])}/{r['n_replicas']}"
+        lines.append(
+            f"| {r['model']} | {r['kind']} | {r['forces_mae'] * 1e3:.1f} | "
+            f"{r['forces_max_err'] * 1e3:.1f} | {r['fnm_mae'] * 1e3:.2f} | "
+            f"{r['energy_mae_per_atom'] * 1e3:.2f} | {stable} | {r['t_inst_mean_fs']:.0f} | "
+            f"{r['h_r_mae']:.3f} | {r['train_minutes']:.1f} |"
+        )
+    return head + "\n".join(lines) + "\n"
