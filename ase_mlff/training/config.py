@@ -33,9 +33,38 @@ class DataConfig:
     split_seed: int = 0
 
 
+#: allowed values of the TrainConfig choices (checked on construction)
+OPTIMIZERS = ("adamw", "sam")
+LOSSES = ("mse", "cluster_balanced", "element_balanced")
+LOSS_ERRORS = ("squared", "absolute")
+SELECT_BY = ("val", "stability")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. Loss = λ_E·mean_s w_s((E_s-Ê_s)/N_s)² + λ_F·mean_n,c w_s(F-F̂)²."""
+    """Optimisation. Loss = λ_E·mean_s w_s((E_s-Ê_s)/N_s)² + λ_F·mean_n,c w_s(F-F̂)².
+
+    Every field below ``threads`` is a training variant; its default is the plain trainer.
+
+    - ``optimizer``: ``"adamw"`` or ``"sam"`` (sharpness-aware minimisation around AdamW,
+      paper 004's baseline, :mod:`ase_mlff.training.sam`) with radius ``sam_rho`` and the
+      adaptive ASAM neighbourhood when ``sam_adaptive``.
+    - ``loss``: ``"mse"``, ``"cluster_balanced"`` (every conformation cluster weighs the
+      same, paper 002 Eq. 5 / Table III) or ``"element_balanced"`` (every element's atoms
+      weigh the same in the force term, Eq. 10); ``loss_error`` ``"squared"`` or
+      ``"absolute"`` (the paper's MAE metrics as they are); ``mass_normalised`` divides
+      force errors by the relative atomic mass (FNM, Eqs. 3-4); ``max_err_weight`` adds
+      λ·F_max-err (Eq. 2). See :mod:`ase_mlff.training.losses`.
+    - ``freeze``: parameter-name prefixes not trained (e.g. ``"embedding"``,
+      ``"interactions.0"``); ``head_lr_factor``: the readout (``readout.*``) learns with
+      lr × factor.
+    - ``probe_every`` (epochs, 0 = off): a short MD stability probe (``probe_starts``
+      replicas, ``probe_steps`` steps of ``probe_dt_fs`` at ``probe_temperature_K``) logged
+      beside the validation errors, checkpoints ``epoch_XXXX`` and ``most_stable``;
+      ``select_by="stability"`` makes ``most_stable`` the result (paper 000 Fig. 2b:
+      stability varies with the epoch while the force error falls). See
+      :mod:`ase_mlff.training.probe`.
+    """
 
     epochs: int = 100
     batch_size: int = 32
@@ -54,6 +83,49 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int | None = None
+    optimizer: str = "adamw"
+    sam_rho: float = 0.05
+    sam_adaptive: bool = False
+    loss: str = "mse"
+    loss_error: str = "squared"
+    mass_normalised: bool = False
+    max_err_weight: float = 0.0
+    freeze: tuple[str, ...] = ()
+    head_lr_factor: float = 1.0
+    probe_every: int = 0
+    probe_starts: int = 4
+    probe_steps: int = 400
+    probe_temperature_K: float = 500.0
+    probe_dt_fs: float = 0.5
+    select_by: str = "val"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.freeze, str):
+            object.__setattr__(self, "freeze", (self.freeze,) if self.freeze else ())
+        else:
+            object.__setattr__(self, "freeze", tuple(self.freeze or ()))
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("loss", LOSSES),
+            ("loss_error", LOSS_ERRORS),
+            ("select_by", SELECT_BY),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if not self.sam_rho > 0:
+            raise ValueError(f"TrainConfig.sam_rho must be > 0, got {self.sam_rho}")
+        if not self.head_lr_factor > 0:
+            raise ValueError(f"TrainConfig.head_lr_factor must be > 0, got {self.head_lr_factor}")
+        if self.max_err_weight < 0:
+            raise ValueError(f"TrainConfig.max_err_weight must be >= 0, got {self.max_err_weight}")
+        if self.probe_every < 0 or self.probe_starts < 1 or self.probe_steps < 1:
+            raise ValueError(
+                "TrainConfig needs probe_every >= 0, probe_starts >= 1 and probe_steps >= 1"
+            )
+        if self.select_by == "stability" and self.probe_every == 0:
+            raise ValueError('select_by="stability" needs probe_every > 0 (the MD probe)')
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,34 @@ Loss (per batch, w_s the per-frame weights, N_s atoms of frame s):
 
 The trainer knows nothing of MLflow: it reports through ``log_fn(metrics, step)``.
 
+Variants (:class:`~ase_mlff.training.config.TrainConfig`, every default the plain trainer):
+
+- ``optimizer="sam"``: sharpness-aware minimisation around AdamW (paper 004's baseline,
+  :mod:`ase_mlff.training.sam`): per step a second forward/backward pass at the perturbed
+  weights w + ρ g/‖g‖; ``sam_rho`` is logged in every history row.
+- ``loss``, ``loss_error``, ``mass_normalised``, ``max_err_weight``: paper 002's
+  metric-guided losses (Table III; :mod:`ase_mlff.training.losses`). The validation loss
+  (plateau decay, early stopping, ``best``) stays λ_E·RMSE_E/atom² + λ_F·RMSE_F².
+- ``freeze`` / ``head_lr_factor``: parameters whose names start with one of the prefixes
+  are not trained (``requires_grad=False``, not in the optimizer); the readout
+  (``readout.*``) gets its own parameter group with lr × factor (its plateau floor is
+  ``min_lr`` × factor, so the ratio stays).
+- ``probe_every``: every K epochs a short MD stability probe (paper 000 Fig. 2b;
+  :mod:`ase_mlff.training.probe`) from ``probe_images`` (default: evenly spaced validation
+  frames); its ``probe_*`` values join that epoch's history row, the model is saved as
+  ``out_dir/epoch_XXXX`` and ``out_dir/most_stable`` keeps the probed epoch of the longest
+  mean t_inst (ties: lower validation loss). ``select_by="stability"`` returns (and loads)
+  ``most_stable`` instead of ``best``.
+
 Data parallel: when ``torch.distributed`` is initialised (e.g. by Ray Train's
 ``TorchTrainer``, see :mod:`ase_mlff.agents.training`), every rank draws the same global
 batch, evaluates its share ``frames[rank::world]``, normalises its loss by the *global*
 batch's weights and the gradients are summed over ranks, so each step equals the
 single-process step on the same global batch (up to float summation order). Every rank
 validates on the whole validation set (identical decisions everywhere); only rank 0 writes
-checkpoints.
+checkpoints. SAM's two gradients are both summed over the ranks before use (so every rank
+makes the same perturbation); the stability probe runs on rank 0 and its numbers are
+broadcast, so the history is the same on every rank.
 """
 
 from __future__ import annotations
@@ -22,13 +43,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
@@ -36,11 +58,17 @@ from ase_mlff.metrics.errors import evaluate
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.training.config import TrainConfig
+from ase_mlff.training.losses import atom_factors, frame_weights, global_norms, training_loss
+from ase_mlff.training.probe import is_more_stable, select_starts, stability_probe
+from ase_mlff.training.sam import SAM
 from ase_mlff.utils import DTYPES, show_progress
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+MOST_STABLE = "most_stable"
+#: the readout's parameter-name prefix (its own LR group with ``head_lr_factor``)
+HEAD_PREFIX = "readout"
 
 
 def loss_fn(
@@ -75,6 +103,55 @@ def distributed_context() -> tuple[int, int]:
     return 0, 1
 
 
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def apply_freeze(model: torch.nn.Module, prefixes: tuple[str, ...] | list[str]) -> list[str]:
+    """Set ``requires_grad=False`` on every parameter whose name starts with one of
+    ``prefixes`` (whole name components: ``"interactions.0"`` is not
+    ``"interactions.01"``); returns the frozen names. An unknown prefix raises ValueError."""
+    names = [n for n, _ in model.named_parameters()]
+    frozen: list[str] = []
+    for raw in prefixes:
+        prefix = str(raw).strip().rstrip(".")
+        hit = [n for n in names if _matches(n, prefix)]
+        if not prefix or not hit:
+            top = sorted({n.split(".")[0] for n in names})
+            raise ValueError(
+                f"freeze prefix {raw!r} matches no parameter of {type(model).__name__}; "
+                f"its parameter names start with {top} (e.g. {names[:3]})"
+            )
+        frozen += [n for n in hit if n not in frozen]
+    params = dict(model.named_parameters())
+    for n in frozen:
+        params[n].requires_grad_(False)
+    return frozen
+
+
+def param_groups(
+    model: torch.nn.Module, lr: float, head_lr_factor: float = 1.0
+) -> list[dict[str, Any]]:
+    """Optimizer groups of the trainable parameters: one group, or with ``head_lr_factor``
+    ≠ 1 the body (lr) and the readout ``readout.*`` (lr × factor)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("no trainable parameters left (everything frozen?)")
+    if head_lr_factor == 1.0:
+        return [{"params": [p for _, p in named], "lr": lr, "name": "all"}]
+    head = [p for n, p in named if _matches(n, HEAD_PREFIX)]
+    body = [p for n, p in named if not _matches(n, HEAD_PREFIX)]
+    if not head:
+        raise ValueError(
+            f"head_lr_factor={head_lr_factor} needs trainable readout parameters "
+            f"({HEAD_PREFIX}.*); {type(model).__name__} has none (or they are frozen)"
+        )
+    groups = [{"params": head, "lr": lr * head_lr_factor, "name": "head"}]
+    if body:
+        groups.insert(0, {"params": body, "lr": lr, "name": "body"})
+    return groups
+
+
 @dataclass
 class TrainResult:
     best_dir: Path
@@ -84,6 +161,8 @@ class TrainResult:
     epochs_run: int
     stopped_because: str
     history: list[dict[str, float]] = field(default_factory=list)
+    #: "val" (``best``) or "stability" (``most_stable``): what best_dir/best_epoch are
+    selected_by: str = "val"
 
 
 class Trainer:
@@ -92,6 +171,12 @@ class Trainer:
     ``out_dir/last`` and ``out_dir/best`` are model checkpoints (see
     :mod:`ase_mlff.models.io`); ``out_dir/trainer_state.pt`` holds the optimizer,
     scheduler, RNG and history so that :meth:`fit` resumes after an interruption.
+
+    With ``cfg.probe_every`` also ``out_dir/epoch_XXXX`` (each probed epoch) and
+    ``out_dir/most_stable``; ``probe_images`` are the probe's start structures (the first
+    ``cfg.probe_starts``, evenly spaced; default: validation frames). The probe results are
+    part of the history and of the saved state, so resuming keeps them. ``cfg.freeze``
+    sets ``requires_grad=False`` on the given model's parameters (it stays so after fit).
     """
 
     def __init__(
@@ -105,6 +190,7 @@ class Trainer:
         metadata: dict[str, Any] | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
         refit_atomref: bool = True,
+        probe_images: Sequence[Atoms] | None = None,
     ) -> None:
         if len(train) == 0 or len(val) == 0:
             raise ValueError("training and validation sets must not be empty")
@@ -128,12 +214,28 @@ class Trainer:
                 dist.broadcast(t.data, 0)
         if refit_atomref:
             self.atomref_stats = model.atomref.fit(train)
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        self.frozen = apply_freeze(self.model, cfg.freeze)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = param_groups(self.model, cfg.lr, cfg.head_lr_factor)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sam = (
+            SAM(self.optimizer, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive)
+            if cfg.optimizer == "sam"
+            else None
         )
+        min_lr = [cfg.min_lr * (cfg.head_lr_factor if g["name"] == "head" else 1.0) for g in groups]
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+            self.optimizer,
+            factor=cfg.lr_factor,
+            patience=cfg.lr_patience,
+            min_lr=min_lr if len(min_lr) > 1 else cfg.min_lr,
         )
+        frame_weights(train, cfg.loss)  # fails now, not at the first batch, without clusters
+        self.probe_images: list[Atoms] = []
+        if cfg.probe_every:
+            src = val if probe_images is None else list(probe_images)
+            self.probe_images = select_starts(src, cfg.probe_starts)
+        self.most_stable: dict[str, Any] = {}
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.epoch = 0
@@ -144,7 +246,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     # ----------------------------------------------------------- checkpoints
-    def _save(self, which: str, val: dict[str, float]) -> None:
+    def _save(
+        self, which: str, val: dict[str, float], probe: dict[str, float] | None = None
+    ) -> None:
         if self.rank != 0:
             return
         meta = {
@@ -153,6 +257,8 @@ class Trainer:
             "val_metrics": val,
             "train_config": self.cfg.__dict__,
         }
+        if probe:
+            meta["probe"] = probe
         save_model(self.model, self.out_dir / which, meta)
 
     def _save_state(self) -> None:
@@ -167,6 +273,7 @@ class Trainer:
             "best_val": self.best_val,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
+            "most_stable": self.most_stable,
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -195,6 +302,7 @@ class Trainer:
         self.best_val = dict(state["best_val"])
         self.bad_epochs = int(state["bad_epochs"])
         self.history = list(state["history"])
+        self.most_stable = dict(state.get("most_stable") or {})
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resumed from %s at epoch %d", self.out_dir, self.epoch)
@@ -206,50 +314,90 @@ class Trainer:
         cfg = self.cfg
         perm = self.rng.permutation(len(self.train))
         n_batches = math.ceil(len(perm) / cfg.batch_size)
-        total, n = 0.0, 0
+        total, total_sharp, n = 0.0, 0.0, 0
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {self.epoch + 1}",
             leave=False,
             disable=not show_progress(),
         )
-        w_all = self.train.weight_s if self.train.weight_s is not None else None
+        v_all = frame_weights(self.train, cfg.loss)  # w_s, or cluster-balanced w_s·c_s
+        b_all = atom_factors(self.train, cfg.loss)  # element balance, or None
         for k in bar:
             frames = perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            w = np.ones(len(frames)) if w_all is None else w_all[frames]
-            norms = (float(w.sum()), float((w * self.train.n_atoms_s[frames]).sum()))
+            norms = global_norms(self.train, frames, v_all)
             mine = frames[self.rank :: self.world]
-            self.optimizer.zero_grad(set_to_none=True)
+            batch, b_n = None, None
             if len(mine):
                 batch = Batch.from_dataset(
                     self.train, mine, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
                 )
-                out = compute_properties(self.model, batch, forces=True, training=True)
-                loss = loss_fn(out, batch, cfg.energy_weight, cfg.force_weight, norms)
-                loss.backward()
-            else:  # more ranks than frames in this batch: contribute nothing
-                loss = torch.zeros((), dtype=torch.float64, device=self.device)
-            loss = self._all_reduce_grads(loss.detach())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {self.epoch + 1}, batch {k}; "
-                    "lower the learning rate or check the data"
-                )
+                batch.weight_s = torch.as_tensor(v_all[mine], dtype=self.dtype, device=self.device)
+                if b_all is not None:
+                    b_n = torch.as_tensor(
+                        b_all[self.train.atom_index(mine)], dtype=self.dtype, device=self.device
+                    )
+            loss = self._loss_and_grads(batch, b_n, norms)
+            self._check_finite(loss, k)
+            if self.sam is not None:  # step 2 of SAM at w + ρ g/‖g‖, then back to w
+                self.sam.perturb()
+                try:
+                    loss_pert = self._loss_and_grads(batch, b_n, norms)
+                finally:
+                    self.sam.restore()
+                self._check_finite(loss_pert, k, "at the SAM-perturbed weights ")
+                total_sharp += float(loss_pert) * len(frames)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
             total += float(loss) * len(frames)
             n += len(frames)
             bar.set_postfix(loss=f"{float(loss):.4g}")
-        return {"train_loss": total / max(n, 1)}
+        out = {"train_loss": total / max(n, 1)}
+        if self.sam is not None:
+            out["train_loss_perturbed"] = total_sharp / max(n, 1)
+        return out
+
+    def _loss_and_grads(
+        self, batch: Batch | None, b_n: torch.Tensor | None, norms: tuple[float, float]
+    ) -> torch.Tensor:
+        """Zero the gradients, loss and backward on this rank's shard (None: no frames),
+        then sum gradients and loss over the ranks; returns the global batch loss."""
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        if batch is not None:
+            out = compute_properties(self.model, batch, forces=True, training=True)
+            loss = training_loss(
+                out,
+                batch,
+                energy_weight=cfg.energy_weight,
+                force_weight=cfg.force_weight,
+                atom_factor_n=b_n,
+                loss_error=cfg.loss_error,
+                mass_normalised=cfg.mass_normalised,
+                max_err_weight=cfg.max_err_weight,
+                norms=norms,
+            )
+            loss.backward()
+        else:  # more ranks than frames in this batch: contribute nothing
+            loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        return self._all_reduce_grads(loss.detach())
+
+    def _check_finite(self, loss: torch.Tensor, k: int, where: str = "") -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {where}at epoch {self.epoch + 1}, batch {k}; "
+                "lower the learning rate or check the data"
+            )
 
     def _all_reduce_grads(self, loss: torch.Tensor) -> torch.Tensor:
-        """Sum gradients and loss shards over ranks (no-op in one process)."""
+        """Sum gradients (of the trained parameters) and loss shards over ranks (no-op in
+        one process)."""
         if self.world == 1:
             return loss
         import torch.distributed as dist
 
-        for p in self.model.parameters():
+        for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad)
@@ -272,6 +420,46 @@ class Trainer:
             + cfg.force_weight * m["forces_rmse"] ** 2
         )
         return m
+
+    def probe(self) -> dict[str, float]:
+        """The MD stability probe of the current weights (rank 0 runs it, every rank gets
+        its numbers); see :mod:`ase_mlff.training.probe`."""
+        cfg = self.cfg
+        res: dict[str, float] = {}
+        if self.rank == 0:
+            was_training = self.model.training
+            res = stability_probe(
+                self.model,
+                self.probe_images,
+                steps=cfg.probe_steps,
+                temperature_K=cfg.probe_temperature_K,
+                dt_fs=cfg.probe_dt_fs,
+                seed=cfg.seed,
+                device=self.device,
+            )
+            self.model.train(was_training)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            box = [res]
+            dist.broadcast_object_list(box, src=0)
+            res = box[0]
+        return res
+
+    def _after_probe(self, probe: dict[str, float], val: dict[str, float]) -> None:
+        """Save ``epoch_XXXX`` and, when this epoch is the most stable so far, ``most_stable``."""
+        self._save(f"epoch_{self.epoch:04d}", val, probe)
+        cand = (probe["probe_t_inst_mean_fs"], val["loss"])
+        inc = self.most_stable
+        if is_more_stable(cand, (inc["t_inst_mean_fs"], inc["val_loss"]) if inc else None):
+            self.most_stable = {
+                "epoch": self.epoch,
+                "t_inst_mean_fs": cand[0],
+                "val_loss": cand[1],
+                "val": dict(val),
+                "probe": dict(probe),
+            }
+            self._save(MOST_STABLE, val, probe)
 
     def fit(self, resume: bool = True) -> TrainResult:
         """Train until ``epochs``, early stopping, LR floor or the time budget."""
@@ -296,8 +484,16 @@ class Trainer:
                 "lr": lr,
                 **train_m,
                 **{f"val_{k}": v for k, v in val.items()},
-                "epoch_seconds": time.perf_counter() - t_epoch,
             }
+            if cfg.head_lr_factor != 1.0:
+                row["lr_head"] = self.optimizer.param_groups[-1]["lr"]
+            if self.sam is not None:
+                row["sam_rho"] = cfg.sam_rho
+            probe = {}
+            if cfg.probe_every and self.epoch % cfg.probe_every == 0:
+                probe = self.probe()
+                row.update(probe)
+            row["epoch_seconds"] = time.perf_counter() - t_epoch
             self.history.append(row)
             if self.log_fn:
                 self.log_fn({k: v for k, v in row.items() if k != "epoch"}, self.epoch)
@@ -308,22 +504,26 @@ class Trainer:
                 self._save("best", val)
             else:
                 self.bad_epochs += 1
+            if probe:
+                self._after_probe(probe, val)
             self._save("last", val)
             self._save_state()
             bar.update(1)
             bar.set_postfix(f_mae=f"{val['forces_mae'] * 1000:.1f} meV/Å", lr=f"{lr:.1e}")
             log.info(
-                "epoch %d  train_loss %.4g  val F-MAE %.1f meV/Å  E-MAE %.2f meV/atom  lr %.1e",
+                "epoch %d  train_loss %.4g  val F-MAE %.1f meV/Å  E-MAE %.2f meV/atom  lr %.1e%s",
                 self.epoch,
                 train_m["train_loss"],
                 val["forces_mae"] * 1e3,
                 val["energy_mae_per_atom"] * 1e3,
                 lr,
+                f"  probe t_inst {probe['probe_t_inst_mean_fs']:.0f} fs" if probe else "",
             )
             if self.bad_epochs >= cfg.early_stopping_patience:
                 stopped = "early_stopping"
                 break
-            if lr <= cfg.min_lr * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
+            floor = self.scheduler.min_lrs[0]  # cfg.min_lr (× head factor for a head group)
+            if lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
                 stopped = "min_lr"
                 break
             if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
@@ -334,15 +534,29 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
-        # train on with the best weights in memory, as users expect after fit()
-        best, _ = load_model(self.out_dir / "best", device=self.device, dtype=self.dtype)
+        which, best_epoch, best_val, selected = "best", self.best_epoch, self.best_val, "val"
+        if cfg.select_by == "stability":
+            if self.most_stable and (self.out_dir / MOST_STABLE).exists():
+                which, selected = MOST_STABLE, "stability"
+                best_epoch = int(self.most_stable["epoch"])
+                best_val = dict(self.most_stable["val"])
+            else:
+                log.warning(
+                    "select_by='stability' but no epoch was probed (probe_every=%d, %d epochs "
+                    "run): returning the best validation checkpoint",
+                    cfg.probe_every,
+                    self.epoch,
+                )
+        # train on with the selected weights in memory, as users expect after fit()
+        best, _ = load_model(self.out_dir / which, device=self.device, dtype=self.dtype)
         self.model.load_state_dict(best.state_dict())
         return TrainResult(
-            best_dir=self.out_dir / "best",
+            best_dir=self.out_dir / which,
             last_dir=self.out_dir / "last",
-            best_epoch=self.best_epoch,
-            best_val=self.best_val,
+            best_epoch=best_epoch,
+            best_val=best_val,
             epochs_run=self.epoch,
             stopped_because=stopped,
             history=self.history,
+            selected_by=selected,
         )

@@ -1,0 +1,413 @@
+"""Training variants: SAM (paper 004's baseline), paper 002's metric-guided losses and RBP
+reweighting, freezing / head learning rate, and the MD stability probe with
+stability-aware checkpoint selection (paper 000 Fig. 2b); also data parallel (2 gloo ranks)
+against one process for SAM + a balanced loss + the probe."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ase_mlff.data import Dataset, load_dataset
+from ase_mlff.graph.batch import Batch
+from ase_mlff.metrics.clusters import ConformationClusters
+from ase_mlff.metrics.forces import element_metrics, force_metrics
+from ase_mlff.models import PaiNN, SchNet
+from ase_mlff.models.io import load_model
+from ase_mlff.training import ExperimentConfig, TrainConfig, Trainer, loss_fn
+from ase_mlff.training.losses import (
+    assign_clusters,
+    atom_factors,
+    element_balance,
+    frame_weights,
+    training_loss,
+)
+from ase_mlff.training.probe import is_more_stable
+from ase_mlff.training.sam import SAM
+from ase_mlff.training.trainer import apply_freeze, param_groups
+from ase_mlff.training.weights import rbp_weights, rbp_weights_from_forces
+
+FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """20 aspirin frames spread over the shipped trajectory: 16 train, 4 val."""
+    ds = load_dataset("aspirin")
+    sel = ds[np.arange(20) * (len(ds) // 20)]
+    return sel, sel[:16], sel[16:]
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return PaiNN(species=[1, 6, 8], hidden=8, n_interactions=1)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+# ------------------------------------------------------------------------------- SAM
+def _quadratic(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    a = m @ m.T + 4 * torch.eye(4, dtype=torch.float64)
+    x0 = torch.randn(4, generator=g, dtype=torch.float64)
+    return a, x0
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_step_is_the_formula_on_a_quadratic(adaptive):
+    a, x0 = _quadratic()
+    lr, rho = 0.1, 0.3
+    x = torch.nn.Parameter(x0.clone())
+    sam = SAM(torch.optim.SGD([x], lr=lr), rho=rho, adaptive=adaptive)
+
+    def closure():
+        sam.zero_grad()
+        loss = 0.5 * x @ a @ x
+        loss.backward()
+        return loss
+
+    loss = sam.step(closure)
+    g = a @ x0
+    if adaptive:  # ASAM: ε = ρ T² g / ‖T g‖, T = |w|
+        t = x0.abs()
+        eps = rho * t**2 * g / torch.linalg.norm(t * g)
+    else:
+        eps = rho * g / torch.linalg.norm(g)
+    expected = x0 - lr * (a @ (x0 + eps))
+    torch.testing.assert_close(x.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert float(loss.detach()) == pytest.approx(float(0.5 * x0 @ a @ x0))
+    # and not the plain gradient step
+    assert not torch.allclose(x.detach(), x0 - lr * g)
+
+
+def test_sam_trains_a_tiny_model_and_logs_rho(frames, tmp_path):
+    _, train, val = frames
+    logged = []
+    cfg = TrainConfig(**FAST, optimizer="sam", sam_rho=0.02)
+    tr = Trainer(_tiny(), train, val, cfg, tmp_path / "sam", log_fn=lambda m, s: logged.append(m))
+    res = tr.fit()
+    assert res.epochs_run == 2
+    assert all(row["sam_rho"] == 0.02 for row in res.history)
+    assert all(m["sam_rho"] == 0.02 for m in logged)
+    assert all(np.isfinite(row["train_loss_perturbed"]) for row in res.history)
+    # a SAM run differs from the AdamW run of the same seed
+    plain = Trainer(_tiny(), train, val, TrainConfig(**FAST), tmp_path / "adamw").fit()
+    w_sam = load_model(res.last_dir)[0].state_dict()
+    w_plain = load_model(plain.last_dir)[0].state_dict()
+    assert any(not torch.allclose(w_sam[k], w_plain[k]) for k in w_sam if "atomref" not in k)
+
+
+# ---------------------------------------------------------------------------- losses
+def _hand_dataset(numbers, n_frames, clusters=None, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(numbers)
+    extra = {} if clusters is None else {"cluster": np.asarray(clusters)}
+    return Dataset(
+        numbers_n=np.tile(numbers, n_frames),
+        positions_nc=rng.normal(size=(n * n_frames, 3)) * 2.0,
+        n_atoms_s=np.full(n_frames, n),
+        cell_s33=np.zeros((n_frames, 3, 3)),
+        pbc_s3=np.zeros((n_frames, 3), bool),
+        energy_s=rng.normal(size=n_frames),
+        forces_nc=rng.normal(size=(n * n_frames, 3)),
+        extra_s=extra,
+    )
+
+
+def _batch(ds, loss="mse"):
+    b = Batch.from_dataset(ds, cutoff=0.0, dtype=torch.float64)
+    b.weight_s = torch.as_tensor(frame_weights(ds, loss))
+    f = atom_factors(ds, loss)
+    return b, None if f is None else torch.as_tensor(f)
+
+
+def _out(batch, dforces_nc, de_s=None):
+    e = batch.energy_s + (0.0 if de_s is None else torch.as_tensor(de_s, dtype=torch.float64))
+    return {"energy": e, "forces": batch.forces_nc + torch.as_tensor(dforces_nc)}
+
+
+def test_mse_is_the_old_loss(frames):
+    ds, _, _ = frames
+    sub = ds[np.arange(5)]
+    sub.weight_s = np.array([1.0, 2.0, 0.5, 1.0, 3.0])
+    batch, b_n = _batch(sub)
+    rng = np.random.default_rng(1)
+    out = _out(batch, rng.normal(size=batch.forces_nc.shape), rng.normal(size=5))
+    for norms in (None, (7.5, 7.5 * 21 + 3.0)):
+        old = loss_fn(out, batch, 1.0, 20.0, norms)
+        new = training_loss(out, batch, energy_weight=1.0, force_weight=20.0, norms=norms)
+        torch.testing.assert_close(new, old, rtol=1e-13, atol=0)
+
+
+def test_cluster_balanced_makes_clusters_of_different_sizes_count_the_same():
+    ds = _hand_dataset([6, 1, 1, 8], 3, clusters=[0, 0, 1])
+    v = frame_weights(ds, "cluster_balanced")
+    np.testing.assert_allclose(v, [0.75, 0.75, 1.5])  # each cluster's total = 1.5, mean 1
+    err = np.zeros((12, 3))
+    err_small, err_big = err.copy(), err.copy()
+    err_big[:8] = 0.1  # every force component of cluster 0 (2 frames) off by 0.1
+    err_small[8:] = 0.1  # ... or of cluster 1 (1 frame)
+    for loss, ratio in (("cluster_balanced", 1.0), ("mse", 2.0)):
+        batch, _ = _batch(ds, loss)
+        l_big = training_loss(_out(batch, err_big), batch, energy_weight=0.0, force_weight=1.0)
+        l_small = training_loss(_out(batch, err_small), batch, energy_weight=0.0, force_weight=1.0)
+        assert float(l_big / l_small) == pytest.approx(ratio)
+        # the energy term too
+        e_big = training_loss(_out(batch, err, [0.1, 0.1, 0]), batch, force_weight=0.0)
+        e_small = training_loss(_out(batch, err, [0, 0, 0.1]), batch, force_weight=0.0)
+        assert float(e_big / e_small) == pytest.approx(ratio)
+
+
+def test_cluster_balanced_needs_labels_and_assign_clusters_sets_them(frames, tmp_path):
+    ds, train, val = frames
+    with pytest.raises(ValueError, match="assign_clusters"):
+        Trainer(_tiny(), train, val, TrainConfig(loss="cluster_balanced"), tmp_path)
+    cl = ConformationClusters(n_clusters=2, n_init=2).fit_dataset(ds)
+    labelled = ds[np.arange(len(ds))]
+    labels = assign_clusters(labelled, cl)
+    np.testing.assert_array_equal(labelled.extra_s["cluster"], labels)
+    np.testing.assert_array_equal(labels, cl.labels_)
+    assert labelled[np.arange(5)].extra_s["cluster"].tolist() == labels[:5].tolist()
+
+
+def test_element_balanced_makes_h_and_c_count_the_same():
+    ds = _hand_dataset([6, 1, 1, 1], 2)
+    b = element_balance(ds.numbers_n, ds.n_atoms_s)
+    np.testing.assert_allclose(b, np.tile([2.0, 2 / 3, 2 / 3, 2 / 3], 2))  # N/(E·N_Z)
+    on_c, on_h = np.zeros((8, 3)), np.zeros((8, 3))
+    on_c[[0, 4]] = 0.2
+    on_h[[1, 2, 3, 5, 6, 7]] = 0.2
+    for loss, ratio in (("element_balanced", 1.0), ("mse", 3.0)):
+        batch, b_n = _batch(ds, loss)
+        kw = {"energy_weight": 0.0, "force_weight": 1.0, "atom_factor_n": b_n}
+        l_h = training_loss(_out(batch, on_h), batch, **kw)
+        l_c = training_loss(_out(batch, on_c), batch, **kw)
+        assert float(l_h / l_c) == pytest.approx(ratio)
+
+
+def test_absolute_losses_are_paper_002_metrics(frames):
+    """With |ΔF| the losses are the metrics themselves: F_mae (Eq. 1), FNM_mae (Eq. 3),
+    F_max-err (Eq. 2), mean over elements of F_mae^(S) (Eq. 10)."""
+    ds, _, _ = frames
+    sub = ds[np.arange(6)]
+    batch, _ = _batch(sub)
+    rng = np.random.default_rng(2)
+    df = rng.normal(size=batch.forces_nc.shape) * 0.3
+    out = _out(batch, df)
+    pred = out["forces"].numpy()
+    ref = sub.forces_nc
+    m = force_metrics(pred, ref, sub.numbers_n, sub.n_atoms_s)
+    kw = {"energy_weight": 0.0, "loss_error": "absolute"}
+    f_mae = training_loss(out, batch, force_weight=1.0, **kw)
+    fnm = training_loss(out, batch, force_weight=1.0, mass_normalised=True, **kw)
+    f_max = training_loss(out, batch, force_weight=0.0, max_err_weight=1.0, **kw)
+    assert float(f_mae) == pytest.approx(m["forces_mae"], rel=1e-12)
+    assert float(fnm) == pytest.approx(m["fnm_mae"], rel=1e-12)
+    assert float(f_max) == pytest.approx(m["forces_max_err"], rel=1e-12)
+    batch_e, b_n = _batch(sub, "element_balanced")
+    f_el = training_loss(out, batch_e, force_weight=1.0, atom_factor_n=b_n, **kw)
+    per_el = element_metrics(pred, ref, sub.numbers_n, sub.n_atoms_s)
+    assert float(f_el) == pytest.approx(np.mean([v["forces_mae"] for v in per_el.values()]))
+
+
+def test_balanced_losses_train(frames, tmp_path):
+    ds, _, _ = frames
+    labelled = ds[np.arange(len(ds))]
+    labelled.extra_s["cluster"] = np.arange(len(ds)) % 3 // 2  # clusters of 14 and 6 frames
+    train, val = labelled[:16], labelled[16:]
+    for loss in ("cluster_balanced", "element_balanced"):
+        cfg = TrainConfig(**FAST, loss=loss, max_err_weight=0.1, mass_normalised=True)
+        res = Trainer(_tiny(), train, val, cfg, tmp_path / loss).fit()
+        assert res.history[-1]["train_loss"] < res.history[0]["train_loss"] * 10
+        assert all(np.isfinite(r["val_loss"]) for r in res.history)
+
+
+# ----------------------------------------------------------------------- reweighting
+def test_rbp_weights_favour_the_bad_cluster(frames):
+    ds, _, _ = frames
+    cl = ConformationClusters(n_clusters=2, n_init=2).fit_dataset(ds)
+    labels = cl.labels_
+    assert 0 < labels.sum() < len(labels)
+    rng = np.random.default_rng(0)
+    noise = np.where(np.repeat(labels == 1, 21)[:, None], 1.0, 0.01)
+    pred = ds.forces_nc + noise * rng.normal(size=ds.forces_nc.shape)
+    w, table = rbp_weights_from_forces(pred, ds, cl)
+    assert table[1]["rbp"] == 1.0 and table[0]["rbp"] == 0.0
+    assert w.mean() == pytest.approx(1.0)
+    assert np.all(w[labels == 1] > w[labels == 0].max())
+    assert w[labels == 1][0] / w[labels == 0][0] == pytest.approx(3.0)  # m = 1 + RBP/mean RBP
+    assert table[1]["weight"] == pytest.approx(w[labels == 1][0])
+    w_exp, _ = rbp_weights_from_forces(pred, ds, cl, scheme="exp", strength=0.5)
+    assert w_exp.mean() == pytest.approx(1.0) and w_exp[labels == 1][0] > w_exp[labels == 0][0]
+    # the model path runs and gives mean-one weights, one table row per cluster
+    w_m, t_m = rbp_weights(_tiny(), ds, cl)
+    assert w_m.shape == (len(ds),) and w_m.mean() == pytest.approx(1.0) and len(t_m) == 2
+
+
+# ------------------------------------------------------------ freezing and head lr
+def test_freeze_and_head_lr(frames, tmp_path):
+    _, train, val = frames
+    model = _tiny()
+    before = _params(model)
+    cfg = TrainConfig(**FAST, freeze=("embedding", "messages.0"), head_lr_factor=4.0)
+    tr = Trainer(model, train, val, cfg, tmp_path / "freeze")
+    groups = tr.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["body", "head"]
+    assert groups[1]["lr"] == pytest.approx(4.0 * groups[0]["lr"]) == pytest.approx(0.04)
+    n_head = sum(p.numel() for n, p in model.named_parameters() if n.startswith("readout."))
+    assert sum(p.numel() for p in groups[1]["params"]) == n_head
+    res = tr.fit()
+    after = _params(tr.model)
+    for name in before:
+        frozen = name.startswith(("embedding.", "messages.0."))
+        same = torch.equal(before[name], after[name])
+        assert same == frozen, name
+    assert "lr_head" in res.history[0]
+
+
+def test_freeze_errors(frames, tmp_path):
+    _, train, val = frames
+    with pytest.raises(ValueError, match="matches no parameter"):
+        apply_freeze(_tiny(), ("interactions.0",))  # PaiNN has messages.0 / updates.0
+    with pytest.raises(ValueError, match="matches no parameter"):
+        Trainer(_tiny(), train, val, TrainConfig(freeze=("embeding",)), tmp_path)
+    schnet = SchNet(species=[1, 6, 8], hidden=8, n_interactions=2)
+    frozen = apply_freeze(schnet, ["interactions.0"])
+    assert frozen and all(n.startswith("interactions.0.") for n in frozen)
+    apply_freeze(schnet, ["readout"])
+    with pytest.raises(ValueError, match="readout"):  # no trainable head for its own lr
+        param_groups(schnet, 1e-3, head_lr_factor=2.0)
+
+
+def test_config_checks_and_yaml(tmp_path):
+    for bad in (
+        {"optimizer": "sgd"},
+        {"loss": "huber"},
+        {"select_by": "stability"},
+        {"sam_rho": 0.0},
+        {"head_lr_factor": -1.0},
+    ):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    cfg = ExperimentConfig.from_dict({"train": {"freeze": ["embedding"], "optimizer": "sam"}})
+    assert cfg.train.freeze == ("embedding",)
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert ExperimentConfig.from_yaml(tmp_path / "c.yaml") == cfg
+
+
+# ---------------------------------------------------------------------------- probe
+def test_is_more_stable_ties_broken_by_val_loss():
+    assert is_more_stable((10.0, 5.0), None)
+    assert is_more_stable((20.0, 9.0), (10.0, 1.0))
+    assert is_more_stable((10.0, 1.0), (10.0, 2.0))
+    assert not is_more_stable((10.0, 3.0), (10.0, 2.0))
+    assert not is_more_stable((5.0, 0.1), (10.0, 2.0))
+
+
+def test_probe_most_stable_selection_and_resume(frames, tmp_path):
+    _, train, val = frames
+    out = tmp_path / "probe"
+    probe = {"probe_every": 1, "probe_starts": 2, "probe_steps": 100}
+    starts = [val.to_atoms(i, with_labels=False) for i in range(3)]
+    cfg = TrainConfig(**FAST, **probe, select_by="stability")
+    tr = Trainer(_tiny(), train, val, cfg, out, probe_images=starts)
+    assert len(tr.probe_images) == 2
+    res = tr.fit()
+    for row in res.history:
+        assert 0 < row["probe_t_inst_mean_fs"] <= row["probe_total_fs"] == 50.0
+        assert 0 <= row["probe_fraction_stable"] <= 1
+    assert (out / "epoch_0001").is_dir() and (out / "epoch_0002").is_dir()
+    assert res.selected_by == "stability" and res.best_dir == out / "most_stable"
+    t = [r["probe_t_inst_mean_fs"] for r in res.history]
+    v = [r["val_loss"] for r in res.history]
+    expected = max(range(2), key=lambda i: (t[i], -v[i])) + 1
+    assert res.best_epoch == expected
+    meta = json.loads((out / "most_stable" / "model.json").read_text())
+    assert meta["epoch"] == expected and "probe_t_inst_mean_fs" in meta["probe"]
+    loaded, _ = load_model(out / "most_stable")
+    for k, p in loaded.state_dict().items():  # fit() left the selected weights in memory
+        torch.testing.assert_close(tr.model.state_dict()[k], p)
+    # resume: two more epochs, the probed history is kept
+    cfg4 = TrainConfig(**{**FAST, "epochs": 4}, **probe, select_by="stability")
+    tr4 = Trainer(_tiny(), train, val, cfg4, out, probe_images=starts)
+    res4 = tr4.fit()
+    assert res4.epochs_run == 4 and len(res4.history) == 4
+    assert [r["probe_t_inst_mean_fs"] for r in res4.history[:2]] == t
+    assert (out / "epoch_0004").is_dir()
+    assert tr4.most_stable["t_inst_mean_fs"] == max(r["probe_t_inst_mean_fs"] for r in res4.history)
+    # select_by="val" keeps "best"; without probe_images the validation frames are used
+    shutil.rmtree(out)
+    res_v = Trainer(_tiny(), train, val, TrainConfig(**FAST, **probe), out).fit()
+    assert res_v.best_dir == out / "best" and (out / "most_stable").is_dir()
+
+
+# -------------------------------------------------------------------- data parallel
+DP_CFG = {
+    "epochs": 2,
+    "batch_size": 5,  # 16 frames: batches of 5, 5, 5, 1 -> one rank gets no frame
+    "lr": 1e-2,
+    "dtype": "float64",
+    "seed": 3,
+    "optimizer": "sam",
+    "loss": "cluster_balanced",
+    "max_err_weight": 0.5,
+    "probe_every": 2,
+    "probe_starts": 2,
+    "probe_steps": 40,
+}
+
+
+def _dp_data():
+    ds = load_dataset("aspirin")
+    sel = ds[np.arange(20) * (len(ds) // 20)]
+    sel.extra_s["cluster"] = np.arange(20) % 3 // 2
+    return sel[:16], sel[16:]
+
+
+def _dp_worker(rank, world, out_dir, store):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        train, val = _dp_data()
+        res = Trainer(_tiny(7), train, val, TrainConfig(**DP_CFG), out_dir).fit()
+        with open(f"{out_dir}/history_rank{rank}.json", "w") as fh:
+            json.dump(res.history, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_sam_and_balanced_loss_match_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _dp_worker,
+        args=(2, str(tmp_path / "dp"), str(tmp_path / "store")),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    train, val = _dp_data()
+    single = Trainer(_tiny(7), train, val, TrainConfig(**DP_CFG), tmp_path / "one").fit()
+    h0 = json.loads((tmp_path / "dp" / "history_rank0.json").read_text())
+    h1 = json.loads((tmp_path / "dp" / "history_rank1.json").read_text())
+
+    def timeless(h):
+        return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in h]
+
+    assert timeless(h0) == timeless(h1)  # every rank saw the same history, probe included
+    assert "probe_t_inst_mean_fs" in h0[1]
+    for a, b in zip(single.history, h0, strict=True):
+        for key in ("train_loss", "train_loss_perturbed", "val_loss", "probe_t_inst_mean_fs"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-8), key
+    w1 = load_model(tmp_path / "one" / "last")[0].state_dict()
+    w2 = load_model(tmp_path / "dp" / "last")[0].state_dict()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-8, atol=1e-10)
