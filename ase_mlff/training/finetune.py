@@ -139,7 +139,7 @@ def run_stage(
     dtype = DTYPES[cfg.dtype]
     if done.exists():
         info = json.loads(done.read_text())
-        trained, _ = load_model(out_dir / "best", device=cfg.device, dtype=dtype)
+        trained, _ = load_model(info["best_dir"], device=cfg.device, dtype=dtype)
         log.info("stage %s already finished in %s: skipped", name, out_dir)
         return trained, StageResult(**{**info, "best_dir": Path(info["best_dir"])})
     extra: dict[str, Any] = {}
