@@ -155,7 +155,7 @@ def train_variant(
     if (out / DONE).exists():
         return json.loads((out / DONE).read_text())
     spec = StudySpec.from_dict(study)
-    v = VariantSpec(**variant)
+    v = VariantSpec(**{k: x for k, x in variant.items() if k != "base_checkpoint"})
     train, val = _load_split(data)
     model_cfg = {**spec.model, "species": train.species}
     overrides = {**spec.train, **v.train, "seed": seed}
@@ -327,7 +327,7 @@ class ComparisonAgent:
         device: str = "cpu",
     ) -> None:
         self.spec = spec if isinstance(spec, StudySpec) else StudySpec.from_dict(spec)
-        self.out = Path(out_dir)
+        self.out = Path(out_dir).expanduser().resolve()  # Ray workers get absolute paths
         self.experiment, self.tracking_uri = experiment, tracking_uri
         self.dtype, self.device = dtype, device
 
@@ -409,10 +409,10 @@ class ComparisonAgent:
             results = train_variants_parallel(jobs, cpus_per_job=s.cpus_per_job)
             failed = {}
             for lab, r in zip(labels, results):
-                if r.get("error"):
-                    failed[lab] = r["error"]
-                else:
+                if r["ok"]:
                     done[lab] = r["result"]
+                else:
+                    failed[lab] = r["error"]
             if failed:
                 raise RuntimeError(
                     f"variants failed (finished ones are kept and skipped on re-run): {failed}"
