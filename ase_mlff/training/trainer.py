@@ -390,6 +390,20 @@ class Trainer:
                 "lower the learning rate or check the data"
             )
 
+    def _from_rank0(self, values: dict[str, float]) -> dict[str, float]:
+        """Rank 0's numbers on every rank, so that decisions taken from them (best
+        checkpoint, LR plateau, early stopping, time budget) are the same everywhere even
+        when the ranks' own values differ in the last bits (GPUs) or their clocks differ."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        t = t.to(self.device)
+        dist.broadcast(t, 0)
+        return dict(zip(keys, t.tolist()))
+
     def _all_reduce_grads(self, loss: torch.Tensor) -> torch.Tensor:
         """Sum gradients (of the trained parameters) and loss shards over ranks (no-op in
         one process)."""
@@ -475,7 +489,7 @@ class Trainer:
         while self.epoch < cfg.epochs:
             t_epoch = time.perf_counter()
             train_m = self.train_epoch()
-            val = self.validate()
+            val = self._from_rank0(self.validate())
             self.epoch += 1
             self.scheduler.step(val["loss"])
             lr = self.optimizer.param_groups[0]["lr"]
@@ -526,7 +540,8 @@ class Trainer:
             if lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
                 stopped = "min_lr"
                 break
-            if cfg.max_minutes and (time.perf_counter() - t0) / 60 > cfg.max_minutes:
+            over = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
+            if self._from_rank0({"over": float(over)})["over"]:  # one clock decides for all
                 stopped = "time_budget"
                 break
         bar.close()
@@ -547,9 +562,16 @@ class Trainer:
                     cfg.probe_every,
                     self.epoch,
                 )
-        # train on with the selected weights in memory, as users expect after fit()
-        best, _ = load_model(self.out_dir / which, device=self.device, dtype=self.dtype)
-        self.model.load_state_dict(best.state_dict())
+        # train on with the selected weights in memory, as users expect after fit(); only
+        # rank 0 reads them (other nodes need not see out_dir) and sends them to the others
+        if self.rank == 0:
+            best, _ = load_model(self.out_dir / which, device=self.device, dtype=self.dtype)
+            self.model.load_state_dict(best.state_dict())
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for t in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(t.data, 0)
         return TrainResult(
             best_dir=self.out_dir / which,
             last_dir=self.out_dir / "last",
