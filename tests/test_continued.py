@@ -312,3 +312,14 @@ def test_stops_when_target_fraction_stable_is_reached(one_round, data, base_mode
     assert res.rounds[0]["n_added"] == 0 and res.final_checkpoint == base_model
     assert res.rounds[0]["fraction_stable"] == reached
     assert not (tmp_path / "round_1" / "added.npz").exists() and not (tmp_path / "round_2").exists()
+
+
+def test_select_frames_of_a_run_that_stays_explored_is_empty(data):
+    """All replicas stable and inside the training clusters: nothing to add (this crashed
+    on the empty candidate set)."""
+    train, _, clusters = data
+    pos = train.positions_nc.reshape(len(train), -1, 3)[:6]
+    frames = [(2.0 * k, p, 0.0, 300.0, 1.0) for k, p in enumerate(pos)]
+    run = MDRun([ReplicaResult.from_frames(0, np.nan, None, frames)], 0.5, 12)
+    sel = select_frames(run, clusters, templates=train.to_atoms(0, with_labels=False))
+    assert len(sel) == 0 and sel.n_frames_seen == 6 and sel.unexplored_fraction == 0.0

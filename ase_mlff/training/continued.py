@@ -286,7 +286,7 @@ def select_frames(
     cand = np.flatnonzero((unexplored & (local_f % int(stride) == 0)) | pre)
 
     # deduplicate identical frames; a kept frame gets the tags of all its copies
-    flat = np.ascontiguousarray(pos[cand].reshape(len(cand), -1))
+    flat = np.ascontiguousarray(pos[cand].reshape(len(cand), pos.shape[1] * 3))
     _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     u_any = np.zeros(len(first), bool)
