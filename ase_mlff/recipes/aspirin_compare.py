@@ -14,8 +14,10 @@ Variants (same PaiNN architecture, same fine-tuning data and budget):
 - ``reweighted``: ``scratch`` fine-tuned with per-frame weights from its per-cluster
   ratio of bad points (paper 002).
 - ``continued``: ``scratch`` continued by active learning: batched MD from the start
-  structures, unexplored and pre-instability frames labelled with GFN2-xTB (tblite) in
-  Ray tasks, added, retrained (paper 002); two rounds.
+  structures at 800 K (hotter than the 500 K of the data, to reach conformations outside
+  the training clusters; paper 002 sampled its new conformations with replica-exchange
+  MD), unexplored and pre-instability frames labelled with GFN2-xTB (tblite) in Ray
+  tasks, added, retrained (paper 002); two rounds.
 - ``scratch`` probes stability every few epochs while it trains (stability-aware
   checkpoint selection is logged; the checkpoint used is the validation-best, so the
   other variants start from the usual model).
@@ -80,7 +82,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
         "pretrain": {"epochs": 6, "batch_size": 32, "lr": 1e-4, "max_minutes": 3.0, "threads": 1},
         "continued": {
-            "md": {"steps": 600, "n_replicas": 4, "record_every": 10},
+            "md": {"steps": 1000, "n_replicas": 4, "record_every": 10, "temperature_K": 800.0},
             "max_new_per_round": 40,
         },
         "rounds": 2,
@@ -106,7 +108,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "variant_train": {"scratch": {"probe_every": 50, "probe_starts": 4, "probe_steps": 20_000}},
         "pretrain": {"epochs": 500, "batch_size": 32, "lr": 1e-4, "lr_patience": 50},
         "continued": {
-            "md": {"steps": 20_000, "n_replicas": 32, "record_every": 20},
+            "md": {"steps": 20_000, "n_replicas": 32, "record_every": 20, "temperature_K": 800.0},
             "max_new_per_round": 500,
         },
         "rounds": 5,
