@@ -109,6 +109,7 @@ class StudySpec:
     reference: dict[str, Any] = field(default_factory=lambda: {"name": "tblite"})
     register_as: str | None = None
     cpus_per_job: int = 1
+    gpus_per_job: float = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudySpec:
@@ -159,6 +160,8 @@ def train_variant(
     train, val = _load_split(data)
     model_cfg = {**spec.model, "species": train.species}
     overrides = {**spec.train, **v.train, "seed": seed}
+    if spec.gpus_per_job:  # Ray gave this task a GPU
+        overrides.setdefault("device", "cuda")
     if v.kind == "sam":
         overrides.setdefault("optimizer", "sam")
     cfg = TrainConfig(**overrides)
@@ -406,7 +409,9 @@ class ComparisonAgent:
                     labels.append(lab)
             if not jobs:
                 continue
-            results = train_variants_parallel(jobs, cpus_per_job=s.cpus_per_job)
+            results = train_variants_parallel(
+                jobs, cpus_per_job=s.cpus_per_job, gpus_per_job=s.gpus_per_job
+            )
             failed = {}
             for lab, r in zip(labels, results):
                 if r["ok"]:

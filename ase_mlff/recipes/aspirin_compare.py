@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--experiment", default="aspirin_compare")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--seed", type=int, default=0, help="pre-training data")
+    p.add_argument("--device", default="cpu", help="evaluation and MD (cuda on a GPU node)")
+    p.add_argument("--gpus-per-job", type=float, default=0, help="GPUs per training task")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -175,10 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a.out = a.out.expanduser().resolve()
     a.out.mkdir(parents=True, exist_ok=True)
     spec = build_spec(a.profile, a.out / "pretrain_gaff.npz", a.variants, a.seeds, a.replicas)
+    spec["gpus_per_job"] = a.gpus_per_job
     if any(v["kind"] == "pretrained" for v in spec["variants"]):
         pretraining_data(a.out, PROFILES[a.profile]["n_pretrain"], a.seed)
     result = ComparisonAgent(
-        spec, a.out, experiment=a.experiment, tracking_uri=a.tracking_uri
+        spec, a.out, experiment=a.experiment, tracking_uri=a.tracking_uri, device=a.device
     ).run()
     minutes = (time.perf_counter() - t0) / 60
     print(result.table_md)
