@@ -22,13 +22,6 @@ CFG = TrainConfig(epochs=1, batch_size=10, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def data():
     ds = load_dataset("aspirin")
     train = ds.subset(np.arange(0, 6000, 300))  # 20 frames over the five trajectories

@@ -29,13 +29,6 @@ TRAIN = {"epochs": 2, "batch_size": 8, "lr": 1e-2, "dtype": "float64", "seed": 3
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def frames():
     """24 shipped aspirin frames from the whole trajectory: 16 to train, 8 to validate."""
     ds = load_dataset("aspirin")
