@@ -638,8 +638,8 @@ class ComparisonAgent:
     def log_children(self, tracker, parent, labels, trained, evaluation, stab, rows):
         """A child run per variant and seed; returns their handles."""
         from ase_mlff.metrics.plots import _plt, learning_curve_figure
+        from ase_mlff.metrics.report import flat_metrics
         from ase_mlff.metrics.stability import survival_figure
-        from ase_mlff.recipes.evaluate import flat_metrics
 
         plt = _plt()
         variants = {v.name: v for v in self.spec.variants}

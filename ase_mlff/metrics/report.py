@@ -53,3 +53,17 @@ def force_report(
         )
     }
     return res, pred, figs
+
+
+def flat_metrics(res: dict[str, Any]) -> dict[str, float]:
+    """One model's results as flat MLflow metric names (ASCII)."""
+    from ase_mlff.metrics.clusters import flatten_cluster_metrics
+
+    flat = {f"test_{k}": v for k, v in res["global"].items()}
+    for el, m in res["elements"].items():
+        flat.update({f"element_{el}_{k}": v for k, v in m.items()})
+    if "clusters" in res:
+        flat.update(flatten_cluster_metrics(res["clusters"]))
+    for k, v in res.get("scalars", {}).items():
+        flat[k] = v
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float, np.number))}

@@ -50,6 +50,7 @@ import torch
 
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_SPLITS
+from ase_mlff.metrics.report import flat_metrics
 
 log = logging.getLogger(__name__)
 
@@ -247,20 +248,6 @@ def comparison_figures(results, clusters, train, test) -> dict[str, Any]:
             figs["clusters_radar_mae.png"] = radar_figure(by_model, key="forces_mae")
             figs["clusters_radar_max_err.png"] = radar_figure(by_model, key="forces_max_err")
     return figs
-
-
-def flat_metrics(res: dict[str, Any]) -> dict[str, float]:
-    """One model's results as flat MLflow metric names (ASCII)."""
-    from ase_mlff.metrics.clusters import flatten_cluster_metrics
-
-    flat = {f"test_{k}": v for k, v in res["global"].items()}
-    for el, m in res["elements"].items():
-        flat.update({f"element_{el}_{k}": v for k, v in m.items()})
-    if "clusters" in res:
-        flat.update(flatten_cluster_metrics(res["clusters"]))
-    for k, v in res.get("scalars", {}).items():
-        flat[k] = v
-    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float, np.number))}
 
 
 def summary_markdown(results: dict[str, Any]) -> str:
