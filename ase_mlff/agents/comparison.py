@@ -245,11 +245,9 @@ def train_variant(
             md=md,
             **{k: x for k, x in v.continued.items() if k != "md"},
         )
-        extra["rounds"] = _jsonable(getattr(cres, "rounds", None))
-        done = {
-            "checkpoint": str(getattr(cres, "checkpoint", getattr(cres, "final_checkpoint", ""))),
-            "history": [],
-        }
+        extra["rounds"] = _jsonable(cres.rounds)
+        extra["stopped_because"] = cres.stopped_because
+        done = {"checkpoint": str(cres.final_checkpoint), "history": []}
         stages = {}
         res = None
     info = {
@@ -661,6 +659,15 @@ class ComparisonAgent:
                             if k != "epoch" and isinstance(x, (int, float))
                         },
                         step=int(h["epoch"]),
+                    )
+                for rec in info.get("extra", {}).get("rounds") or []:  # continued learning
+                    child.log_metrics(
+                        {
+                            f"round_{k}": x
+                            for k, x in rec.items()
+                            if isinstance(x, (int, float)) and k != "round"
+                        },
+                        step=int(rec["round"]),
                     )
                 flat = flat_metrics(evaluation[label]["metrics"])
                 flat.update({f"md_{k}": x for k, x in stab[label]["summary"].items()})
