@@ -1,0 +1,216 @@
+"""Learnable EAM/FS potential (paper 004, Eqs. 1-3) and its LAMMPS eam/fs export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.data import covalent_radii
+
+from ase_mlff.graph import Batch
+from ase_mlff.models import compute_properties
+from ase_mlff.models.eam import EAM, decomposition_figure
+from ase_mlff.models.eam_export import write_eam_fs
+from tests.potential_checks import check_potential
+
+SPECIES = [1, 6, 8, 14, 29]
+
+
+def perturbed_model(species=SPECIES, seed=0, **kw) -> EAM:
+    """An EAM with random, asymmetric parameters (ρ_ab ≠ ρ_ba), in float64."""
+    torch.manual_seed(seed)
+    m = EAM(species=species, **kw).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+def energy_forces(model, atoms_list):
+    b = Batch.from_atoms(atoms_list, cutoff=model.cutoff, dtype=torch.float64)
+    out = compute_properties(model, b, forces=True, stress=False)
+    return out["energy"].numpy(), out["forces"].numpy()
+
+
+def np_params(model):
+    return {k: v.detach().double().numpy() for k, v in model.params().items()}
+
+
+def np_switch(model, r):
+    x = np.clip((r - (model.cutoff - model.cutoff_width)) / model.cutoff_width, 0.0, 1.0)
+    return 0.5 * (np.cos(np.pi * x) + 1.0) * (r < model.cutoff)
+
+
+def np_energy(model, atoms) -> float:
+    """Eq. 1 by hand, all pairs of a small molecule (no periodicity)."""
+    p = np_params(model)
+    el = [model.species.index(z) for z in atoms.numbers]
+    e = 0.0
+    for i, a in enumerate(el):
+        rho = 0.0
+        for j, b in enumerate(el):
+            if i == j:
+                continue
+            r = atoms.get_distance(i, j)
+            fc = np_switch(model, r)
+            rho += np.sum(p["A"][a, b] * np.exp(-p["beta"][a, b] * r)) * fc
+            v = p["D"][a, b] * (1 - np.exp(-p["a"][a, b] * (r - p["r_e"][a, b]))) ** 2
+            e += 0.5 * v * fc
+        e += p["B"][a] * (rho - p["rho0"][a]) ** 2 + p["e_atom"][a]
+    return e
+
+
+def test_initialisation_follows_paper():
+    m = EAM(species=[8, 14], n_density_terms=3)
+    p = np_params(m)
+    # r_e = sum of covalent radii (O-O, O-Si, Si-Si), symmetric
+    cr = covalent_radii
+    np.testing.assert_allclose(p["r_e"][0, 1], cr[8] + cr[14])
+    np.testing.assert_allclose(p["r_e"], p["r_e"].T)
+    np.testing.assert_allclose(p["r_e"][1, 1], 2 * cr[14])
+    for k in ("D", "a", "A", "B", "rho0", "e_atom"):
+        np.testing.assert_allclose(p[k], 1.0)
+    np.testing.assert_allclose(p["beta"][0, 1], [1.0, 2.0, 3.0])
+    assert m.config["name"] == "eam"
+    assert EAM(**{k: v for k, v in m.config.items() if k != "name"}).config == m.config
+
+
+def test_dimer_matches_hand_formula():
+    m = perturbed_model()
+    p = np_params(m)
+    r = 1.7
+    atoms = Atoms("SiO", positions=[[0, 0, 0], [r, 0.3, -0.2]])
+    r = atoms.get_distance(0, 1)
+    si, o = m.species.index(14), m.species.index(8)
+    fc = np_switch(m, r)
+    v = p["D"][si, o] * (1 - np.exp(-p["a"][si, o] * (r - p["r_e"][si, o]))) ** 2 * fc
+    rho_si = np.sum(p["A"][si, o] * np.exp(-p["beta"][si, o] * r)) * fc
+    rho_o = np.sum(p["A"][o, si] * np.exp(-p["beta"][o, si] * r)) * fc
+    assert abs(rho_si - rho_o) > 1e-3  # the ordered-pair densities really differ
+    expected = (
+        v
+        + p["B"][si] * (rho_si - p["rho0"][si]) ** 2
+        + p["B"][o] * (rho_o - p["rho0"][o]) ** 2
+        + p["e_atom"][si]
+        + p["e_atom"][o]
+    )
+    e, _ = energy_forces(m, [atoms])
+    np.testing.assert_allclose(e[0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("width", [None, 1.5])
+def test_trimer_matches_hand_formula(width):
+    m = perturbed_model(cutoff_width=width)
+    atoms = Atoms("SiOCu", positions=[[0, 0, 0], [1.6, 0.1, 0], [0.4, 2.2, 0.3]])
+    e, _ = energy_forces(m, [atoms])
+    np.testing.assert_allclose(e[0], np_energy(m, atoms), rtol=1e-12)
+    # beyond the cutoff the atoms no longer interact: E = Σ F(0) + E_atom
+    far = Atoms("SiO", positions=[[0, 0, 0], [m.cutoff + 0.01, 0, 0]])
+    p = np_params(m)
+    el = [m.species.index(z) for z in far.numbers]
+    iso = sum(p["B"][a] * p["rho0"][a] ** 2 + p["e_atom"][a] for a in el)
+    np.testing.assert_allclose(energy_forces(m, [far])[0][0], iso, rtol=1e-12)
+
+
+def test_smooth_at_cutoff():
+    m = perturbed_model()
+    r = torch.tensor([m.cutoff - 1e-4, m.cutoff], dtype=torch.float64, requires_grad=True)
+    a, b = torch.tensor([3, 3]), torch.tensor([2, 2])
+    v, rho = m.pair(r, a, b), m.density(r, a, b)
+    (gv,) = torch.autograd.grad(v.sum(), r)
+    v, rho = v.detach(), rho.detach()
+    assert abs(float(v[0])) < 1e-6 and float(v[1]) == 0.0 and float(rho[1]) == 0.0
+    assert abs(float(gv[0])) < 1e-3
+
+
+def test_unknown_element_raises():
+    m = EAM(species=[8, 14])
+    with pytest.raises(ValueError, match="no parameters"):
+        energy_forces(m.double(), [Atoms("SiC", positions=[[0, 0, 0], [1.5, 0, 0]])])
+
+
+def test_check_potential(molecules, periodic_cells):
+    check_potential(perturbed_model(), molecules, periodic_cells)
+
+
+def test_float32_and_gradients_reach_all_parameters(periodic_cells):
+    m = perturbed_model()
+    b = Batch.from_atoms(periodic_cells, cutoff=m.cutoff, dtype=torch.float64)
+    out = compute_properties(m, b, forces=True, stress=True, training=True)
+    loss = out["energy"].sum() + (out["forces"] ** 2).sum() + out["stress"].pow(2).sum()
+    loss.backward()
+    used = {8, 14, 29}
+    for name, prm in m.named_parameters():
+        assert prm.grad is not None and torch.isfinite(prm.grad).all(), name
+    assert float(m.e_atom.grad.abs().sum()) > 0
+    assert {m.species[k] for k in torch.nonzero(m.e_atom.grad).ravel().tolist()} == used
+    e32 = m.float()(Batch.from_atoms(periodic_cells, cutoff=m.cutoff))
+    np.testing.assert_allclose(e32.detach().numpy(), out["energy"].detach().numpy(), rtol=1e-5)
+
+
+def _export_structures():
+    dimer = Atoms("SiO", positions=[[0, 0, 0], [1.7, 0.2, 0.1]])
+    trimer = Atoms("SiOO", positions=[[0, 0, 0], [1.6, 0.1, 0], [-0.4, 1.5, 0.3]])
+    cell = bulk("Si", "diamond", 5.43, cubic=True)
+    cell.numbers[::2] = 8
+    cell.rattle(0.05, seed=3)
+    return [dimer, trimer, cell]
+
+
+@pytest.mark.parametrize(("fold", "width"), [(True, None), (False, 1.5)])
+def test_export_eam_fs_matches_matscipy(tmp_path, fold, width):
+    """matscipy reading the eam/fs file reproduces the model (E_atom folded into F or not)."""
+    eam_mod = pytest.importorskip("matscipy.calculators.eam")
+    m = perturbed_model(species=[8, 14], seed=1, cutoff_width=width)
+    path = write_eam_fs(
+        m, tmp_path / "m.eam.fs", nrho=20000, nr=20000, atomic_energy_in_embedding=fold
+    )
+    calc = eam_mod.EAM(str(path), kind="eam/fs")
+    p = np_params(m)
+    # ρ_OSi ≠ ρ_SiO: a file with the density tables of the wrong element fails this test
+    assert np.abs(p["A"][0, 1] - p["A"][1, 0]).max() > 0.05
+    de, df = [], []
+    for atoms in _export_structures():
+        e_ref, f_ref = energy_forces(m, [atoms])
+        if not fold:
+            e_ref = e_ref - sum(p["e_atom"][m.species.index(z)] for z in atoms.numbers)
+        a = atoms.copy()
+        if not a.pbc.any():  # matscipy's neighbour list needs a cell, even without pbc
+            a.cell = [30.0, 30.0, 30.0]
+            a.center()
+        a.calc = calc
+        de.append(abs(a.get_potential_energy() - e_ref[0]))
+        df.append(np.abs(a.get_forces() - f_ref).max())
+    print(
+        f"eam/fs export (fold E_atom={fold}, width={width}): "
+        f"max|dE|={max(de):.2e} eV max|dF|={max(df):.2e} eV/A"
+    )
+    assert max(de) < 1e-4
+    assert max(df) < 1e-3
+
+
+def test_export_file_layout(tmp_path):
+    m = perturbed_model(species=[8, 14], seed=2, n_density_terms=1)
+    path = write_eam_fs(m, tmp_path / "x.eam.fs", nrho=7, drho=0.5, nr=11)
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#") and lines[3].split() == ["2", "O", "Si"]
+    nrho, drho, nr, dr, rc = lines[4].split()
+    assert (int(nrho), float(drho), int(nr)) == (7, 0.5, 11)
+    np.testing.assert_allclose([float(dr) * 10, float(rc)], [m.cutoff, m.cutoff])
+    words = " ".join(lines[5:]).split()
+    # per element: 4 header words + Nrho + 2 * Nr; then 3 pair tables
+    assert len(words) == 2 * (4 + 7 + 2 * 11) + 3 * 11
+    assert words[0] == "8" and words[4 + 7 + 22] == "14"
+
+
+def test_decomposition_figure(tmp_path):
+    m = perturbed_model(species=[8, 14])
+    fig = decomposition_figure(m, pair=("Si", "O"))
+    out = tmp_path / "decomp.png"
+    fig.savefig(out)
+    assert out.stat().st_size > 1000
+    assert len(fig.axes[0].lines) >= 3
+    with pytest.raises(ValueError):
+        decomposition_figure(m, pair=("Si", "Cu"))
