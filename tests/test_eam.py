@@ -214,3 +214,18 @@ def test_decomposition_figure(tmp_path):
     assert len(fig.axes[0].lines) >= 3
     with pytest.raises(ValueError):
         decomposition_figure(m, pair=("Si", "Cu"))
+
+
+def test_eam_checkpoint_round_trip(tmp_path):
+    """An EAM saves and loads like every potential (registered in build_model)."""
+    import torch
+
+    from ase_mlff.models import build_model, load_model, save_model
+
+    m = build_model({"name": "eam", "species": [8, 14], "cutoff": 5.0})
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    back, _ = load_model(save_model(m, tmp_path / "eam"), dtype=torch.float64)
+    for (k, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        assert torch.allclose(a.double(), b.double()), k

@@ -6,6 +6,7 @@ from typing import Any
 
 from ase_mlff.models.base import AtomicReference, Potential, compute_properties
 from ase_mlff.models.classical import ClassicalPotential, Topology
+from ase_mlff.models.eam import EAM
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.models.painn import PaiNN
 from ase_mlff.models.schnet import SchNet
@@ -13,7 +14,7 @@ from ase_mlff.models.schnet import SchNet
 #: the trainable message-passing networks (what recipes accept as ``--model``)
 GNN_MODELS: dict[str, type[Potential]] = {"schnet": SchNet, "painn": PaiNN}
 #: name -> class of every potential; each rebuilds itself from its ``config`` dict
-MODELS: dict[str, type[Potential]] = {**GNN_MODELS, "classical": ClassicalPotential}
+MODELS: dict[str, type[Potential]] = {**GNN_MODELS, "classical": ClassicalPotential, "eam": EAM}
 
 
 def build_model(config: dict[str, Any]) -> Potential:
@@ -34,6 +35,7 @@ __all__ = [
     "AtomicReference",
     "CheckpointError",
     "ClassicalPotential",
+    "EAM",
     "PaiNN",
     "Potential",
     "SchNet",
