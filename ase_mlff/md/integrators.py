@@ -12,6 +12,10 @@ constant in fs. Observers (trajectory storage, detectors) live outside the step.
 - :func:`nose_hoover_chain_step`: Nosé-Hoover chain NVT (Martyna, Klein & Tuckerman,
   J. Chem. Phys. 97, 2635 (1992)), Trotter-factorised as in Frenkel & Smit, Algorithm
   30-32; the MD17 protocol of paper 003 (500 K, 0.5 fs, Nosé-Hoover).
+- :func:`npt_berendsen_step`: Berendsen NPT (Berendsen et al., J. Chem. Phys. 81, 3684
+  (1984)) as ASE's ``ase.md.nptberendsen.NPTBerendsen`` / ``Inhomogeneous_NPTBerendsen``:
+  Berendsen velocity scaling, then positions and each replica's own cell scaled by μ, then
+  velocity Verlet; the NPT protocol of paper 004 § 2.4.1 (2,000 K, 2 fs).
 """
 
 from __future__ import annotations
@@ -26,12 +30,23 @@ from ase_mlff.md.state import MDState, randn_per_replica, remove_com_velocity
 from ase_mlff.models.base import compute_properties
 
 
-def _forces(state: MDState, model: torch.nn.Module, pos_nc: Tensor) -> MDState:
-    """Move the replicas to ``pos_nc``, rebuild their graph, evaluate energy and forces."""
-    batch = state.batch.with_positions(pos_nc)
-    out = compute_properties(model, batch, forces=True)
+def _forces(
+    state: MDState, model: torch.nn.Module, pos_nc: Tensor, cell_s33: Tensor | None = None
+) -> MDState:
+    """Move the replicas to ``pos_nc`` (and ``cell_s33``), rebuild their graph, evaluate.
+
+    Energy and forces; the stress too, from the same autograd pass, when the state carries
+    one (NPT).
+    """
+    batch = state.batch.with_positions(pos_nc, cell_s33)
+    want_stress = state.stress_s33 is not None
+    out = compute_properties(model, batch, forces=True, stress=want_stress)
     return replace(
-        state, batch=batch, forces_nc=out["forces"].to(pos_nc.dtype), energy_s=out["energy"]
+        state,
+        batch=batch,
+        forces_nc=out["forces"].to(pos_nc.dtype),
+        energy_s=out["energy"],
+        stress_s33=out["stress"].to(pos_nc.dtype) if want_stress else None,
     )
 
 
@@ -151,3 +166,118 @@ def nose_hoover_conserved(state: MDState, temperature_K: float) -> Tensor:
     chain_ke = 0.5 * (t["q"] * t["v_xi"] ** 2).sum(dim=1)
     chain_pe = state.n_dof_s * kT * t["xi"][:, 0] + kT * t["xi"][:, 1:].sum(dim=1)
     return state.energy_s + state.kinetic_energy() + chain_ke + chain_pe
+
+
+# 1 bar = 1e5 Pa in eV/Å³ (6.24e-7); 1 GPa = 1e4 bar
+BAR = 1e5 * units.Pascal
+
+
+def berendsen_velocity_scale(state: MDState, *, dt: float, temperature_K: float, taut: float):
+    """(S,) Berendsen factors √(1 + (T₀/T - 1) dt/τ_T), clipped to [0.9, 1.1] as in ASE.
+
+    T is each replica's instantaneous temperature over its 3N-3 degrees of freedom (ASE's
+    ``atoms.get_temperature()`` with a ``FixCom`` constraint).
+    """
+    temp = state.temperature().clamp_min(1e-12)
+    lam = torch.sqrt((1.0 + (temperature_K / temp - 1.0) * (dt / taut)).clamp_min(0.0))
+    return lam.clamp(0.9, 1.1)
+
+
+def instantaneous_stress(state: MDState) -> Tensor:
+    """(S, 3, 3) virial stress plus the ideal-gas term -Σ m v⊗v / V, eV/Å³ (ASE sign).
+
+    As ``atoms.get_stress(include_ideal_gas=True)``; the pressure is ``-trace / 3``,
+    i.e. P = (2K/3 + virial)/V.
+    """
+    if state.stress_s33 is None:
+        raise ValueError("the state carries no stress (start NPT with npt_berendsen_step)")
+    b = state.batch
+    mvv = state.mass_n[:, None, None] * state.vel_nc[:, :, None] * state.vel_nc[:, None, :]
+    kin = torch.zeros_like(state.stress_s33).index_add_(0, b.system_n, mvv)
+    volume = torch.linalg.det(b.cell_s33).abs()
+    return state.stress_s33 - kin / volume[:, None, None]
+
+
+def instantaneous_pressure_bar(state: MDState) -> Tensor:
+    """(S,) instantaneous pressures (kinetic + virial), bar."""
+    return -torch.diagonal(instantaneous_stress(state), dim1=1, dim2=2).sum(-1) / 3.0 / BAR
+
+
+def npt_berendsen_step(
+    state: MDState,
+    model: torch.nn.Module,
+    *,
+    dt: float,
+    temperature_K: float,
+    taut: float = 500.0,
+    pressure_bar: float = 0.0,
+    taup: float = 1000.0,
+    compressibility: float = 4.57e-5,
+    anisotropic: bool = False,
+    barostat_every: int = 1,
+) -> MDState:
+    """One Berendsen NPT step over all replicas, each with its own cell.
+
+    Units: ``dt``, ``taut`` (τ_T), ``taup`` (τ_P) in fs; ``temperature_K`` in K;
+    ``pressure_bar`` (P₀) in bar (1 GPa = 1e4 bar); ``compressibility`` β in bar⁻¹ (ASE's
+    ``NPTBerendsen(compressibility=...)`` unit; default 4.57e-5, water, as in the ASE
+    documentation — solids are ~100x less compressible, which only slows the coupling).
+    Internally P and β are in eV/Å³ and Å³/eV (``BAR``). ``taup=inf`` or
+    ``compressibility=0`` fixes the cells (NVT Berendsen).
+
+    Following ``ase.md.nptberendsen.NPTBerendsen.step`` exactly:
+
+    1. v ← λ v, λ = :func:`berendsen_velocity_scale`;
+    2. with P = -tr(σ)/3 from σ = virial stress at x_t + ideal-gas term of the scaled
+       velocities (:func:`instantaneous_stress`), μ = 1 - (β Δt/(3 τ_P)) (P₀ - P) — the
+       first-order form of [1 - (β Δt/τ_P)(P₀ - P)]^{1/3}, as ASE — scales the cell and
+       the positions (fractional coordinates kept); ``anisotropic=True`` instead scales
+       cell vector i by μ_i from P_ii = -σ_ii (``Inhomogeneous_NPTBerendsen``). Forces
+       and stress are re-evaluated at the scaled positions (as ASE does);
+    3. velocity Verlet: half kick, centre-of-mass velocity removed, drift, forces + stress
+       (one autograd pass), half kick.
+
+    With ``barostat_every=k`` step 2 is done every k-th step only, with Δt = k dt, which
+    saves its extra force evaluation on the other steps. Periodic (3-D) replicas only.
+    """
+    b = state.batch
+    if not bool(b.pbc_s3.all()):
+        raise ValueError(
+            "NPT needs every replica periodic in 3-D with a cell; molecules (no cell) "
+            "cannot be simulated at constant pressure — use an NVT/NVE integrator"
+        )
+    if barostat_every < 1:
+        raise ValueError("barostat_every must be positive")
+    if state.stress_s33 is None:  # first call: the stress at the start positions
+        state = replace(state, stress_s33=torch.zeros_like(b.cell_s33))
+        state = _forces(state, model, b.pos_nc, b.cell_s33)
+    h = dt * units.fs
+    sys_n = state.batch.system_n
+    lam = berendsen_velocity_scale(state, dt=dt, temperature_K=temperature_K, taut=taut)
+    state = replace(state, vel_nc=state.vel_nc * lam[sys_n][:, None])
+
+    coupled = compressibility != 0 and taup != float("inf")
+    if coupled and state.step % barostat_every == 0:
+        sigma = instantaneous_stress(state)
+        rate = (barostat_every * dt / taup) * (compressibility / BAR) / 3.0
+        p0 = pressure_bar * BAR
+        cell = state.batch.cell_s33
+        if anisotropic:
+            p_ii = -torch.diagonal(sigma, dim1=1, dim2=2)  # (S, 3)
+            mu = 1.0 - rate * (p0 - p_ii)
+            new_cell = cell * mu[:, :, None]  # row i (cell vector i) times μ_i
+        else:
+            p = -torch.diagonal(sigma, dim1=1, dim2=2).sum(-1) / 3.0
+            mu = 1.0 - rate * (p0 - p)
+            new_cell = cell * mu[:, None, None]
+        # x_new = frac · new_cell = x · cell⁻¹ · new_cell (ASE's set_cell(scale_atoms=True))
+        m_s33 = torch.linalg.solve(cell, new_cell)
+        pos = torch.einsum("nc,ncd->nd", state.batch.pos_nc, m_s33[sys_n])
+        state = _forces(state, model, pos, new_cell)
+
+    inv_m = (1.0 / state.mass_n)[:, None]
+    vel = state.vel_nc + 0.5 * h * state.forces_nc * inv_m
+    vel = remove_com_velocity(vel, state.mass_n, sys_n, state.batch.n_systems)
+    state = _forces(state, model, state.batch.pos_nc + h * vel)
+    vel = vel + 0.5 * h * state.forces_nc * inv_m
+    return replace(state, vel_nc=vel, step=state.step + 1)

@@ -23,6 +23,7 @@ from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.integrators import (
     langevin_baoab_step,
     nose_hoover_chain_step,
+    npt_berendsen_step,
     velocity_verlet_step,
 )
 from ase_mlff.md.state import MDState, init_state
@@ -33,6 +34,7 @@ INTEGRATORS = {
     "nve": velocity_verlet_step,
     "langevin": langevin_baoab_step,
     "nose_hoover": nose_hoover_chain_step,
+    "npt_berendsen": npt_berendsen_step,
 }
 
 
@@ -51,6 +53,7 @@ def _save_checkpoint(
     if active:  # the state holds exactly the active replicas
         data.update(
             pos=state.batch.pos_nc.detach().cpu(),
+            cell=state.batch.cell_s33.detach().cpu(),  # changes under a barostat
             vel=state.vel_nc.detach().cpu(),
             generators=[g.get_state() for g in state.generators],
             thermostat={k: v.detach().cpu() for k, v in state.thermostat.items()},
@@ -80,7 +83,8 @@ def _load_checkpoint(
     dev, dt = state.batch.device, state.batch.dtype
     for g, g_state in zip(state.generators, data["generators"]):
         g.set_state(g_state)
-    batch = state.batch.with_positions(data["pos"].to(device=dev, dtype=dt))
+    cell = data["cell"].to(device=dev, dtype=dt) if "cell" in data else None
+    batch = state.batch.with_positions(data["pos"].to(device=dev, dtype=dt), cell)
     out = compute_properties(model, batch, forces=True)
     state = replace(
         state,
@@ -118,6 +122,7 @@ def select_replicas(state: MDState, keep_s: torch.Tensor) -> MDState:
         energy_s=state.energy_s[keep_s],
         generators=[g for g, k in zip(state.generators, keep_list) if k],
         thermostat={k: v[keep_s] for k, v in state.thermostat.items()},
+        stress_s33=None if state.stress_s33 is None else state.stress_s33[keep_s],
     )
 
 
@@ -131,6 +136,7 @@ class ReplicaResult:
     energy_t: np.ndarray  # (T,) eV
     temperature_t: np.ndarray  # (T,) K
     max_force_t: np.ndarray  # (T,) largest per-atom force norm, eV/Å
+    cell_t33: np.ndarray | None = None  # (T, 3, 3) Å, each frame's cell (NPT changes it)
 
     @property
     def stable(self) -> bool:
@@ -140,7 +146,7 @@ class ReplicaResult:
     def from_frames(
         cls, replica_id: int, t_inst_fs: float, reason: str | None, frames: Sequence[tuple]
     ) -> ReplicaResult:
-        """From frames ``(time_fs, positions, energy, temperature, max force)``."""
+        """From frames ``(time_fs, positions, energy, temperature, max force[, cell])``."""
         return cls(
             replica_id=replica_id,
             t_inst_fs=t_inst_fs,
@@ -150,6 +156,11 @@ class ReplicaResult:
             energy_t=np.array([f[2] for f in frames]),
             temperature_t=np.array([f[3] for f in frames]),
             max_force_t=np.array([f[4] for f in frames]),
+            cell_t33=(
+                np.array([f[5] for f in frames])
+                if frames and all(len(f) > 5 for f in frames)
+                else None
+            ),
         )
 
 
@@ -181,6 +192,11 @@ def run_md(
     record_every: int = 20,
     friction: float = 0.01,
     tdamp: float = 50.0,
+    taut: float = 500.0,
+    pressure_bar: float = 0.0,
+    taup: float = 1000.0,
+    compressibility: float = 4.57e-5,
+    anisotropic: bool = False,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -198,6 +214,12 @@ def run_md(
     thermostat, every replica's random stream, step, which replicas stopped — is saved to
     ``traj_dir/md_state.pt`` right after a check, and a run started again with the same
     arguments resumes from it, bit-identically, without losing a stored frame.
+
+    ``integrator="npt_berendsen"`` (periodic replicas only) is Berendsen NPT as ASE's
+    ``NPTBerendsen`` (:func:`~ase_mlff.md.integrators.npt_berendsen_step`): ``taut`` and
+    ``taup`` in fs, ``pressure_bar`` in bar, ``compressibility`` in bar⁻¹,
+    ``anisotropic`` for per-cell-vector scaling; every replica has its own cell, recorded
+    with each frame (``ReplicaResult.cell_t33``, ``atoms.cell`` of the stored frames).
     """
     if checkpoint_every is not None:
         if traj_dir is None:
@@ -225,6 +247,15 @@ def run_md(
         kwargs.update(temperature_K=temperature_K, friction=friction)
     elif integrator == "nose_hoover":
         kwargs.update(temperature_K=temperature_K, tdamp=tdamp)
+    elif integrator == "npt_berendsen":
+        npt = dict(
+            taut=taut,
+            pressure_bar=pressure_bar,
+            taup=taup,
+            compressibility=compressibility,
+            anisotropic=anisotropic,
+        )
+        kwargs.update(temperature_K=temperature_K, **npt)
 
     settings = {
         "integrator": integrator,
@@ -238,6 +269,8 @@ def run_md(
         "tdamp": tdamp,
         "detectors": [d.name for d in dets],
     }
+    if integrator == "npt_berendsen":
+        settings.update(npt)
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
     resuming = bool(checkpoint_every and ckpt and ckpt.exists())
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
@@ -252,6 +285,7 @@ def run_md(
 
     def record(st: MDState) -> None:
         pos = st.batch.pos_nc.detach().cpu().numpy()
+        cell = st.batch.cell_s33.detach().cpu().numpy()
         ptr = np.concatenate([[0], np.cumsum(st.batch.n_atoms_s.cpu().numpy())])
         e = st.energy_s.detach().cpu().numpy()
         t = st.temperature().detach().cpu().numpy()
@@ -261,7 +295,8 @@ def run_md(
             .numpy()
         )
         for k, r in enumerate(active):
-            pending[r].append((st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k]))
+            frame = (st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k])
+            pending[r].append((*frame, cell[k].copy()))
 
     if not resuming:
         record(state)

@@ -33,6 +33,10 @@ class MDState:
         generators: one torch.Generator per replica, so a replica's noise does not depend
             on which other replicas share its batch.
         thermostat: integrator-specific per-replica tensors (e.g. Nosé-Hoover chain).
+        stress_s33: (S, 3, 3) virial stress at the current positions and cells, eV/Å³, ASE
+            sign convention (no kinetic term); None unless the integrator needs it (NPT),
+            in which case every force evaluation also gives it. Each replica's cell is
+            ``batch.cell_s33[s]`` and changes under a barostat.
     """
 
     batch: Batch
@@ -43,6 +47,7 @@ class MDState:
     step: int = 0
     generators: list[torch.Generator] = field(default_factory=list)
     thermostat: dict[str, Tensor] = field(default_factory=dict)
+    stress_s33: Tensor | None = None
 
     @property
     def n_dof_s(self) -> Tensor:

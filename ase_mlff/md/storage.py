@@ -47,14 +47,20 @@ class TrajectoryStore:
         return self.dir / f"replica_{replica_id:04d}.traj"
 
     def append(self, replica_id: int, frames: Sequence[tuple]) -> None:
-        """Append frames ``(time_fs, positions (n, 3), energy, temperature, max force)``."""
+        """Append frames ``(time_fs, positions (n, 3), energy, temperature, max force)``.
+
+        An optional sixth element, the frame's (3, 3) cell, is stored as ``atoms.cell``
+        (it changes under a barostat); without it the start structure's cell is kept.
+        """
         if not frames:
             return
         from ase.io.trajectory import Trajectory
 
         with Trajectory(self.path(replica_id), "a") as traj:
-            for t, pos, e, temp, fmax in frames:
+            for t, pos, e, temp, fmax, *cell in frames:
                 atoms = self.templates[replica_id].copy()
+                if cell:
+                    atoms.cell = cell[0]
                 atoms.positions = pos
                 atoms.info.update(
                     time_fs=float(t), temperature_K=float(temp), max_force=float(fmax)
@@ -113,7 +119,7 @@ def read_summary(directory: str | Path) -> dict:
 
 
 def stored_frames(directory: str | Path, replica_id: int) -> list[tuple]:
-    """Stored frames as ``(time_fs, positions, energy, temperature, max force)`` tuples."""
+    """Stored frames as ``(time_fs, positions, energy, temperature, max force, cell)``."""
     path = Path(directory) / f"replica_{replica_id:04d}.traj"
     if not path.exists():
         return []
@@ -124,6 +130,7 @@ def stored_frames(directory: str | Path, replica_id: int) -> list[tuple]:
             a.get_potential_energy(),
             a.info["temperature_K"],
             a.info["max_force"],
+            a.cell[:].copy(),
         )
         for a in read_replica(directory, replica_id)
     ]

@@ -1,0 +1,167 @@
+"""Batched Berendsen NPT (paper 004 § 2.4.1) against ASE's NPTBerendsen."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import bulk
+from ase.constraints import FixCom
+from ase.md.nptberendsen import NPTBerendsen
+
+from ase_mlff.calculators import MLFFCalculator
+from ase_mlff.md.integrators import instantaneous_pressure_bar, npt_berendsen_step
+from ase_mlff.md.state import init_state
+from ase_mlff.models import EAM
+
+A0 = 3.61 * 1.06  # near the zero-pressure lattice constant of this EAM
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = EAM(species=[29], cutoff=5.0).double()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _cu(scale=1.0, seed=0):
+    a = bulk("Cu", "fcc", A0 * scale, cubic=True) * (2, 2, 2)  # 32 atoms
+    a.rattle(0.02, seed=seed)
+    return a
+
+
+def _volumes(state):
+    return torch.linalg.det(state.batch.cell_s33).abs()
+
+
+def test_volume_relaxes_towards_target_pressure(model):
+    # one batch: a compressed and an expanded replica, each with its own cell
+    state = init_state(model, [_cu(0.95), _cu(1.05, seed=1)], temperature_K=300.0, seed=0)
+    kw = dict(dt=2.0, temperature_K=300.0, taut=100.0, pressure_bar=0.0, taup=200.0)
+    state = npt_berendsen_step(state, model, **kw)
+    p_start = instantaneous_pressure_bar(state)
+    assert p_start[0] > 0 > p_start[1]
+    v0 = _volumes(state)
+    for _ in range(30):
+        state = npt_berendsen_step(state, model, **kw)
+    v1 = _volumes(state)
+    assert v1[0] > v0[0] and v1[1] < v0[1]
+    p_end = instantaneous_pressure_bar(state)
+    assert (p_end.abs() < p_start.abs()).all()
+    # each cell stays cubic (isotropic scaling)
+    c = state.batch.cell_s33
+    off = c - torch.diag_embed(torch.diagonal(c, dim1=1, dim2=2))
+    assert off.abs().max() < 1e-12
+
+
+def test_anisotropic_scales_cell_vectors_separately(model):
+    a = _cu()
+    a.set_cell(a.cell * np.array([0.95, 1.0, 1.05])[:, None], scale_atoms=True)
+    state = init_state(model, [a], temperature_K=0.0, seed=0)
+    kw = dict(dt=2.0, temperature_K=10.0, taut=100.0, taup=200.0, anisotropic=True)
+    c0 = state.batch.cell_s33[0].diagonal().clone()
+    for _ in range(10):
+        state = npt_berendsen_step(state, model, **kw)
+    c1 = state.batch.cell_s33[0].diagonal()
+    assert c1[0] > c0[0] and c1[2] < c0[2]
+
+
+@pytest.mark.parametrize("off", [dict(compressibility=0.0), dict(taup=float("inf"))])
+def test_no_coupling_keeps_the_volume(model, off):
+    state = init_state(model, [_cu(0.95)], temperature_K=300.0, seed=0)
+    v0 = _volumes(state)
+    kw = dict(dt=2.0, temperature_K=300.0, taut=100.0, **off)
+    for _ in range(5):
+        state = npt_berendsen_step(state, model, **kw)
+    assert torch.equal(_volumes(state), v0)
+
+
+def test_molecules_are_refused(model):
+    cluster = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5]])
+    state = init_state(model, [cluster], temperature_K=0.0, seed=0)
+    with pytest.raises(ValueError, match="periodic"):
+        npt_berendsen_step(state, model, dt=1.0, temperature_K=300.0)
+
+
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_matches_ase_nptberendsen(model, anisotropic):
+    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
+
+    start = _cu(0.97)
+    state = init_state(model, [start], temperature_K=600.0, seed=3)
+    atoms = start.copy()
+    atoms.set_velocities(state.vel_nc.numpy())  # Å per ASE time unit, as ASE
+    atoms.set_constraint(FixCom())  # 3N-3 degrees of freedom, as the batched thermostat
+    atoms.calc = MLFFCalculator(model)
+    dt, taut, taup, beta, p0 = 2.0, 50.0, 100.0, 1e-4, 1000.0
+    cls = Inhomogeneous_NPTBerendsen if anisotropic else NPTBerendsen
+    dyn = cls(
+        atoms,
+        dt * units.fs,
+        temperature_K=1000.0,
+        taut=taut * units.fs,
+        taup=taup * units.fs,
+        pressure_au=p0 * 1e5 * units.Pascal,
+        compressibility_au=beta / (1e5 * units.Pascal),
+    )
+    kw = dict(
+        dt=dt,
+        temperature_K=1000.0,
+        taut=taut,
+        taup=taup,
+        pressure_bar=p0,
+        compressibility=beta,
+        anisotropic=anisotropic,
+    )
+    for _ in range(5):
+        dyn.run(1)
+        state = npt_berendsen_step(state, model, **kw)
+    assert not np.allclose(atoms.cell[:], start.cell[:])  # the cell did move
+    np.testing.assert_allclose(state.batch.cell_s33[0].numpy(), atoms.cell[:], atol=1e-9)
+    np.testing.assert_allclose(state.batch.pos_nc.numpy(), atoms.positions, atol=1e-8)
+    np.testing.assert_allclose(state.vel_nc.numpy(), atoms.get_velocities(), atol=1e-8)
+
+
+def test_run_md_npt_records_the_cell_per_frame(model, tmp_path):
+    from ase_mlff.md.runner import run_md
+    from ase_mlff.md.storage import read_replica
+
+    kw = dict(
+        steps=20,
+        dt=2.0,
+        integrator="npt_berendsen",
+        temperature_K=300.0,
+        taut=100.0,
+        taup=200.0,
+        detectors=[],
+        check_every=5,
+        record_every=5,
+    )
+    images = [_cu(0.95), _cu(1.05, seed=1)]
+    run = run_md(model, images, traj_dir=tmp_path / "a", **kw)
+    vol = [np.abs(np.linalg.det(r.cell_t33)) for r in run.replicas]
+    assert vol[0][-1] > vol[0][0] and vol[1][-1] < vol[1][0]
+    stored = read_replica(tmp_path / "a", 0)
+    assert len(stored) == len(run.replicas[0].cell_t33) == 5
+    np.testing.assert_allclose([a.cell[:] for a in stored], run.replicas[0].cell_t33)
+    np.testing.assert_allclose([a.positions for a in stored], run.replicas[0].positions_tn3)
+    assert run.settings["pressure_bar"] == 0.0 and run.settings["taup"] == 200.0
+
+    # a run killed after a checkpoint resumes bit-identically, cells included
+    half = run_md(model, images, traj_dir=tmp_path / "b", checkpoint_every=10, **kw | {"steps": 10})
+    assert half.replicas[0].cell_t33.shape[0] == 3
+    # continue it to 20 steps (the checkpoint records steps=10: rewrite that setting)
+    ckpt_dir = tmp_path / "b"
+    summary = json.loads((ckpt_dir / "summary.json").read_text())
+    summary["settings"]["steps"] = 20
+    (ckpt_dir / "summary.json").write_text(json.dumps(summary))
+    data = torch.load(ckpt_dir / "md_state.pt", weights_only=True)
+    data["settings"]["steps"] = 20
+    torch.save(data, ckpt_dir / "md_state.pt")
+    full = run_md(model, images, traj_dir=ckpt_dir, checkpoint_every=10, **kw)
+    for r_full, r_ref in zip(full.replicas, run.replicas):
+        np.testing.assert_array_equal(r_full.cell_t33, r_ref.cell_t33)
+        np.testing.assert_array_equal(r_full.positions_tn3, r_ref.positions_tn3)
