@@ -7,6 +7,7 @@ from typing import Any
 from ase_mlff.models.base import AtomicReference, Potential, compute_properties
 from ase_mlff.models.classical import ClassicalPotential, Topology
 from ase_mlff.models.eam import EAM
+from ase_mlff.models.hybrid import HybridPotential
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.models.painn import PaiNN
 from ase_mlff.models.schnet import SchNet
@@ -15,6 +16,7 @@ from ase_mlff.models.schnet import SchNet
 GNN_MODELS: dict[str, type[Potential]] = {"schnet": SchNet, "painn": PaiNN}
 #: name -> class of every potential; each rebuilds itself from its ``config`` dict
 MODELS: dict[str, type[Potential]] = {**GNN_MODELS, "classical": ClassicalPotential, "eam": EAM}
+MODELS["hybrid"] = HybridPotential  # E = E_MLIP + E_EAM (paper 004, appendix B)
 
 
 def build_model(config: dict[str, Any]) -> Potential:
@@ -36,6 +38,7 @@ __all__ = [
     "CheckpointError",
     "ClassicalPotential",
     "EAM",
+    "HybridPotential",
     "PaiNN",
     "Potential",
     "SchNet",

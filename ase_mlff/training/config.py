@@ -55,6 +55,9 @@ class TrainConfig:
       ``"absolute"`` (the paper's MAE metrics as they are); ``mass_normalised`` divides
       force errors by the relative atomic mass (FNM, Eqs. 3-4); ``max_err_weight`` adds
       λ·F_max-err (Eq. 2). See :mod:`ase_mlff.training.losses`.
+    - ``stress_weight`` λ_S (0 = off): adds λ_S Σ_s v_s |σ_s − σ̂_s|² / (9 Σ_s v_s) with σ in
+      eV/Å³ (paper 004 fits its EAM to energy, force and stress errors); needs stress labels
+      in the training set (periodic frames). 1 GPa = 6.24e-3 eV/Å³, so λ_S ~ 1e3-1e5.
     - ``freeze``: parameter-name prefixes not trained (e.g. ``"embedding"``,
       ``"interactions.0"``); ``head_lr_factor``: the readout (``readout.*``) learns with
       lr × factor.
@@ -90,6 +93,7 @@ class TrainConfig:
     loss_error: str = "squared"
     mass_normalised: bool = False
     max_err_weight: float = 0.0
+    stress_weight: float = 0.0
     freeze: tuple[str, ...] = ()
     head_lr_factor: float = 1.0
     probe_every: int = 0
@@ -120,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.head_lr_factor must be > 0, got {self.head_lr_factor}")
         if self.max_err_weight < 0:
             raise ValueError(f"TrainConfig.max_err_weight must be >= 0, got {self.max_err_weight}")
+        if not self.stress_weight >= 0:
+            raise ValueError(f"TrainConfig.stress_weight must be >= 0, got {self.stress_weight}")
         if self.probe_every < 0 or self.probe_starts < 1 or self.probe_steps < 1:
             raise ValueError(
                 "TrainConfig needs probe_every >= 0, probe_starts >= 1 and probe_steps >= 1"

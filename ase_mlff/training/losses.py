@@ -12,6 +12,13 @@ as it is), the loss of one batch is
     L = λ_E Σ_s v_s ρ((E_s − Ê_s)/N_s) / Σ_s v_s
       + λ_F Σ_s v_s Σ_{i∈s} b_i Σ_α ρ(ΔF_iα / m_i) / (3 Σ_s v_s N_s)
       + λ_max Σ_s v_s max_{i∈s,α} |ΔF_iα / m_i| / Σ_s v_s
+      + λ_S Σ_s v_s Σ_αβ ρ(σ_s,αβ − σ̂_s,αβ) / (9 Σ_s v_s)
+
+The stress term (paper 004 §2.3: the EAM is fitted to energy, force *and* stress errors)
+is in (eV/Å³)² for ``loss_error="squared"``: the stress σ = (1/V) ∂E/∂ε is kept in eV/Å³
+(ASE's unit; 1 GPa = 6.2415e-3 eV/Å³), so λ_S ~ 1e3-1e5 makes it comparable to the
+energy-per-atom term. Frames whose stress label is not finite (e.g. molecules concatenated
+with periodic data) are left out of the stress term and of its normaliser Σ_s v_s.
 
 - ``loss="mse"``: v_s = w_s, b_i = 1 — the trainer's original loss.
 - ``loss="cluster_balanced"`` (Eq. 5 averaged over clusters): v_s = w_s · W / (K · W_k(s)),
@@ -130,6 +137,8 @@ def training_loss(
     mass_normalised: bool = False,
     max_err_weight: float = 0.0,
     norms: tuple[float, float] | None = None,
+    stress_weight: float = 0.0,
+    stress_norm: float | None = None,
 ) -> torch.Tensor:
     """The loss L of the module doc for one batch (or one data-parallel shard).
 
@@ -162,4 +171,48 @@ def training_loss(
             0, batch.system_n, df.abs().amax(dim=1), reduce="amax", include_self=False
         )
         loss = loss + max_err_weight * (w_s.to(f_dtype) * fmax_s).sum() / norm_s
+    if stress_weight:
+        loss = loss + stress_weight * stress_loss(
+            out, batch, w_s.to(f_dtype), rho=rho, norm=stress_norm
+        )
     return loss
+
+
+def stress_mask(stress_s33: np.ndarray | torch.Tensor):
+    """(S,) True for frames whose (3, 3) stress label is all finite."""
+    if isinstance(stress_s33, torch.Tensor):
+        return torch.isfinite(stress_s33).flatten(1).all(dim=1)
+    return np.all(np.isfinite(np.asarray(stress_s33).reshape(len(stress_s33), 9)), axis=1)
+
+
+def stress_norm(dataset, frames: np.ndarray, v_s: np.ndarray) -> float:
+    """Σ_s v_s over the ``frames`` with a stress label: the stress term's normaliser of one
+    (global) batch, so that data-parallel shards add up to the global loss."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if dataset.stress_s33 is None:
+        return 0.0
+    return float(v_s[frames][stress_mask(dataset.stress_s33[frames])].sum())
+
+
+def stress_loss(
+    out: dict[str, torch.Tensor],
+    batch: Batch,
+    v_s: torch.Tensor,
+    *,
+    rho=torch.square,
+    norm: float | None = None,
+) -> torch.Tensor:
+    """Σ_s v_s Σ_αβ ρ(σ_s − σ̂_s)_αβ / (9 Σ_s v_s), frames without a finite stress label
+    left out (eV/Å³ errors, see module doc). ``norm`` replaces the batch's Σ_s v_s."""
+    if batch.stress_s33 is None or "stress" not in out:
+        raise ValueError("the stress loss needs stress labels and predicted stress")
+    ok = stress_mask(batch.stress_s33)
+    v = torch.where(ok, v_s, torch.zeros_like(v_s))
+    target = torch.where(ok[:, None, None], batch.stress_s33, torch.zeros_like(batch.stress_s33))
+    ds = out["stress"] - target.to(out["stress"].dtype)
+    per_frame = rho(ds).flatten(1).sum(dim=1)
+    per_frame = torch.where(ok, per_frame, torch.zeros_like(per_frame))
+    denom = v.sum() if norm is None else norm
+    if float(denom) == 0.0:
+        return per_frame.sum() * 0.0
+    return (v.to(per_frame.dtype) * per_frame).sum() / (9.0 * denom)

@@ -26,6 +26,17 @@ Variants (:class:`~ase_mlff.training.config.TrainConfig`, every default the plai
   ``out_dir/epoch_XXXX`` and ``out_dir/most_stable`` keeps the probed epoch of the longest
   mean t_inst (ties: lower validation loss). ``select_by="stability"`` returns (and loads)
   ``most_stable`` instead of ``best``.
+- ``stress_weight`` λ_S > 0: the stress term λ_S Σ_s v_s |σ_s − σ̂_s|² / (9 Σ_s v_s)
+  (eV/Å³, :mod:`ase_mlff.training.losses`) with stress from
+  ``compute_properties(..., stress=True)``; the training set needs stress labels and
+  periodic frames (ValueError otherwise). Validation then reports ``stress_mae`` /
+  ``stress_rmse`` (eV/Å³) and ``stress_mae_GPa`` -- whenever the validation set has stress,
+  whatever λ_S -- and the validation loss gains λ_S·RMSE_σ².
+
+Any :class:`~ase_mlff.models.Potential` trains, also one without an ``atomref``
+(:class:`~ase_mlff.models.EAM` learns its own per-element energies,
+:class:`~ase_mlff.models.hybrid.HybridPotential`): ``refit_atomref`` is then ignored and
+``atomref_stats`` is empty.
 
 Data parallel: when ``torch.distributed`` is initialised (e.g. by Ray Train's
 ``TorchTrainer``, see :mod:`ase_mlff.agents.training`), every rank draws the same global
@@ -54,11 +65,18 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
-from ase_mlff.metrics.errors import evaluate
+from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.training.config import TrainConfig
-from ase_mlff.training.losses import atom_factors, frame_weights, global_norms, training_loss
+from ase_mlff.training.losses import (
+    atom_factors,
+    frame_weights,
+    global_norms,
+    stress_mask,
+    stress_norm,
+    training_loss,
+)
 from ase_mlff.training.probe import is_more_stable, select_starts, stability_probe
 from ase_mlff.training.sam import SAM
 from ase_mlff.utils import DTYPES, show_progress
@@ -66,6 +84,8 @@ from ase_mlff.utils import DTYPES, show_progress
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+#: eV/Å³ -> GPa
+EV_A3_TO_GPA = 160.21766208
 MOST_STABLE = "most_stable"
 #: the readout's parameter-name prefix (its own LR group with ``head_lr_factor``)
 HEAD_PREFIX = "readout"
@@ -152,6 +172,66 @@ def param_groups(
     return groups
 
 
+def check_stress_data(dataset, what: str = "training") -> None:
+    """ValueError unless ``dataset`` has stress labels (some finite) on periodic frames."""
+    if not dataset.has_stress or not stress_mask(dataset.stress_s33).any():
+        raise ValueError(
+            f"stress_weight > 0 but the {what} set has no stress labels (Dataset.stress_s33); "
+            "label periodic structures with stress or set stress_weight=0"
+        )
+    if not np.all(dataset.pbc_s3):
+        raise ValueError(
+            f"stress_weight > 0 needs every {what} frame periodic in 3-D (stress = (1/V) ∂E/∂ε)"
+        )
+
+
+def predict_with_stress(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, np.ndarray]:
+    """``energy`` (S,), ``forces`` (N, 3) and ``stress`` (S, 3, 3) of every frame.
+
+    :func:`ase_mlff.metrics.errors.predict` with ``stress=True`` runs under
+    ``torch.no_grad()``, where :func:`compute_properties` does not record the strain applied
+    to the positions, so autograd cannot reach it; this loop keeps gradients on.
+    """
+    energies, forces, stresses = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        frames = np.arange(start, min(start + batch_size, len(dataset)))
+        b = Batch.from_dataset(
+            dataset, frames, cutoff=model.cutoff, dtype=dtype, device=device, labels=False
+        )
+        with torch.enable_grad():
+            out = compute_properties(model, b, forces=True, stress=True)
+        energies.append(out["energy"].cpu().double().numpy())
+        forces.append(out["forces"].cpu().double().numpy())
+        stresses.append(out["stress"].cpu().double().numpy())
+    return {
+        "energy": np.concatenate(energies),
+        "forces": np.concatenate(forces),
+        "stress": np.concatenate(stresses),
+    }
+
+
+def stress_errors(pred_s33: np.ndarray, ref_s33: np.ndarray) -> dict[str, float]:
+    """MAE / RMSE over the components of the frames with a finite stress label, eV/Å³
+    (and the MAE in GPa); NaN when no frame has one."""
+    ok = stress_mask(ref_s33)
+    if not ok.any():
+        return {"stress_mae": math.nan, "stress_rmse": math.nan, "stress_mae_GPa": math.nan}
+    d = np.asarray(pred_s33)[ok] - np.asarray(ref_s33)[ok]
+    mae = float(np.mean(np.abs(d)))
+    return {
+        "stress_mae": mae,
+        "stress_rmse": float(np.sqrt(np.mean(d**2))),
+        "stress_mae_GPa": mae * EV_A3_TO_GPA,
+    }
+
+
 @dataclass
 class TrainResult:
     best_dir: Path
@@ -212,8 +292,14 @@ class Trainer:
 
             for t in [*self.model.parameters(), *self.model.buffers()]:
                 dist.broadcast(t.data, 0)
-        if refit_atomref:
-            self.atomref_stats = model.atomref.fit(train)
+        self.use_stress = cfg.stress_weight > 0
+        if self.use_stress:
+            check_stress_data(train, "training")
+        self.val_stress = bool(val.has_stress and np.all(val.pbc_s3))
+        self.atomref_stats: dict[str, float] = {}
+        atomref = getattr(model, "atomref", None)
+        if refit_atomref and atomref is not None:  # potentials without one (EAM) skip it
+            self.atomref_stats = atomref.fit(train)
         self.frozen = apply_freeze(self.model, cfg.freeze)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         groups = param_groups(self.model, cfg.lr, cfg.head_lr_factor)
@@ -326,6 +412,7 @@ class Trainer:
         for k in bar:
             frames = perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
             norms = global_norms(self.train, frames, v_all)
+            s_norm = stress_norm(self.train, frames, v_all) if self.use_stress else None
             mine = frames[self.rank :: self.world]
             batch, b_n = None, None
             if len(mine):
@@ -337,12 +424,12 @@ class Trainer:
                     b_n = torch.as_tensor(
                         b_all[self.train.atom_index(mine)], dtype=self.dtype, device=self.device
                     )
-            loss = self._loss_and_grads(batch, b_n, norms)
+            loss = self._loss_and_grads(batch, b_n, norms, s_norm)
             self._check_finite(loss, k)
             if self.sam is not None:  # step 2 of SAM at w + ρ g/‖g‖, then back to w
                 self.sam.perturb()
                 try:
-                    loss_pert = self._loss_and_grads(batch, b_n, norms)
+                    loss_pert = self._loss_and_grads(batch, b_n, norms, s_norm)
                 finally:
                     self.sam.restore()
                 self._check_finite(loss_pert, k, "at the SAM-perturbed weights ")
@@ -359,14 +446,20 @@ class Trainer:
         return out
 
     def _loss_and_grads(
-        self, batch: Batch | None, b_n: torch.Tensor | None, norms: tuple[float, float]
+        self,
+        batch: Batch | None,
+        b_n: torch.Tensor | None,
+        norms: tuple[float, float],
+        s_norm: float | None = None,
     ) -> torch.Tensor:
         """Zero the gradients, loss and backward on this rank's shard (None: no frames),
         then sum gradients and loss over the ranks; returns the global batch loss."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         if batch is not None:
-            out = compute_properties(self.model, batch, forces=True, training=True)
+            out = compute_properties(
+                self.model, batch, forces=True, stress=self.use_stress, training=True
+            )
             loss = training_loss(
                 out,
                 batch,
@@ -377,6 +470,8 @@ class Trainer:
                 mass_normalised=cfg.mass_normalised,
                 max_err_weight=cfg.max_err_weight,
                 norms=norms,
+                stress_weight=cfg.stress_weight,
+                stress_norm=s_norm,
             )
             loss.backward()
         else:  # more ranks than frames in this batch: contribute nothing
@@ -421,18 +516,21 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        m = evaluate(
-            self.model,
-            self.val,
-            batch_size=self.cfg.eval_batch_size,
-            device=self.device,
-            dtype=self.dtype,
-        )
+        kw = {"batch_size": self.cfg.eval_batch_size, "device": self.device, "dtype": self.dtype}
+        if self.val_stress:
+            p = predict_with_stress(self.model, self.val, **kw)
+        else:
+            p = predict(self.model, self.val, **kw)
+        m = error_metrics(p["energy"], p["forces"], self.val)
         cfg = self.cfg
         m["loss"] = (
             cfg.energy_weight * m["energy_rmse_per_atom"] ** 2
             + cfg.force_weight * m["forces_rmse"] ** 2
         )
+        if self.val_stress:
+            m.update(stress_errors(p["stress"], self.val.stress_s33))
+            if cfg.stress_weight and np.isfinite(m["stress_rmse"]):
+                m["loss"] += cfg.stress_weight * m["stress_rmse"] ** 2
         return m
 
     def probe(self) -> dict[str, float]:
