@@ -254,3 +254,24 @@ def test_restrict_graph_matches_smaller_cutoff():
     )
     assert big.edge_index_2e.shape[1] > cut.edge_index_2e.shape[1]
     assert key(cut) == key(small)
+
+
+def test_predict_with_stress_under_no_grad():
+    """metrics.errors.predict(stress=True) runs under torch.no_grad(); the strain must
+    still reach autograd (it did not), and agree with the calculator's stress."""
+    from ase.build import bulk
+
+    from ase_mlff.calculators import MLFFCalculator
+    from ase_mlff.data import Dataset
+    from ase_mlff.metrics.errors import predict
+    from ase_mlff.models import EAM
+
+    torch.manual_seed(0)
+    model = EAM(species=[29], cutoff=4.5).double()
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = MLFFCalculator(model)
+    ref = atoms.get_stress(voigt=False)
+    ds = Dataset.from_atoms([atoms])
+    got = predict(model, ds, dtype=torch.float64, stress=True)["stress"][0]
+    np.testing.assert_allclose(got, ref, atol=1e-10)

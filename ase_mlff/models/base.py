@@ -121,17 +121,19 @@ def compute_properties(
     """
     if stress and not bool(batch.pbc_s3.all()):
         raise ValueError("stress needs every system of the batch to be periodic in 3-D")
-    pos = batch.pos_nc.detach().requires_grad_(forces or stress)
-    cell = batch.cell_s33.detach()
-    inputs = [pos]
-    if stress:
-        strain = torch.zeros_like(cell, requires_grad=True)
-        sym = 0.5 * (strain + strain.transpose(1, 2))
-        pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
-        cell = cell + torch.bmm(cell, sym)
-        inputs.append(strain)
-    b = replace(batch, pos_nc=pos, cell_s33=cell)
+    # everything that leads to the energy is built with gradients on, so that callers
+    # under torch.no_grad() (e.g. metrics.errors.predict) still get forces and stress
     with torch.enable_grad():
+        pos = batch.pos_nc.detach().requires_grad_(forces or stress)
+        cell = batch.cell_s33.detach()
+        inputs = [pos]
+        if stress:
+            strain = torch.zeros_like(cell, requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
+            cell = cell + torch.bmm(cell, sym)
+            inputs.append(strain)
+        b = replace(batch, pos_nc=pos, cell_s33=cell)
         energy = model(b)
         out: dict[str, Tensor] = {"energy": energy}
         if forces or stress:
