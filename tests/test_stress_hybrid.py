@@ -13,12 +13,12 @@ from ase.build import bulk
 from ase_mlff.data import Dataset
 from ase_mlff.graph import Batch
 from ase_mlff.metrics.bond_forces import force_angles
+from ase_mlff.metrics.errors import predict
 from ase_mlff.models import EAM, PaiNN, build_model, compute_properties
 from ase_mlff.models.hybrid import HybridPotential, part_forces, restrict_graph
 from ase_mlff.models.io import load_model, save_model
 from ase_mlff.training import TrainConfig, Trainer
 from ase_mlff.training.losses import stress_norm, training_loss
-from ase_mlff.training.trainer import predict_with_stress
 from tests.potential_checks import check_potential
 
 CU = 29
@@ -128,7 +128,7 @@ def test_stress_weight_needs_stress(cu_data, tmp_path):
 
 
 def _errors(model, ds):
-    p = predict_with_stress(model, ds, dtype=torch.float64)
+    p = predict(model, ds, dtype=torch.float64, stress=True)
     return (
         np.mean(np.abs(p["energy"] - ds.energy_s) / ds.n_atoms_s),
         np.mean(np.abs(p["forces"] - ds.forces_nc)),

@@ -185,38 +185,6 @@ def check_stress_data(dataset, what: str = "training") -> None:
         )
 
 
-def predict_with_stress(
-    model: torch.nn.Module,
-    dataset,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> dict[str, np.ndarray]:
-    """``energy`` (S,), ``forces`` (N, 3) and ``stress`` (S, 3, 3) of every frame.
-
-    :func:`ase_mlff.metrics.errors.predict` with ``stress=True`` runs under
-    ``torch.no_grad()``, where :func:`compute_properties` does not record the strain applied
-    to the positions, so autograd cannot reach it; this loop keeps gradients on.
-    """
-    energies, forces, stresses = [], [], []
-    for start in range(0, len(dataset), batch_size):
-        frames = np.arange(start, min(start + batch_size, len(dataset)))
-        b = Batch.from_dataset(
-            dataset, frames, cutoff=model.cutoff, dtype=dtype, device=device, labels=False
-        )
-        with torch.enable_grad():
-            out = compute_properties(model, b, forces=True, stress=True)
-        energies.append(out["energy"].cpu().double().numpy())
-        forces.append(out["forces"].cpu().double().numpy())
-        stresses.append(out["stress"].cpu().double().numpy())
-    return {
-        "energy": np.concatenate(energies),
-        "forces": np.concatenate(forces),
-        "stress": np.concatenate(stresses),
-    }
-
-
 def stress_errors(pred_s33: np.ndarray, ref_s33: np.ndarray) -> dict[str, float]:
     """MAE / RMSE over the components of the frames with a finite stress label, eV/Å³
     (and the MAE in GPa); NaN when no frame has one."""
@@ -518,7 +486,7 @@ class Trainer:
         self.model.eval()
         kw = {"batch_size": self.cfg.eval_batch_size, "device": self.device, "dtype": self.dtype}
         if self.val_stress:
-            p = predict_with_stress(self.model, self.val, **kw)
+            p = predict(self.model, self.val, stress=True, **kw)
         else:
             p = predict(self.model, self.val, **kw)
         m = error_metrics(p["energy"], p["forces"], self.val)
