@@ -694,17 +694,12 @@ class ComparisonAgent:
 
 def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
     """Rows of ``t_inst.csv`` when the study there holds exactly ``models``, else None."""
-    path = study_dir / "t_inst.csv"
-    if not path.exists():
+    from ase_mlff.agents.study import read_t_inst
+
+    if not (study_dir / "t_inst.csv").exists():
         return None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if {r["model"] for r in rows} != set(models):
-        return None
-    for r in rows:
-        r["t_inst_fs"] = float(r["t_inst_fs"]) if r["t_inst_fs"] not in ("", "None") else np.nan
-        r["stable"] = r["stable"] in ("True", "true", "1")
-    return rows
+    rows = read_t_inst(study_dir)
+    return rows if {r["model"] for r in rows} == set(models) else None
 
 
 def _best(rows: list[dict]) -> str | None:

@@ -207,6 +207,24 @@ def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:
     return [results[k] for k in range(len(jobs))]
 
 
+def read_t_inst(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a study's ``t_inst.csv`` (written by :func:`run_stability_study`) with
+    ``t_inst_fs`` as float (NaN for a replica that stayed stable) and ``stable`` as bool."""
+    path = Path(out_dir) / "t_inst.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{out_dir} is not a stability study directory (no t_inst.csv); run "
+            "python -m ase_mlff.recipes.stability --out DIR first"
+        )
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        t = r["t_inst_fs"]
+        r["t_inst_fs"] = float(t) if t not in ("", "None") else float("nan")
+        r["stable"] = r["stable"] in ("True", "true", "1")
+    return rows
+
+
 def _write(result: StudyResult, md: dict) -> None:
     out = result.out_dir
     with open(out / "t_inst.csv", "w", newline="") as f:

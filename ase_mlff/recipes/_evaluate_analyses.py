@@ -271,25 +271,15 @@ def _same_model(a: str, b: str) -> bool:
 
 def study_rows(stability_dir: Path, specs: list[str], names: dict[str, str]) -> dict:
     """``{model name: {"rows": [...], "dir": model directory name}}`` from ``t_inst.csv``."""
-    import csv
+    from ase_mlff.agents.study import read_t_inst
 
-    path = Path(stability_dir) / "t_inst.csv"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{stability_dir} is not a stability study directory (no t_inst.csv); run "
-            "python -m ase_mlff.recipes.stability --out DIR first"
-        )
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_t_inst(stability_dir)
     found = {}
     for spec in specs:
         mine = [r for r in rows if _same_model(spec, r["model"])]
         if not mine:
             log.warning("model %s is not in the study %s", spec, stability_dir)
             continue
-        for r in mine:
-            r["t_inst_fs"] = float(r["t_inst_fs"]) if r["t_inst_fs"] not in ("", "None") else None
-            r["stable"] = r["stable"] in ("True", "true", "1")
         found[names[spec]] = {"rows": mine, "dir": Path(mine[0]["traj_dir"]).parent.name}
     if not found:
         raise ValueError(f"none of the models {specs} is in the study {stability_dir}")
@@ -332,7 +322,7 @@ def stability_report(
         ref_map = tj.contact_map(ref_pos)
     for name, info in study.items():
         rows = info["rows"]
-        t = np.array([np.nan if r["t_inst_fs"] is None else r["t_inst_fs"] for r in rows])
+        t = np.array([r["t_inst_fs"] for r in rows], float)
         stable = np.array([r["stable"] for r in rows], bool)
         m: dict[str, Any] = t_inst_summary(t, stable, total_fs)
         curves[name] = survival_curve(t, stable, total_fs)
@@ -371,7 +361,8 @@ def stability_report(
                 np.mean([tj.rmsd_series(r.positions_tnc, r.positions_tnc[0])[-1] for r in runs])
             )
         if clusters is not None:
-            m.update(_exploration(clusters, models[name], pos, a))
+            template = test.to_atoms(0, with_labels=False)
+            m.update(_exploration(clusters, models[name], pos, template, a))
         res["models"][name] = m
     figs["survival.png"] = survival_figure(curves)
     if not periodic and ref_pos is not None:
@@ -462,28 +453,17 @@ def _free_energies(quads, ref_pos, by_model_traj, temperature, res, figs) -> dic
     return out
 
 
-def _exploration(clusters, model, pos: np.ndarray, a, max_frames: int = 500) -> dict:
+def _exploration(clusters, model, pos: np.ndarray, template, a, max_frames: int = 500) -> dict:
     """Explored/unexplored share of the visited frames (all of them) and the mean force
     norm of the model in each region (at most ``max_frames`` frames evaluated)."""
+    from ase_mlff.data.labelling import label_positions
     from ase_mlff.metrics.clusters import exploration
-    from ase_mlff.metrics.errors import predict
 
     ex = exploration(clusters, pos)
     out = {"explored_fraction": ex["explored_fraction"]}
     pick = np.linspace(0, len(pos) - 1, min(max_frames, len(pos))).astype(int)
-    n = pos.shape[1]
-    numbers = clusters.numbers_
-    sub = Dataset(
-        numbers_n=np.tile(numbers, len(pick)),
-        positions_nc=pos[pick].reshape(-1, 3),
-        n_atoms_s=np.full(len(pick), n),
-        cell_s33=np.zeros((len(pick), 3, 3)),
-        pbc_s3=np.zeros((len(pick), 3), bool),
-        energy_s=np.full(len(pick), np.nan),
-        forces_nc=np.full((len(pick) * n, 3), np.nan),
-    )
-    f = predict(model, sub, batch_size=a.batch_size, dtype=next(model.parameters()).dtype)
-    exf = exploration(clusters, pos[pick], f["forces"])
+    _, forces = label_positions(model, template, pos[pick], dtype=a.dtype, device=a.device)
+    exf = exploration(clusters, pos[pick], forces)
     out["mean_force_norm_explored"] = exf["mean_force_norm_explored"]
     out["mean_force_norm_unexplored"] = exf["mean_force_norm_unexplored"]
     return out
