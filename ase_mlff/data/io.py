@@ -25,12 +25,15 @@ SHIPPED_DIR = Path(__file__).parent / "shipped"
 SHIPPED_DATASETS = {
     "aspirin": "aspirin_gfn2_500K.npz",
     "water": "water_tip3p_flex_300K.npz",
+    "silica": "silica_gfn1.npz",
 }
 #: the command that regenerates each shipped dataset
 SHIPPED_RECIPES = {
     "aspirin": "python -m ase_mlff.recipes.make_reference",
     "water": "python -m ase_mlff.recipes.make_water_reference "
     "--out ase_mlff/data/shipped/water_tip3p_flex_300K.npz --frames 1600 --seed 2026",
+    "silica": "python -m ase_mlff.recipes.make_silica_reference "
+    "--out ase_mlff/data/shipped/silica_gfn1.npz --workers 2",
 }
 
 #: how each shipped set is meant to be split: the test set is a whole held-out
@@ -38,6 +41,9 @@ SHIPPED_RECIPES = {
 SHIPPED_SPLITS = {
     "aspirin": {"split": "trajectory", "test_groups": [4]},
     "water": {"split": "trajectory", "test_groups": [1]},
+    # blocks of 8 consecutive frames of one sampling job; 20 random blocks held out
+    # (ase_mlff.recipes.make_silica_reference renumbers them 0-19)
+    "silica": {"split": "trajectory", "test_groups": list(range(20))},
 }
 
 

@@ -79,6 +79,63 @@ def label_positions(
     return energy, forces
 
 
+def label_dataset(
+    potential: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    stress: bool | None = None,
+    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+    device: str | torch.device = "cpu",
+    dtype: str = "float64",
+    desc: str = "labelling",
+) -> Dataset:
+    """A copy of ``dataset`` whose energies, forces (and stress) are ``potential``'s.
+
+    Frames of any systems and cells (e.g. perturbed crystals, each with its own cell) are
+    labelled in batched calls of about ``chunk_atoms`` atoms. ``stress=None`` computes the
+    stress when every frame is periodic in 3-D. Everything else (positions, cells, weights,
+    config types, extra arrays) is kept; ``provenance["labels"]`` names the potential.
+    """
+    if stress is None:
+        stress = bool(dataset.pbc_s3.all())
+    model = potential.to(device=device).eval()
+    torch_dtype = DTYPES[dtype]
+    energy = np.empty(len(dataset))
+    forces = np.empty_like(dataset.positions_nc)
+    stress_s33 = np.empty((len(dataset), 3, 3)) if stress else None
+    ptr = dataset.ptr_s
+    ends = np.searchsorted(ptr, ptr[:-1] + chunk_atoms, side="right") - 1
+    starts, start = [], 0
+    while start < len(dataset):  # chunks of whole frames, each at least one frame
+        starts.append(start)
+        start = max(start + 1, int(ends[start]))
+    bounds = list(zip(starts, starts[1:] + [len(dataset)]))
+    t0 = time.perf_counter()
+    for lo, hi in tqdm(bounds, desc=desc, leave=False, disable=not show_progress()):
+        frames = np.arange(lo, hi)
+        batch = Batch.from_dataset(
+            dataset, frames, cutoff=model.cutoff, dtype=torch_dtype, device=device, labels=False
+        )
+        out = compute_properties(model, batch, forces=True, stress=stress)
+        energy[lo:hi] = out["energy"].detach().cpu().double().numpy()
+        forces[ptr[lo] : ptr[hi]] = out["forces"].detach().cpu().double().numpy()
+        if stress:
+            stress_s33[lo:hi] = out["stress"].detach().cpu().double().numpy()
+    labelled = dataset.subset(np.arange(len(dataset)))
+    labelled.energy_s, labelled.forces_nc, labelled.stress_s33 = energy, forces, stress_s33
+    name = getattr(potential, "config", {}).get("name", type(potential).__name__)
+    labelled.provenance = {
+        **dataset.provenance,
+        "labels": {
+            "potential": name,
+            "config": getattr(potential, "config", {}),
+            "stress": bool(stress),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    }
+    return labelled
+
+
 def label_with_calculator(calc: Calculator, images: Sequence[Atoms], desc: str = "labelling"):
     """Energies (S,) and forces (list of (N_k, 3)) from an ASE calculator, frame by frame."""
     energy = np.empty(len(images))

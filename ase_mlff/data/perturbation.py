@@ -177,3 +177,62 @@ def perturbed_structures(
             a.info.update(perturb_round=k, perturb_source=src)
             frames.append(a)
     return frames
+
+
+def perturbed_dataset(
+    dataset,
+    potential,
+    *,
+    n_aug: int,
+    n_pairs: int,
+    d_pull_max: float,
+    n_sites: int,
+    d_pert_max: float,
+    seed: int = 0,
+    device: str = "cpu",
+    stress: bool | None = None,
+):
+    """Paper 004's pre-training set: every frame of ``dataset`` perturbed ``n_aug`` times
+    (:func:`perturbed_structures`) and labelled by ``potential`` (the fitted EAM) in batched
+    calls, with stress when the frames are periodic. Returns a
+    :class:`~ase_mlff.data.dataset.Dataset` (config type ``perturbed``) with per-frame
+    ``perturb_round`` and ``perturb_source`` (index into ``dataset``)."""
+    from ase_mlff.data.dataset import Dataset
+    from ase_mlff.data.labelling import label_dataset
+
+    images = perturbed_structures(
+        dataset.to_atoms_list(with_labels=False),
+        n_aug=n_aug,
+        n_pairs=n_pairs,
+        d_pull_max=d_pull_max,
+        n_sites=n_sites,
+        d_pert_max=d_pert_max,
+        seed=seed,
+    )
+    ds = Dataset(
+        numbers_n=np.concatenate([a.numbers for a in images]),
+        positions_nc=np.concatenate([a.positions for a in images]),
+        n_atoms_s=np.array([len(a) for a in images]),
+        cell_s33=np.array([a.cell[:] for a in images]),
+        pbc_s3=np.array([a.pbc for a in images]),
+        energy_s=np.full(len(images), np.nan),
+        forces_nc=np.full((sum(len(a) for a in images), 3), np.nan),
+        config_type_s=np.full(len(images), "perturbed"),
+        extra_s={
+            "perturb_round": np.array([a.info["perturb_round"] for a in images]),
+            "perturb_source": np.array([a.info["perturb_source"] for a in images]),
+        },
+        provenance={
+            "sampling": "two-step perturbation, paper 004 Algorithm 1",
+            "settings": dict(
+                n_aug=n_aug,
+                n_pairs=n_pairs,
+                d_pull_max=d_pull_max,
+                n_sites=n_sites,
+                d_pert_max=d_pert_max,
+                seed=seed,
+            ),
+            "n_source_frames": len(dataset),
+        },
+    )
+    return label_dataset(potential, ds, stress=stress, device=device, desc="EAM labels")
