@@ -229,3 +229,31 @@ def test_eam_checkpoint_round_trip(tmp_path):
     back, _ = load_model(save_model(m, tmp_path / "eam"), dtype=torch.float64)
     for (k, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
         assert torch.allclose(a.double(), b.double()), k
+
+
+def test_fit_atomic_energies_recovers_e_atom(periodic_cells):
+    from ase_mlff.data import Dataset
+    from ase_mlff.data.labelling import label_dataset
+
+    model = perturbed_model(species=[8, 14], cutoff=4.0)
+    with torch.no_grad():
+        model.e_atom.copy_(torch.tensor([-430.0, -95.0], dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    images = []
+    for n_si, n_o in [(2, 4), (3, 4), (4, 9), (1, 3)]:
+        a = Atoms(
+            [14] * n_si + [8] * n_o,
+            positions=rng.uniform(0, 6, (n_si + n_o, 3)),
+            cell=np.eye(3) * 6.0,
+            pbc=True,
+        )
+        images.append(a)
+    ds = label_dataset(model, Dataset.from_atoms(images))
+    with torch.no_grad():
+        model.e_atom.fill_(1.0)
+    fitted = model.fit_atomic_energies(ds)
+    assert fitted == pytest.approx({"O": -430.0, "Si": -95.0}, abs=1e-8)
+    assert model.e_atom.detach().numpy() == pytest.approx([-430.0, -95.0], abs=1e-8)
+    with pytest.raises(ValueError, match=r"no parameters for atomic numbers \[1\]"):
+        model.fit_atomic_energies(Dataset.from_atoms([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])]))
+    assert model.e_atom.detach().numpy() == pytest.approx([-430.0, -95.0], abs=1e-8)  # kept

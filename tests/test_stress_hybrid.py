@@ -275,3 +275,43 @@ def test_predict_with_stress_under_no_grad():
     ds = Dataset.from_atoms([atoms])
     got = predict(model, ds, dtype=torch.float64, stress=True)["stress"][0]
     np.testing.assert_allclose(got, ref, atol=1e-10)
+
+
+def test_eam_and_hybrid_calculators(tmp_path):
+    from ase.build import bulk
+
+    from ase_mlff.calculators import EAMCalculator, HybridCalculator, MLFFCalculator
+    from ase_mlff.models import EAM, HybridPotential, build_model, save_model
+
+    torch.manual_seed(0)
+    eam = EAM(species=[8, 14], cutoff=4.5).double()
+    mlip = build_model({"name": "schnet", "hidden": 16, "n_interactions": 1, "cutoff": 4.0,
+                        "species": [8, 14]}).double()
+    save_model(eam, tmp_path / "eam")
+    save_model(mlip, tmp_path / "mlip")
+    save_model(HybridPotential(mlip, eam), tmp_path / "hybrid")
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.numbers[::2] = 8
+    atoms.rattle(0.05, seed=1)
+    results = {}
+    for name, calc in {
+        "eam": EAMCalculator(tmp_path / "eam"),
+        "mlip": MLFFCalculator(tmp_path / "mlip"),
+        "hybrid": HybridCalculator(tmp_path / "hybrid"),
+        "sum": HybridCalculator(mlip=tmp_path / "mlip", eam=tmp_path / "eam"),
+    }.items():
+        a = atoms.copy()
+        a.calc = calc
+        results[name] = (a.get_potential_energy(), a.get_forces(), a.get_stress())
+    for k in range(3):
+        expected = results["eam"][k] + results["mlip"][k]
+        assert np.allclose(results["hybrid"][k], expected, atol=1e-10)
+        assert np.allclose(results["sum"][k], expected, atol=1e-10)
+    with pytest.raises(TypeError, match="needs an EAM"):
+        EAMCalculator(tmp_path / "mlip")
+    with pytest.raises(TypeError, match="not a hybrid"):
+        HybridCalculator(tmp_path / "eam")
+    with pytest.raises(ValueError, match="either a hybrid model"):
+        HybridCalculator()
+    with pytest.raises(ValueError, match="both mlip= and eam="):
+        HybridCalculator(mlip=tmp_path / "mlip")

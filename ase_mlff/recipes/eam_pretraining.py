@@ -487,9 +487,11 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
         # 1. the EAM alone on the quantum data (fast: a few hundred parameters)
         torch.manual_seed(a.seed)
         with tracker.run("eam", params={"variant": "eam"}, parent=parent) as run_h:
+            eam0 = build_model({**prof["eam"], "species": train.species}).double()
+            run_h.log_params({f"e_atom_init.{k}": v for k, v in
+                              eam0.fit_atomic_energies(train).items()})
             eam, eam_res = run_stage(
-                "eam", build_model({**prof["eam"], "species": train.species}), train, val,
-                eam_cfg, out / "eam", log_fn=run_h.log_metrics,
+                "eam", eam0, train, val, eam_cfg, out / "eam", log_fn=run_h.log_metrics
             )
             paths["eam"] = str(eam_res.best_dir)
             eam = eam.double().eval()
