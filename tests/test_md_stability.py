@@ -169,6 +169,11 @@ def test_runner_drops_unstable_replicas_and_keeps_the_rest_unchanged():
 def test_runner_bad_arguments():
     with pytest.raises(ValueError, match="unknown integrator"):
         run_md(TemplateSprings([_aspirin()], [1.0]), [_aspirin()], steps=1, integrator="x")
+    from ase_mlff.models import build_model
+
+    model = build_model({"name": "schnet", "hidden": 8, "n_interactions": 1, "species": [1, 6, 8]})
+    with pytest.raises(ValueError, match="parameters are torch.float32 but the MD runs in torch.float64"):
+        run_md(model, [_aspirin()], steps=1)
 
 
 def test_ase_driven_path_matches_batched_statistics():

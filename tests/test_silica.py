@@ -154,3 +154,16 @@ def test_count_unphysical():
     text = tables(results)
     assert "| baseline | NVT | 2 | 1 | 1 | 2/6 |" in text
     assert "| baseline | 1.00 | 2.0 | 0.300 |" in text
+
+
+def test_perturbed_dataset_drops_extreme_labels():
+    ds = small_set(4)
+    model = eam_model()
+    kw = dict(n_aug=5, n_pairs=4, d_pull_max=1.0, n_sites=5, d_pert_max=1.0, seed=3)
+    full = perturbed_dataset(ds, model, **kw)
+    f_s = np.maximum.reduceat(np.linalg.norm(full.forces_nc, axis=1), full.ptr_s[:-1])
+    limit = float(np.median(f_s))
+    kept = perturbed_dataset(ds, model, **kw, max_label_force=limit)
+    assert len(kept) == int((f_s <= limit).sum()) and 0 < len(kept) < len(full)
+    assert kept.provenance["dropped_frames"] == len(full) - len(kept)
+    assert np.all(np.isin(kept.energy_s, full.energy_s[f_s <= limit]))

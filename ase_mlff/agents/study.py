@@ -88,8 +88,13 @@ def run_stability_study(
     dtype: str = "float64",
     device: str = "cpu",
     threads_per_agent: int = 1,
+    detector_factory=None,
 ) -> StudyResult:
     """Run ``n_replicas`` trajectories per model over Ray agents; write table and curves.
+
+    ``detector_factory``: the stability detectors of every replica (see
+    :class:`~ase_mlff.agents.trajectory.TrajectorySpec`); default the molecular set with
+    bond-length deviation ``bond_delta``; ``detectors=False`` runs without any.
 
     Writes ``out_dir/t_inst.csv`` (one row per model and replica), ``survival.csv``,
     ``survival.png``, ``summary.json`` and, per model and agent, the trajectories
@@ -131,6 +136,7 @@ def run_stability_study(
                 checkpoint_every=checkpoint_every,
                 detectors=detectors,
                 bond_delta=bond_delta,
+                detector_factory=detector_factory,
                 dtype=dtype,
                 device=device,
                 threads=threads_per_agent,

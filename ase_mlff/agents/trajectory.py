@@ -11,6 +11,7 @@ checkpoint and loses no frame written before it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,6 +47,17 @@ class TrajectorySpec:
     device: str = "cpu"
     threads: int = 1
     calculator: dict[str, Any] | None = None
+    #: detectors(start images, state) -> list; None: the molecular default (bond length
+    #: deviation ``bond_delta``, overlap, ...); must pickle (a module-level function or
+    #: a functools.partial of one, e.g. ``partial(paper004_detectors, window=500)``)
+    detector_factory: Callable[..., list] | None = None
+
+    def detectors_for_run(self) -> Callable[..., list]:
+        if not self.detectors:
+            return _no_detectors
+        if self.detector_factory is not None:
+            return self.detector_factory
+        return partial(default_detectors, delta=self.bond_delta)
 
 
 def _no_detectors(references, state) -> list:
@@ -92,9 +104,7 @@ class TrajectoryAgent:
                 partial(make_calculator, s.calculator),
                 replica_ids=list(s.replica_ids),
                 traj_dir=s.traj_dir,
-                detector_factory=partial(default_detectors, delta=s.bond_delta)
-                if s.detectors
-                else _no_detectors,
+                detector_factory=s.detectors_for_run(),
                 **s.md,
             )
             return self._report(run)
@@ -104,8 +114,8 @@ class TrajectoryAgent:
             replica_ids=list(s.replica_ids),
             traj_dir=s.traj_dir,
             checkpoint_every=s.checkpoint_every,
-            detectors=None if s.detectors else [],
-            detector_factory=partial(default_detectors, delta=s.bond_delta),
+            detectors=None,
+            detector_factory=s.detectors_for_run(),
             dtype=self.dtype,
             device=s.device,
             **s.md,

@@ -191,12 +191,18 @@ def perturbed_dataset(
     seed: int = 0,
     device: str = "cpu",
     stress: bool | None = None,
+    max_label_force: float | None = None,
 ):
     """Paper 004's pre-training set: every frame of ``dataset`` perturbed ``n_aug`` times
     (:func:`perturbed_structures`) and labelled by ``potential`` (the fitted EAM) in batched
     calls, with stress when the frames are periodic. Returns a
     :class:`~ase_mlff.data.dataset.Dataset` (config type ``perturbed``) with per-frame
-    ``perturb_round`` and ``perturb_source`` (index into ``dataset``)."""
+    ``perturb_round`` and ``perturb_source`` (index into ``dataset``).
+
+    ``max_label_force`` (eV/Å): drop frames whose largest labelled force is above it
+    (not in the paper). Pulls of up to 2 × d_pull move bonded atoms through each other,
+    and an EAM's Morse wall then gives forces of 10⁴-10⁵ eV/Å (silica, Table A.1 row:
+    measured); ``provenance["dropped_frames"]`` counts what was dropped."""
     from ase_mlff.data.dataset import Dataset
     from ase_mlff.data.labelling import label_dataset
 
@@ -235,4 +241,17 @@ def perturbed_dataset(
             "n_source_frames": len(dataset),
         },
     )
-    return label_dataset(potential, ds, stress=stress, device=device, desc="EAM labels")
+    labelled = label_dataset(potential, ds, stress=stress, device=device, desc="EAM labels")
+    labelled.provenance["dropped_frames"] = 0
+    if max_label_force is not None:
+        f_n = np.linalg.norm(labelled.forces_nc, axis=1)
+        f_s = np.maximum.reduceat(f_n, labelled.ptr_s[:-1])
+        keep = np.isfinite(labelled.energy_s) & (f_s <= max_label_force)
+        prov = {
+            **labelled.provenance,
+            "max_label_force": float(max_label_force),
+            "dropped_frames": int((~keep).sum()),
+        }
+        labelled = labelled[np.flatnonzero(keep)]
+        labelled.provenance = prov
+    return labelled

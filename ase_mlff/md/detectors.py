@@ -10,6 +10,7 @@ atoms or replicas).
   Δ = 0.5 Å by default (0.3 Å in paper 002); bonds and b_ij from reference structures.
 - :class:`AtomOverlap` (paper 004): some pair closer than ``fraction`` × the replica's
   initial minimum interatomic distance (½ in the paper).
+- :class:`LindemannIndex` (paper 004): local q_i > 0.25 or global q > 0.2.
 - :class:`NonFinite`: NaN or inf energies, forces or positions.
 - :class:`ExplodingForces`: any force component above ``max_force`` eV/Å.
 - :class:`TemperatureBounds`: temperature outside [0.1, 1e5] K.
@@ -264,6 +265,20 @@ class LindemannIndex(_PairDetector):
 
     def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
         self.s1, self.s2 = self.s1[keep_p], self.s2[keep_p]
+
+
+def paper004_detectors(references: Sequence[Atoms], state: MDState, window: int = 500) -> list:
+    """The materials set of paper 004: atom overlap (stops at once) and the Lindemann
+    criterion over ``window`` checks (the number of checks of the whole run reproduces the
+    paper's average over all time steps), plus non-finite values, forces and temperature.
+    Picklable with ``functools.partial(paper004_detectors, window=...)`` (Ray agents)."""
+    return [
+        NonFinite(),
+        AtomOverlap(state),
+        LindemannIndex(state, window=window),
+        ExplodingForces(),
+        TemperatureBounds(),
+    ]
 
 
 class RDFDeviation(Detector):

@@ -230,6 +230,12 @@ def run_md(
         raise ValueError(f"unknown integrator {integrator!r}; choose from {sorted(INTEGRATORS)}")
     if check_every < 1 or record_every < 1:
         raise ValueError("check_every and record_every must be positive")
+    param = next((q for q in model.parameters() if q.is_floating_point()), None)
+    if param is not None and param.dtype != dtype:
+        raise ValueError(
+            f"the model's parameters are {param.dtype} but the MD runs in {dtype}: load or "
+            f"cast the model in that dtype (model.to({dtype})) or pass dtype={param.dtype}"
+        )
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
     state = init_state(
         model,
