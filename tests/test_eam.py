@@ -255,5 +255,7 @@ def test_fit_atomic_energies_recovers_e_atom(periodic_cells):
     assert fitted == pytest.approx({"O": -430.0, "Si": -95.0}, abs=1e-8)
     assert model.e_atom.detach().numpy() == pytest.approx([-430.0, -95.0], abs=1e-8)
     with pytest.raises(ValueError, match=r"no parameters for atomic numbers \[1\]"):
-        model.fit_atomic_energies(Dataset.from_atoms([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])]))
+        model.fit_atomic_energies(
+            Dataset.from_atoms([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])])
+        )
     assert model.e_atom.detach().numpy() == pytest.approx([-430.0, -95.0], abs=1e-8)  # kept

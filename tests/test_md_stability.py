@@ -172,7 +172,9 @@ def test_runner_bad_arguments():
     from ase_mlff.models import build_model
 
     model = build_model({"name": "schnet", "hidden": 8, "n_interactions": 1, "species": [1, 6, 8]})
-    with pytest.raises(ValueError, match="parameters are torch.float32 but the MD runs in torch.float64"):
+    with pytest.raises(
+        ValueError, match="parameters are torch.float32 but the MD runs in torch.float64"
+    ):
         run_md(model, [_aspirin()], steps=1)
 
 

@@ -66,8 +66,9 @@ def test_strained_rattled_strain_and_rattle():
         assert np.allclose(eps, eps.T, atol=1e-12)  # symmetric strain
         assert np.abs(np.diag(eps)).max() <= 0.05 and np.abs(eps[0, 1]) <= 0.03
         # no rattle: fractional coordinates are kept exactly
-        assert np.allclose(a.get_scaled_positions(wrap=False),
-                           atoms.get_scaled_positions(wrap=False), atol=1e-9)
+        assert np.allclose(
+            a.get_scaled_positions(wrap=False), atoms.get_scaled_positions(wrap=False), atol=1e-9
+        )
     rattled = strained_rattled(atoms, 50, np.random.default_rng(2), 0.0, 0.0, (0.05, 0.05))
     dx = np.concatenate([a.positions - atoms.positions for a in rattled])
     assert abs(dx.std() - 0.05) < 0.005
@@ -146,7 +147,11 @@ def test_count_unphysical():
     results = {
         "variants": {
             "baseline": {
-                "test": {"energy_mae_meV_atom": 1.0, "forces_mae_meV_A": 2.0, "stress_mae_GPa": 0.3},
+                "test": {
+                    "energy_mae_meV_atom": 1.0,
+                    "forces_mae_meV_A": 2.0,
+                    "stress_mae_GPa": 0.3,
+                },
                 "md": {"NVT": c},
             }
         }

@@ -285,8 +285,9 @@ def test_eam_and_hybrid_calculators(tmp_path):
 
     torch.manual_seed(0)
     eam = EAM(species=[8, 14], cutoff=4.5).double()
-    mlip = build_model({"name": "schnet", "hidden": 16, "n_interactions": 1, "cutoff": 4.0,
-                        "species": [8, 14]}).double()
+    mlip = build_model(
+        {"name": "schnet", "hidden": 16, "n_interactions": 1, "cutoff": 4.0, "species": [8, 14]}
+    ).double()
     save_model(eam, tmp_path / "eam")
     save_model(mlip, tmp_path / "mlip")
     save_model(HybridPotential(mlip, eam), tmp_path / "hybrid")

@@ -86,8 +86,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "n_val": 30,
         "model": {"name": "painn", "hidden": 32, "n_interactions": 2, "cutoff": 5.0},
         "eam": {"name": "eam", "cutoff": 6.0, "n_density_terms": 2},
-        "eam_train": {"epochs": 400, "batch_size": 16, "lr": 0.1, "lr_patience": 20,
-                      "early_stopping_patience": 60, "max_minutes": 3.0},
+        "eam_train": {
+            "epochs": 400,
+            "batch_size": 16,
+            "lr": 0.1,
+            "lr_patience": 20,
+            "early_stopping_patience": 60,
+            "max_minutes": 3.0,
+        },
         "train": {"epochs": 400, "batch_size": 4, "lr": 2e-3, "max_minutes": 5.0},
         "pretrain": {"epochs": 100, "batch_size": 8, "lr": 2e-3, "max_minutes": 4.0},
         "finetune": {"epochs": 400, "batch_size": 4, "lr": 1e-3, "max_minutes": 5.0},
@@ -101,8 +107,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "n_val": 30,
         "model": {"name": "painn", "hidden": 128, "n_interactions": 3, "cutoff": 5.0},
         "eam": {"name": "eam", "cutoff": 6.0, "n_density_terms": 2},
-        "eam_train": {"epochs": 1000, "batch_size": 16, "lr": 0.1, "lr_patience": 20,
-                      "early_stopping_patience": 100},
+        "eam_train": {
+            "epochs": 1000,
+            "batch_size": 16,
+            "lr": 0.1,
+            "lr_patience": 20,
+            "early_stopping_patience": 100,
+        },
         "train": {"epochs": 200, "batch_size": 4, "lr": 1e-3, "lr_patience": 20},
         "pretrain": {"epochs": 50, "batch_size": 8, "lr": 1e-3, "lr_patience": 10},
         "finetune": {"epochs": 200, "batch_size": 4, "lr": 5e-4, "lr_patience": 20},
@@ -176,7 +187,11 @@ def pretraining_set(train: Dataset, eam, perturb: dict, seed: int, device: str =
     parts, dropped = [], 0
     for k in range(MAX_PASSES):
         part = perturbed_dataset(
-            train, eam, **perturb, seed=seed * 1000 + k, device=device,
+            train,
+            eam,
+            **perturb,
+            seed=seed * 1000 + k,
+            device=device,
             max_label_force=MAX_LABEL_FORCE,
         )
         dropped += part.provenance["dropped_frames"]
@@ -417,7 +432,11 @@ def unphysical_figure(table: dict[str, dict[str, dict[str, int]]]):
     x = np.arange(len(names))
     for ax, ens in zip(axes[0], ensembles):
         bottom = np.zeros(len(names))
-        for key, label in (("atom_overlap", "atom overlap"), ("lindemann", "Lindemann"), ("other", "other")):
+        for key, label in (
+            ("atom_overlap", "atom overlap"),
+            ("lindemann", "Lindemann"),
+            ("other", "other"),
+        ):
             h = np.array([table[n].get(ens, {}).get(key, 0) for n in names], dtype=float)
             ax.bar(x, h, bottom=bottom, label=label)
             bottom += h
@@ -452,6 +471,9 @@ def tables(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
+        if "test" not in v:
+            lines.append(f"| {name} | failed: {str(v.get('error', '?'))[:60]} | | |")
+            continue
         t = v["test"]
         lines.append(
             f"| {name} | {t['energy_mae_meV_atom']:.2f} | {t['forces_mae_meV_A']:.1f} | "
@@ -460,7 +482,10 @@ def tables(results: dict[str, Any]) -> str:
     rdf_rows = [(n, v["rdf_mae"]) for n, v in results["variants"].items() if "rdf_mae" in v]
     if rdf_rows:
         lines += ["", "**RDF MAE** (∫|g − g_ref| dr, NVT 2,000 K from the relaxed polymorphs)", ""]
-        lines += ["| setup | " + " | ".join(PAIR_NAMES) + " |", "|---" * (len(PAIR_NAMES) + 1) + "|"]
+        lines += [
+            "| setup | " + " | ".join(PAIR_NAMES) + " |",
+            "|---" * (len(PAIR_NAMES) + 1) + "|",
+        ]
         for n, m in rdf_rows:
             lines.append(f"| {n} | " + " | ".join(f"{m[p]:.3f}" for p in PAIR_NAMES) + " |")
     if results.get("force_angles"):
@@ -482,7 +507,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--starts", type=int, default=None, help="MD replicas from test structures")
     p.add_argument("--md-steps", type=int, default=None)
     p.add_argument("--ensembles", default="NVT,NPT")
-    p.add_argument("--minutes", type=float, default=None, help="budget of each training stage")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="budget of each training stage (EAM too)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs") / "eam_pretraining")
@@ -501,11 +528,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dict[str, Any]:
-    import ase.io
-
     from ase_mlff.agents.training import train_variants_parallel
     from ase_mlff.data.perturbation import PAPER_SETTINGS
-    from ase_mlff.md.runner import run_md
     from ase_mlff.metrics.bond_forces import force_angle_figure
     from ase_mlff.metrics.distances import min_distance_figure, min_pair_distances
     from ase_mlff.metrics.plots import learning_curve_figure
@@ -526,10 +550,13 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
     model_cfg = {**prof["model"], "species": train.species}
     base = {"seed": a.seed, "device": a.device, "dtype": "float32", **LOSS}
     cfgs = {
-        k: asdict(TrainConfig(**{**base, **prof[k], **({"max_minutes": a.minutes} if a.minutes else {})}))
+        k: asdict(
+            TrainConfig(**{**base, **prof[k], **({"max_minutes": a.minutes} if a.minutes else {})})
+        )
         for k in ("train", "pretrain", "finetune")
     }
-    eam_cfg = TrainConfig(**{**base, **prof["eam_train"], "dtype": "float64"})
+    eam_over = {"max_minutes": a.minutes} if a.minutes else {}
+    eam_cfg = TrainConfig(**{**base, **prof["eam_train"], **eam_over, "dtype": "float64"})
     perturb = PAPER_SETTINGS["silica"]["torchmd"]
     protocol = {
         "profile": a.profile,
@@ -545,8 +572,12 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
         "perturbation": perturb,
         "train": cfgs,
         "eam_train": asdict(eam_cfg),
-        "md": {"steps": md_steps, "starts": starts_n, "check_every": CHECK_EVERY,
-               **{e: MD_PROTOCOLS[e] for e in ensembles}},
+        "md": {
+            "steps": md_steps,
+            "starts": starts_n,
+            "check_every": CHECK_EVERY,
+            **{e: MD_PROTOCOLS[e] for e in ensembles},
+        },
         "variants": variants,
     }
     tracker = Tracker(a.experiment, uri=a.tracking_uri)
@@ -565,8 +596,9 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
         torch.manual_seed(a.seed)
         with tracker.run("eam", params={"variant": "eam"}, parent=parent) as run_h:
             eam0 = build_model({**prof["eam"], "species": train.species}).double()
-            run_h.log_params({f"e_atom_init.{k}": v for k, v in
-                              eam0.fit_atomic_energies(train).items()})
+            run_h.log_params(
+                {f"e_atom_init.{k}": v for k, v in eam0.fit_atomic_energies(train).items()}
+            )
             eam, eam_res = run_stage(
                 "eam", eam0, train, val, eam_cfg, out / "eam", log_fn=run_h.log_metrics
             )
@@ -577,7 +609,9 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
             run_h.log_artifact(eam_res.best_dir, "checkpoint")
             results["variants"]["eam"] = res_eam
             for pair in (("Si", "O"), ("O", "O"), ("Si", "Si")):
-                figures[f"eam_decomposition_{pair[0]}{pair[1]}.png"] = decomposition_figure(eam, pair)
+                figures[f"eam_decomposition_{pair[0]}{pair[1]}.png"] = decomposition_figure(
+                    eam, pair
+                )
             if eam_res.history:
                 figures["learning_curve_eam.png"] = learning_curve_figure(eam_res.history)
 
@@ -590,15 +624,20 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
                 pre = pretraining_set(train, eam, perturb, a.seed, a.device)
                 pre.save_npz(pre_path)
             paths["pretrain"] = str(pre_path)
-            parent.log_dict({k: v for k, v in pre.provenance.items() if k != "sources"},
-                            "pretrain_data_provenance.json")
+            parent.log_dict(
+                {k: v for k, v in pre.provenance.items() if k != "sources"},
+                "pretrain_data_provenance.json",
+            )
             md_qm = min_pair_distances(train, PAIRS)
             md_pre = min_pair_distances(pre, PAIRS)
             figures["min_distances.png"] = min_distance_figure(
                 {"quantum training set": md_qm, "EAM pre-training set": md_pre}
             )
             results["min_distance_A"] = {
-                k: {"quantum": float(np.nanmin(md_qm[k])), "pretraining": float(np.nanmin(md_pre[k]))}
+                k: {
+                    "quantum": float(np.nanmin(md_qm[k])),
+                    "pretraining": float(np.nanmin(md_pre[k])),
+                }
                 for k in md_qm
             }
 
@@ -607,8 +646,13 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
             {
                 "name": v,
                 "fn": _train_variant,
-                "kwargs": {"kind": v, "model_cfg": model_cfg, "cfgs": cfgs, "paths": paths,
-                           "out": str(out / v)},
+                "kwargs": {
+                    "kind": v,
+                    "model_cfg": model_cfg,
+                    "cfgs": cfgs,
+                    "paths": paths,
+                    "out": str(out / v),
+                },
             }
             for v in sorted(variants, key=lambda v: v != "eam_pretrained")  # longest first
         ]
@@ -629,8 +673,11 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
                     prefix = "" if len(r["histories"]) == 1 else f"{stage}_"
                     for h in hist:
                         run_h.log_metrics(
-                            {f"{prefix}{k}": x for k, x in h.items()
-                             if isinstance(x, (int, float)) and k != "epoch"},
+                            {
+                                f"{prefix}{k}": x
+                                for k, x in h.items()
+                                if isinstance(x, (int, float)) and k != "epoch"
+                            },
                             step=int(h["epoch"]),
                         )
                     if hist:

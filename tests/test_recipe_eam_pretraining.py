@@ -1,0 +1,71 @@
+"""The eam_pretraining recipe (paper 004) end to end on tiny settings: the EAM fit, the
+EAM-labelled pre-training set, four MLIP variants in Ray tasks, NVT and NPT stability
+studies with paper 004's detectors, RDFs, force angles, MLflow parent and child runs."""
+
+import csv
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+
+def test_eam_pretraining_recipe(ray_local, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ase_mlff.recipes import eam_pretraining
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "ept"
+    argv = ["--fraction", "0.05", "--minutes", "0.02", "--starts", "2", "--md-steps", "20"]
+    res = eam_pretraining.main([*argv, "--out", str(out), "--tracking-uri", uri])
+
+    variants = res["variants"]
+    assert set(variants) == {"eam", *eam_pretraining.VARIANTS}
+    for v in variants.values():
+        t = v["test"]
+        assert (
+            t["forces_mae_meV_A"] > 0 and t["stress_mae_GPa"] > 0 and t["energy_mae_meV_atom"] > 0
+        )
+    n_polymorphs = 4  # the reference MD's cells run as extra NVT replicas
+    for ens in ("NVT", "NPT"):
+        rows = list(csv.DictReader(open(out / f"md_{ens}" / "t_inst.csv")))
+        assert len(rows) == 4 * (2 + (n_polymorphs if ens == "NVT" else 0))
+        for name in eam_pretraining.VARIANTS:
+            c = variants[name]["md"][ens]
+            assert c["n"] == 2
+            assert c["unphysical"] == c["atom_overlap"] + c["lindemann"] + c["other"] <= 2
+    for name in eam_pretraining.VARIANTS:
+        assert set(variants[name]["rdf_mae"]) == {"Si–O", "O–O", "Si–Si"}
+    angles = res["force_angles"]
+    assert "hybrid: EAM part vs MLIP part" in angles and "eam_pretrained vs fitted EAM" in angles
+    assert all(0 <= a["median"] <= 180 for a in angles.values())
+    # the pre-training set reaches closer Si-O contacts than the quantum data (Fig. 6b)
+    d = res["min_distance_A"]["Si–O"]
+    assert d["pretraining"] < d["quantum"]
+    from ase_mlff.data import Dataset
+
+    pre = Dataset.load_npz(out / "pretrain_eam.npz")
+    f_max = np.maximum.reduceat(np.linalg.norm(pre.forces_nc, axis=1), pre.ptr_s[:-1])
+    assert np.all(f_max <= eam_pretraining.MAX_LABEL_FORCE) and pre.has_stress
+    for fig in (
+        "rdf.png",
+        "force_angles.png",
+        "unphysical.png",
+        "min_distances.png",
+        "eam_decomposition_SiO.png",
+    ):
+        assert (out / "figures" / fig).stat().st_size > 0
+    table = (out / "comparison.md").read_text()
+    assert "| eam_pretrained | NPT |" in table and "| hybrid |" in table
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("eam_pretraining")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.data.tags["mlflow.runName"]: r for r in runs if r not in parent}
+    assert len(parent) == 1 and set(children) == {"eam", *eam_pretraining.VARIANTS}
+    assert "test_stress_mae_GPa" in children["eam"].data.metrics
+    assert "md_NPT_unphysical" in children["hybrid"].data.metrics
+    assert "val_forces_mae" in children["baseline"].data.metrics  # learning curve
+    assert "pretrain_val_forces_mae" in children["eam_pretrained"].data.metrics
