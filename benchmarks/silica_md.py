@@ -1,10 +1,11 @@
 """MD step time of the eam_pretraining recipe's models on silica (paper 004 protocol).
 
-The quick profile's batch: ``--starts`` (24) test structures of the shipped silica set plus
-the four relaxed polymorphs, 2,000 K, 2 fs, NVT Langevin and NPT Berendsen, with paper
-004's detectors; PaiNN 32×2 (cutoff 5 Å), the EAM, and their hybrid, freshly initialised
-(the step time does not depend on the weights). Prints ms per step for float32 and
-float64, after ``--warmup`` steps, and the 1-min load average: compare on an idle machine.
+``--starts`` (24) test structures of the shipped silica set plus the five relaxed
+polymorphs (the quick profile's NVT batch has the four with a reference MD), 2,000 K,
+2 fs, NVT Langevin and NPT Berendsen, with paper 004's detectors; PaiNN 32×2 (cutoff
+5 Å), the EAM and their hybrid, freshly initialised (the step time does not depend on
+the weights). Prints ms per step for float32 and float64 after ``--warmup`` steps, and
+the 1-min load average: compare on an idle machine.
 
     python benchmarks/silica_md.py
     python benchmarks/silica_md.py --steps 20 --starts 8
