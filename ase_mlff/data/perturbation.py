@@ -215,19 +215,10 @@ def perturbed_dataset(
         d_pert_max=d_pert_max,
         seed=seed,
     )
-    ds = Dataset(
-        numbers_n=np.concatenate([a.numbers for a in images]),
-        positions_nc=np.concatenate([a.positions for a in images]),
-        n_atoms_s=np.array([len(a) for a in images]),
-        cell_s33=np.array([a.cell[:] for a in images]),
-        pbc_s3=np.array([a.pbc for a in images]),
-        energy_s=np.full(len(images), np.nan),
-        forces_nc=np.full((sum(len(a) for a in images), 3), np.nan),
-        config_type_s=np.full(len(images), "perturbed"),
-        extra_s={
-            "perturb_round": np.array([a.info["perturb_round"] for a in images]),
-            "perturb_source": np.array([a.info["perturb_source"] for a in images]),
-        },
+    for a in images:
+        a.info["config_type"] = "perturbed"
+    ds = Dataset.from_atoms(
+        images,
         provenance={
             "sampling": "two-step perturbation, paper 004 Algorithm 1",
             "settings": dict(
@@ -241,6 +232,10 @@ def perturbed_dataset(
             "n_source_frames": len(dataset),
         },
     )
+    ds.extra_s = {
+        "perturb_round": np.array([a.info["perturb_round"] for a in images]),
+        "perturb_source": np.array([a.info["perturb_source"] for a in images]),
+    }
     labelled = label_dataset(potential, ds, stress=stress, device=device, desc="EAM labels")
     labelled.provenance["dropped_frames"] = 0
     if max_label_force is not None:
