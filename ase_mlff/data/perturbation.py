@@ -30,7 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.geometry import get_distances
+
+from ase_mlff.graph.geometry import minimum_image
 
 #: Table A.1 of paper 004: {dataset: {mlip: kwargs of :func:`perturbed_structures`}}
 #: (the "Usage" column, the fraction of the QM data used, is not a perturbation setting).
@@ -65,9 +66,9 @@ def strength_schedule(d_max: float, n_aug: int) -> np.ndarray:
 def _mic_vectors(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     """(N, N, 3) minimum-image vectors P_j - P_i and (N, N) distances."""
     pos = np.asarray(atoms.positions, dtype=np.float64)
-    if atoms.pbc.any():
-        return get_distances(pos, cell=atoms.cell, pbc=atoms.pbc)
     vec = pos[None, :, :] - pos[:, None, :]
+    if atoms.pbc.any():
+        vec = minimum_image(vec, atoms.cell.array, atoms.pbc)
     return vec, np.linalg.norm(vec, axis=-1)
 
 

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
-from ase.neighborlist import natural_cutoffs, neighbor_list
 
 from ase_mlff.calculators.openmm import load_system
+from ase_mlff.graph.geometry import BOND_TOLERANCE, perceive_bonds
 from ase_mlff.models.classical import COULOMB_EV_A, Topology
 from ase_mlff.utils import KJ_PER_MOL
 
@@ -297,17 +297,11 @@ def permute_system(system: openmm.System | str, order: np.ndarray) -> openmm.Sys
 # --------------------------------------------------------------------------- atom matching
 
 
-def perceive_bonds(atoms: Atoms, mult: float = 1.2) -> np.ndarray:
-    """(B, 2) bonds i < j with d_ij < mult × (r_cov,i + r_cov,j) (ASE covalent radii).
-
-    ``mult = 1.2`` is needed because ASE's radii sum below some bond lengths
-    (C–H: 0.76 + 0.31 = 1.07 Å < 1.09 Å); it stays well below 1-3 distances (≥ 2.1 Å).
-    """
+def _molecule(atoms: Atoms) -> Atoms:
+    """The structure as an isolated molecule (force fields here are non-periodic)."""
     a = atoms.copy()
     a.pbc = False
-    i, j = neighbor_list("ij", a, natural_cutoffs(a, mult=mult))
-    keep = i < j
-    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
+    return a
 
 
 def _graph(numbers: np.ndarray, bonds: np.ndarray) -> Any:
@@ -355,12 +349,13 @@ def match_atoms(
     reference_positions_or_bonds: np.ndarray,
     target_atoms: Atoms,
     target_bonds: np.ndarray | None = None,
-    mult: float = 1.2,
+    tolerance: float = BOND_TOLERANCE,
 ) -> np.ndarray:
     """The atom order that maps a reference molecule onto a target structure.
 
     Both molecules become graphs (nodes labelled by element, edges = bonds, perceived from
-    distances by :func:`perceive_bonds` unless given) and networkx's VF2 matcher finds an
+    distances by :func:`ase_mlff.graph.geometry.perceive_bonds`, the project's one
+    molecular-graph criterion, unless given) and networkx's VF2 matcher finds an
     isomorphism. Returns ``order`` with target atom k = reference atom ``order[k]``, i.e.
     ``topology.permuted(order)`` is the reference force field in the target's atom order.
 
@@ -374,7 +369,7 @@ def match_atoms(
         reference_positions_or_bonds: (N, 3) positions in Å, or (B, 2) integer bonds.
         target_atoms: the structure whose order is wanted.
         target_bonds: its bonds, if they should not be perceived from its positions.
-        mult: covalent-radius multiplier of the bond perception.
+        tolerance: covalent-radius tolerance of the bond perception.
 
     Raises:
         ValueError: the two bond graphs are not isomorphic (with the elements, bond counts
@@ -385,7 +380,7 @@ def match_atoms(
     z_ref = np.asarray(reference_numbers, dtype=np.int64)
     arr = np.asarray(reference_positions_or_bonds)
     if arr.ndim == 2 and arr.shape == (len(z_ref), 3) and np.issubdtype(arr.dtype, np.floating):
-        b_ref = perceive_bonds(Atoms(numbers=z_ref, positions=arr), mult=mult)
+        b_ref = perceive_bonds(Atoms(numbers=z_ref, positions=arr), tolerance)
     elif arr.ndim == 2 and arr.shape[1] == 2:
         b_ref = arr.astype(np.int64)
     else:
@@ -395,7 +390,7 @@ def match_atoms(
         )
     z_tgt = np.asarray(target_atoms.numbers, dtype=np.int64)
     b_tgt = (
-        perceive_bonds(target_atoms, mult=mult)
+        perceive_bonds(_molecule(target_atoms), tolerance)
         if target_bonds is None
         else np.asarray(target_bonds, np.int64)
     )

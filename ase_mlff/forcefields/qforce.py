@@ -27,6 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from ase_mlff.graph.geometry import perceive_bonds as graph_bonds
 from ase_mlff.models.classical import ClassicalPotential, Topology
 from ase_mlff.utils import KJ_PER_MOL
 
@@ -84,18 +85,16 @@ BOND_CUTOFF = {("H", "H"): 1.05, ("H", "O"): 1.30, ("O", "O"): 1.75}
 
 
 def perceive_bonds(atoms: Atoms) -> np.ndarray:
-    """(B, 2) bonded pairs i < j from the distances in ``atoms`` (see :data:`BOND_CUTOFF`)."""
+    """(B, 2) bonded pairs i < j of an H/O structure: the project's one molecular-graph
+    function (:func:`ase_mlff.graph.geometry.perceive_bonds`) with the cutoffs of
+    :data:`BOND_CUTOFF` for every element pair of this chemistry."""
     sym = np.array(atoms.get_chemical_symbols())
     bad = sorted(set(sym) - {"H", "O"})
     if bad:
         raise ValueError(
             f"the Q-Force hydrogen-combustion force field knows H and O only, got {bad}"
         )
-    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-    i, j = np.triu_indices(len(atoms), k=1)
-    cut = np.array([BOND_CUTOFF[tuple(sorted((a, b)))] for a, b in zip(sym[i], sym[j])])
-    keep = d[i, j] < cut
-    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
+    return graph_bonds(atoms, pair_cutoffs=BOND_CUTOFF)
 
 
 def _fragments(n: int, bonds: np.ndarray) -> list[np.ndarray]:

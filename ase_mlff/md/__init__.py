@@ -1,5 +1,6 @@
 """Batched molecular dynamics: many replicas, one potential call per step."""
 
+from ase_mlff.md.conservation import energy_drift_report, nve_energy_drift
 from ase_mlff.md.detectors import (
     AtomOverlap,
     BondLengthDeviation,
@@ -20,6 +21,7 @@ from ase_mlff.md.integrators import (
 )
 from ase_mlff.md.runner import INTEGRATORS, MDRun, ReplicaResult, run_md, select_replicas
 from ase_mlff.md.state import MDState, init_state, make_generators, remove_com_velocity
+from ase_mlff.md.validation import MDParameterError, validate_md_parameters
 
 __all__ = [
     "INTEGRATORS",
@@ -28,6 +30,7 @@ __all__ = [
     "Detector",
     "ExplodingForces",
     "LindemannIndex",
+    "MDParameterError",
     "MDRun",
     "MDState",
     "NonFinite",
@@ -35,6 +38,8 @@ __all__ = [
     "ReplicaResult",
     "TemperatureBounds",
     "default_detectors",
+    "energy_drift_report",
+    "nve_energy_drift",
     "run_md",
     "select_replicas",
     "init_nose_hoover_chain",
@@ -44,5 +49,6 @@ __all__ = [
     "nose_hoover_chain_step",
     "nose_hoover_conserved",
     "remove_com_velocity",
+    "validate_md_parameters",
     "velocity_verlet_step",
 ]

@@ -23,6 +23,9 @@ from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.runner import MDRun, ReplicaResult
 from ase_mlff.md.state import MDState
 from ase_mlff.md.storage import TrajectoryStore
+from ase_mlff.md.validation import validate_md_parameters
+
+ASE_INTEGRATORS = ("nve", "langevin", "nose_hoover")
 
 
 def _view(atoms: Atoms, cutoff: float) -> MDState:
@@ -99,8 +102,22 @@ def run_ase_md(
 
     ``detector_cutoff`` is the radius of the graph the overlap detector looks at. With
     ``traj_dir`` the stable frames are stored as they pass their checks, as in
-    :func:`~ase_mlff.md.runner.run_md` (no MD-state checkpoints on this path).
+    :func:`~ase_mlff.md.runner.run_md` (no MD-state checkpoints on this path). Bad
+    parameters raise ``ValueError`` before any calculator is made
+    (:func:`~ase_mlff.md.validation.validate_md_parameters`).
     """
+    validate_md_parameters(
+        steps=steps,
+        dt=dt,
+        integrator=integrator,
+        integrators=ASE_INTEGRATORS,
+        temperature_K=temperature_K,
+        friction=friction,
+        tdamp=tdamp,
+        check_every=check_every,
+        record_every=record_every,
+        images=images,
+    )
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
     settings = {
         "engine": "ase",

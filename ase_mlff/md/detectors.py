@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.neighborlist import natural_cutoffs, neighbor_list
 from torch import Tensor
 
+from ase_mlff.graph.geometry import BondGraph, bond_graph, minimum_image_torch
 from ase_mlff.md.state import MDState
 
 
@@ -87,9 +87,13 @@ class _PairDetector(Detector):
     pair_sys_p: Tensor
 
     def _distances(self, state: MDState) -> Tensor:
+        """(P,) pair distances, the exact minimum image in periodic replicas."""
+        b = state.batch
         i, j = self.pairs_2p
-        pos = state.batch.pos_nc
-        return (pos.index_select(0, j) - pos.index_select(0, i)).norm(dim=1)
+        d = b.pos_nc.index_select(0, j) - b.pos_nc.index_select(0, i)
+        if b.periodic:
+            d = minimum_image_torch(d, b.cell_s33, b.pbc_s3, self.pair_sys_p)
+        return torch.linalg.vector_norm(d, dim=1)
 
     def select(self, keep_s: Tensor, state: MDState) -> None:
         b = state.batch
@@ -105,11 +109,17 @@ class _PairDetector(Detector):
 
 
 class BondLengthDeviation(_PairDetector):
-    """Unstable when some bond deviates from its reference length by more than ``delta`` Å.
+    """Unstable when some bond deviates from its reference length by more than ``delta`` Å
+    (papers 000 and 003: max_(i,j)∈𝓑 |r_ij(t) − b_ij| > Δ, Δ = 0.5 Å).
 
-    Bonds are the covalent bonds (ASE natural cutoffs × ``bond_scale``) of each replica's
-    reference structure, and b_ij their lengths there, or, when ``reference_ensemble``
-    (frames of the same molecule) is given, their mean over that ensemble.
+    The bonds 𝓑 and lengths b_ij come from :func:`ase_mlff.graph.geometry.bond_graph`:
+    ``reference`` is one :class:`~ase_mlff.graph.geometry.BondGraph` (or a list of them,
+    e.g. :func:`~ase_mlff.graph.geometry.bond_graphs_from_dataset`) made from a
+    representative structure or an ensemble; each replica uses the graph whose atoms
+    match its own. A replica with no matching graph gets one perceived on its start
+    structure (``references[s]``), with the thermal-motion tolerance of the one
+    molecular-graph criterion, which finds exactly the chemical graph on every shipped
+    frame. Periodic replicas use the exact minimum image.
     """
 
     name = "bond_length"
@@ -118,22 +128,23 @@ class BondLengthDeviation(_PairDetector):
         self,
         references: Sequence[Atoms],
         delta: float = 0.5,
-        bond_scale: float = 1.0,
-        reference_ensemble: Sequence[np.ndarray] | None = None,
+        reference: BondGraph | Sequence[BondGraph] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        if not delta > 0:
+            raise ValueError(f"the bond deviation threshold delta must be positive, got {delta}")
         self.delta = delta
+        graphs = [reference] if isinstance(reference, BondGraph) else list(reference or [])
         pairs, lengths, sys_p, offset = [], [], [], 0
+        self.graphs: list[BondGraph] = []
         for s, atoms in enumerate(references):
-            i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=bond_scale))
-            keep = i < j
-            i, j, d = i[keep], j[keep], d[keep]
-            if reference_ensemble is not None:
-                pos_tn3 = np.asarray(reference_ensemble[s])
-                d = np.linalg.norm(pos_tn3[:, j] - pos_tn3[:, i], axis=-1).mean(axis=0)
-            pairs.append(np.stack([i, j]) + offset)
-            lengths.append(d)
-            sys_p.append(np.full(len(i), s))
+            g = next((g for g in graphs if g.matches(atoms.numbers)), None)
+            if g is None:
+                g = bond_graph(atoms)
+            self.graphs.append(g)
+            pairs.append(g.bonds.T.reshape(2, -1) + offset)
+            lengths.append(g.lengths)
+            sys_p.append(np.full(len(g), s))
             offset += len(atoms)
         self.pairs_2p = torch.as_tensor(np.concatenate(pairs, axis=1), device=device)
         self.b_p = torch.as_tensor(np.concatenate(lengths), device=device)
@@ -141,9 +152,10 @@ class BondLengthDeviation(_PairDetector):
         self.n_systems = len(references)
 
     def deviation(self, state: MDState) -> Tensor:
-        """(S,) max |r_ij − b_ij| over each replica's bonds, Å."""
+        """(S,) max |r_ij − b_ij| over each replica's bonds, Å (0 for a replica with none)."""
         dev = (self._distances(state) - self.b_p.to(state.batch.dtype)).abs()
-        return scatter_max(dev.nan_to_num(nan=torch.inf), self.pair_sys_p, state.batch.n_systems)
+        out = scatter_max(dev.nan_to_num(nan=torch.inf), self.pair_sys_p, state.batch.n_systems)
+        return out.clamp_min(0.0)
 
     def __call__(self, state: MDState) -> Tensor:
         return self.deviation(state) > self.delta
@@ -180,11 +192,21 @@ class AtomOverlap(Detector):
         self.threshold_s = self.threshold_s[keep_s]
 
 
-def default_detectors(references: Sequence[Atoms], state: MDState, delta: float = 0.5) -> list:
-    """The molecular default: bonds (Δ = 0.5 Å), overlap, non-finite, forces, temperature."""
+def default_detectors(
+    references: Sequence[Atoms],
+    state: MDState,
+    delta: float = 0.5,
+    bond_reference: BondGraph | Sequence[BondGraph] | None = None,
+) -> list:
+    """The molecular default: bonds (Δ = 0.5 Å, graphs and lengths from ``bond_reference``
+    when given, see :class:`BondLengthDeviation`), overlap, non-finite, forces,
+    temperature. Picklable as ``functools.partial(default_detectors, delta=...,
+    bond_reference=...)``."""
     return [
         NonFinite(),
-        BondLengthDeviation(references, delta=delta, device=state.batch.device),
+        BondLengthDeviation(
+            references, delta=delta, reference=bond_reference, device=state.batch.device
+        ),
         AtomOverlap(state),
         ExplodingForces(),
         TemperatureBounds(),
@@ -223,18 +245,6 @@ class LindemannIndex(_PairDetector):
         self.s1 = torch.zeros(self.pairs_2p.shape[1], dtype=dtype, device=state.batch.device)
         self.s2 = torch.zeros_like(self.s1)
         self.count = 0
-
-    def _distances(self, state: MDState) -> Tensor:
-        b = state.batch
-        i, j = self.pairs_2p
-        d = b.pos_nc[j] - b.pos_nc[i]
-        periodic = b.pbc_s3[self.pair_sys_p]
-        if bool(periodic.any()):
-            cell = b.cell_s33[self.pair_sys_p]
-            frac = torch.linalg.solve(cell.transpose(1, 2), d[..., None])[..., 0]
-            frac = frac - torch.where(periodic, torch.round(frac), torch.zeros_like(frac))
-            d = torch.where(periodic.any(dim=1)[:, None], torch.einsum("pc,pcd->pd", frac, cell), d)
-        return d.norm(dim=1)
 
     def indices(self, state: MDState) -> tuple[Tensor, Tensor]:
         """(N,) local and (S,) global Lindemann indices of the current window."""

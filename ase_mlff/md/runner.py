@@ -28,6 +28,7 @@ from ase_mlff.md.integrators import (
 )
 from ase_mlff.md.state import MDState, init_state
 from ase_mlff.md.storage import TrajectoryStore, stored_frames
+from ase_mlff.md.validation import validate_md_parameters
 from ase_mlff.models.base import compute_properties
 
 INTEGRATORS = {
@@ -220,16 +221,29 @@ def run_md(
     ``taup`` in fs, ``pressure_bar`` in bar, ``compressibility`` in bar⁻¹,
     ``anisotropic`` for per-cell-vector scaling; every replica has its own cell, recorded
     with each frame (``ReplicaResult.cell_t33``, ``atoms.cell`` of the stored frames).
+
+    Every parameter is checked first (:func:`~ase_mlff.md.validation.validate_md_parameters`):
+    a bad one raises ``ValueError`` naming it before the model is evaluated.
     """
-    if checkpoint_every is not None:
-        if traj_dir is None:
-            raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
-        if checkpoint_every % check_every:
-            raise ValueError("checkpoint_every must be a multiple of check_every")
-    if integrator not in INTEGRATORS:
-        raise ValueError(f"unknown integrator {integrator!r}; choose from {sorted(INTEGRATORS)}")
-    if check_every < 1 or record_every < 1:
-        raise ValueError("check_every and record_every must be positive")
+    validate_md_parameters(
+        steps=steps,
+        dt=dt,
+        integrator=integrator,
+        integrators=INTEGRATORS,
+        temperature_K=temperature_K,
+        friction=friction,
+        tdamp=tdamp,
+        taut=taut,
+        pressure_bar=pressure_bar,
+        taup=taup,
+        compressibility=compressibility,
+        check_every=check_every,
+        record_every=record_every,
+        checkpoint_every=checkpoint_every,
+        images=images,
+    )
+    if checkpoint_every is not None and traj_dir is None:
+        raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
     param = next((q for q in model.parameters() if q.is_floating_point()), None)
     if param is not None and param.dtype != dtype:
         raise ValueError(

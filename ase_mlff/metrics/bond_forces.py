@@ -42,27 +42,23 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from scipy import sparse
 
+from ase_mlff.graph.geometry import BOND_TOLERANCE, perceive_bonds
+
 # ------------------------------------------------------------------ covalent graph
 
 
-def molecular_graph(atoms: Atoms, mult: float = 1.1) -> sparse.csr_matrix:
-    """Symmetric boolean adjacency (N, N) of covalent bonds: atoms closer than the sum of
-    their covalent radii (``ase.neighborlist.natural_cutoffs``) times ``mult``."""
-    from ase.neighborlist import natural_cutoffs, neighbor_list
-
+def molecular_graph(atoms: Atoms, tolerance: float = BOND_TOLERANCE) -> sparse.csr_matrix:
+    """Symmetric boolean adjacency (N, N) of the covalent bonds found by the project's one
+    molecular-graph function, :func:`ase_mlff.graph.geometry.perceive_bonds`."""
     n = len(atoms)
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=mult))
-    keep = i != j
-    adj = sparse.coo_matrix((np.ones(keep.sum(), dtype=bool), (i[keep], j[keep])), shape=(n, n))
-    adj = adj.tocsr()
+    b = perceive_bonds(atoms, tolerance)
+    adj = sparse.coo_matrix((np.ones(len(b), dtype=bool), (b[:, 0], b[:, 1])), shape=(n, n))
     return ((adj + adj.T) > 0).tocsr()
 
 
-def covalent_bonds(atoms: Atoms, mult: float = 1.1) -> np.ndarray:
-    """(B, 2) bonds (p, q), p < q, of :func:`molecular_graph`, sorted (the set 𝓑 of Eq. 7)."""
-    upper = sparse.triu(molecular_graph(atoms, mult), k=1).tocoo()
-    bonds = np.stack([upper.row, upper.col], axis=1).astype(np.int64)
-    return bonds[np.lexsort((bonds[:, 1], bonds[:, 0]))]
+def covalent_bonds(atoms: Atoms, tolerance: float = BOND_TOLERANCE) -> np.ndarray:
+    """(B, 2) bonds (p, q), p < q, sorted (the set 𝓑 of Eq. 7)."""
+    return perceive_bonds(atoms, tolerance)
 
 
 def default_aspirin_bonds() -> dict[str, tuple[int, int]]:
@@ -84,7 +80,7 @@ def default_aspirin_bonds() -> dict[str, tuple[int, int]]:
 # ------------------------------------------------------------------ bond scan (Eq. 6)
 
 
-def bond_fragment(atoms: Atoms, i: int, j: int, mult: float = 1.1) -> np.ndarray:
+def bond_fragment(atoms: Atoms, i: int, j: int, tolerance: float = BOND_TOLERANCE) -> np.ndarray:
     """Indices of the atoms on j's side of the bond i–j once it is cut in the covalent graph.
 
     Raises ValueError when i–j is not a bond, or when it is a ring bond (i and j stay
@@ -95,12 +91,12 @@ def bond_fragment(atoms: Atoms, i: int, j: int, mult: float = 1.1) -> np.ndarray
     n = len(atoms)
     if not (0 <= i < n and 0 <= j < n) or i == j:
         raise ValueError(f"need two different atom indices in [0, {n}), got {i}, {j}")
-    adj = molecular_graph(atoms, mult).tolil()
+    adj = molecular_graph(atoms, tolerance).tolil()
     if not adj[i, j]:
         d = atoms.get_distance(i, j)
         raise ValueError(
             f"atoms {i} ({atoms[i].symbol}) and {j} ({atoms[j].symbol}) are {d:.3f} Å apart: "
-            f"not a covalent bond (natural cutoffs × {mult})"
+            f"not a covalent bond (covalent radii × {tolerance})"
         )
     adj[i, j] = adj[j, i] = False
     _, comp = connected_components(adj.tocsr(), directed=False)
@@ -119,7 +115,7 @@ def fragment_bond_scan(
     j: int,
     scale: tuple[float, float] = (0.95, 1.05),
     n_points: int = 21,
-    mult: float = 1.1,
+    tolerance: float = BOND_TOLERANCE,
 ) -> tuple[np.ndarray, list[Atoms]]:
     """Bond lengths r (P,) and geometries with the fragment of j translated rigidly along
     û_ij so that |r_j − r_i| = r, r from ``scale[0]·r0`` to ``scale[1]·r0`` (paper 000:
@@ -129,7 +125,7 @@ def fragment_bond_scan(
         raise ValueError(f"n_points must be >= 2, got {n_points}")
     if not 0 < scale[0] < scale[1]:
         raise ValueError(f"scale must be (low, high) with 0 < low < high, got {scale}")
-    frag = bond_fragment(atoms, i, j, mult)
+    frag = bond_fragment(atoms, i, j, tolerance)
     rij = atoms.positions[j] - atoms.positions[i]
     r0 = float(np.linalg.norm(rij))
     u = rij / r0

@@ -22,7 +22,7 @@ def unwrap(positions_tnc: np.ndarray, cell_33: np.ndarray | None = None) -> np.n
     pos = np.asarray(positions_tnc, dtype=np.float64)
     if cell_33 is None or not np.any(cell_33):
         return pos.copy()
-    from ase_mlff.metrics.trajectory import minimum_image
+    from ase_mlff.graph.geometry import minimum_image
 
     step = minimum_image(np.diff(pos, axis=0), np.asarray(cell_33, dtype=np.float64))
     return np.concatenate([pos[:1], pos[:1] + np.cumsum(step, axis=0)], axis=0)

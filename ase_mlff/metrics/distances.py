@@ -69,7 +69,7 @@ def min_pair_distances(dataset, element_pairs) -> dict[str, np.ndarray]:
     """
     from ase.data import atomic_numbers, chemical_symbols
 
-    from ase_mlff.metrics.trajectory import minimum_image
+    from ase_mlff.graph.geometry import minimum_image
 
     def z(x) -> int:
         return int(x) if isinstance(x, (int, np.integer)) else atomic_numbers[x]

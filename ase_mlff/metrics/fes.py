@@ -68,7 +68,7 @@ def dihedrals(positions_tnc: np.ndarray, quads) -> np.ndarray:
 
 def distances(positions_tnc: np.ndarray, pairs, cell_33: np.ndarray | None = None) -> np.ndarray:
     """(T, K) distances of atom pairs ``pairs`` (K, 2), Å (minimum image with a cell)."""
-    from ase_mlff.metrics.trajectory import minimum_image
+    from ase_mlff.graph.geometry import minimum_image
 
     pos = _positions(positions_tnc)
     p = _index(pairs, 2, pos.shape[1], "pairs")

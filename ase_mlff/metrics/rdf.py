@@ -111,7 +111,8 @@ def _rdf_sum_min_image(
     image within r_max (no two lattice translations closer than 2 r_max) and no atom sees
     its own image, so the counts equal those of the full neighbour graph.
     """
-    from ase_mlff.metrics.trajectory import MAX_PAIR_ENTRIES, minimum_image
+    from ase_mlff.graph.geometry import minimum_image
+    from ase_mlff.metrics.trajectory import MAX_PAIR_ENTRIES
 
     n = len(numbers_n)
     i, j = np.triu_indices(n, k=1)

@@ -68,9 +68,10 @@ def scan_energies(reference: Calculator | torch.nn.Module, images: Sequence[Atom
 
 def methyl_atoms(atoms: Atoms) -> tuple[int, list[int]]:
     """(carbon, [its three hydrogens]) of the first CH3 group, from covalent connectivity."""
-    from ase.neighborlist import natural_cutoffs, neighbor_list
+    from ase_mlff.graph.geometry import perceive_bonds
 
-    i, j = neighbor_list("ij", atoms, natural_cutoffs(atoms, mult=1.1))
+    b = perceive_bonds(atoms)
+    i, j = np.concatenate([b[:, 0], b[:, 1]]), np.concatenate([b[:, 1], b[:, 0]])
     z = atoms.numbers
     for c in np.flatnonzero(z == 6):
         hs = sorted(j[(i == c) & (z[j] == 1)].tolist())

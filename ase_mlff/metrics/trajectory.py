@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 
+from ase_mlff.graph.geometry import minimum_image
+
 #: pair-vector entries (frames × pairs) materialised at once by the chunked reductions
 MAX_PAIR_ENTRIES = 1_000_000
 
@@ -290,51 +292,6 @@ def load_study(
 
 
 # --------------------------------------------------------------------------- geometry
-def minimum_image(
-    vectors: np.ndarray, cell_33: np.ndarray | None, pbc_3: np.ndarray | None = None
-) -> np.ndarray:
-    """Shortest periodic images of difference vectors (..., 3) in a cell of rows cell_33.
-
-    ``cell_33`` is one (3, 3) cell or one per frame, (T, 3, 3) with vectors (T, ..., 3).
-    Fractional coordinates are rounded along the periodic directions, which is exact for
-    orthorhombic cells; in triclinic cells the 27 neighbouring images of that result are
-    searched as well (one matrix product), which is exact for any reduced (not extremely
-    skewed) cell.
-    """
-    v = np.asarray(vectors, dtype=np.float64)
-    if cell_33 is None:
-        return v
-    cell = np.asarray(cell_33, dtype=np.float64)
-    if cell.shape == (3, 3):
-        flat, cells = v.reshape(1, -1, 3), cell[None]
-    elif cell.ndim == 3 and cell.shape[1:] == (3, 3) and v.ndim >= 2 and len(cell) == len(v):
-        flat, cells = v.reshape(len(cell), -1, 3), cell
-    else:
-        raise ValueError(
-            f"cell must be (3, 3) or (T, 3, 3) for (T, ..., 3) vectors, got {cell.shape}"
-        )
-    pbc = np.ones(3, bool) if pbc_3 is None else np.asarray(pbc_3, bool).reshape(3)
-    if not pbc.any():
-        return v
-    frac = flat @ np.linalg.inv(cells)
-    frac = frac - np.where(pbc, np.round(frac), 0.0)
-    out = frac @ cells
-    gram = cells @ cells.transpose(0, 2, 1)
-    off = gram - np.einsum("tii->ti", gram)[:, :, None] * np.eye(3)
-    if np.all(np.abs(off) <= 1e-10 * np.abs(gram).max()):
-        return out.reshape(v.shape)
-    grid = np.stack(np.meshgrid(*[[-1, 0, 1] if p else [0] for p in pbc], indexing="ij"), -1)
-    shifts = grid.reshape(-1, 3) @ cells  # (T, K, 3)
-    s2 = np.einsum("tkc,tkc->tk", shifts, shifts)
-    block = max(1, 2_000_000 // (len(cells) * len(grid.reshape(-1, 3))))
-    for start in range(0, out.shape[1], block):
-        o = out[:, start : start + block]  # (T, m, 3)
-        # |o + s|² − |o|² = 2 o·s + |s|², minimised over the images s
-        k = np.argmin(2.0 * o @ shifts.transpose(0, 2, 1) + s2[:, None, :], axis=-1)
-        out[:, start : start + block] = o + np.take_along_axis(shifts, k[..., None], axis=1)
-    return out.reshape(v.shape)
-
-
 def _pair_distance_chunks(
     positions_tnc: np.ndarray,
     cell_33: np.ndarray | None,
