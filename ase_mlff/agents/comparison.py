@@ -69,6 +69,24 @@ DONE = "variant_done.json"
 #: lowest test force MAE
 CRITERION = "fraction_stable, then t_inst_mean_fs, then -forces_mae"
 
+#: the survival statistics each comparison row carries (see survival_summary; the mean
+#: t_inst is the restricted mean survival time up to the run length)
+SURVIVAL_KEYS = (
+    "n_replicas",
+    "n_unstable",
+    "fraction_stable",
+    "fraction_stable_lo",
+    "fraction_stable_hi",
+    "t_inst_mean_fs",
+    "rmst_fs",
+    "rmst_fs_lo",
+    "rmst_fs_hi",
+    "median_reached",
+    "t_inst_median_fs",
+    "t_inst_median_fs_lo",
+    "t_inst_median_fs_hi",
+)
+
 
 @dataclass
 class VariantSpec:
@@ -312,6 +330,8 @@ class ComparisonResult:
     parent_run_id: str
     best: str | None
     registered: dict[str, Any] | None = None
+    #: pairwise log-rank tests of the models' t_inst (Holm-corrected), see pairwise_logrank
+    logrank: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ComparisonAgent:
@@ -331,6 +351,7 @@ class ComparisonAgent:
         self.out = Path(out_dir).expanduser().resolve()  # Ray workers get absolute paths
         self.experiment, self.tracking_uri = experiment, tracking_uri
         self.dtype, self.device = dtype, device
+        self.logrank: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- data
     def prepare_data(self) -> tuple[Path, Any]:
@@ -425,12 +446,18 @@ class ComparisonAgent:
     # ----------------------------------------------------------------- evaluation
     def stability(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
         """A stability study of every model (reused when ``<out>/stability`` already holds
-        exactly these models): per label the t_inst summary, survival curve, per-replica
-        t_inst and the stable frames."""
+        exactly these models): per label the survival summary (stable replicas censored at
+        the run length), Kaplan–Meier estimate ``km``, survival curve, per-replica t_inst
+        and the stable frames. Sets ``self.logrank``, the pairwise log-rank table."""
         import ase.io
 
         from ase_mlff.agents.study import run_stability_study
-        from ase_mlff.metrics.stability import survival_curve, t_inst_summary
+        from ase_mlff.metrics.stability import (
+            kaplan_meier,
+            pairwise_logrank,
+            survival_curve,
+            t_inst_summary,
+        )
         from ase_mlff.metrics.trajectory import load_study
 
         s = self.spec
@@ -472,10 +499,15 @@ class ComparisonAgent:
             stable = np.array([r["stable"] for r in mine], bool)
             out[label] = {
                 "summary": t_inst_summary(t, stable, total_fs),
+                "km": kaplan_meier(t, stable, total_fs),
                 "curve": survival_curve(t, stable, total_fs),
                 "t_inst": np.where(stable, total_fs, t),
+                "stable": stable,
                 "trajectories": trajs.get(dirs[ckpt], []),
             }
+        self.logrank = pairwise_logrank(
+            {label: (v["t_inst"], v["stable"]) for label, v in out.items()}, total_fs
+        )
         return out
 
     def run(self) -> ComparisonResult:
@@ -499,7 +531,7 @@ class ComparisonAgent:
             evaluation = self.evaluate(checkpoints, test, data_dir)
             stab = self.stability(checkpoints)
             rows, figures = self.compare(labels, trained, evaluation, stab, test)
-            table = comparison_markdown(rows)
+            table = comparison_markdown(rows, self.logrank)
             (self.out / "comparison.md").write_text(table)
             with open(self.out / "comparison.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -530,7 +562,9 @@ class ComparisonAgent:
                 registered = {"name": name, "version": mv.version, "variant": best}
                 parent.set_tags({"best_variant": best, "registered_model": f"{name}/{mv.version}"})
             parent.log_metrics({"total_minutes": (time.perf_counter() - t0) / 60})
-            result = ComparisonResult(rows, table, self.out, parent.run_id, best, registered)
+            result = ComparisonResult(
+                rows, table, self.out, parent.run_id, best, registered, self.logrank
+            )
         (self.out / "result.json").write_text(
             json.dumps(
                 _jsonable(
@@ -538,6 +572,7 @@ class ComparisonAgent:
                         "rows": rows,
                         "best": best,
                         "registered": registered,
+                        "logrank": self.logrank,
                         "parent_run_id": result.parent_run_id,
                     }
                 ),
@@ -596,10 +631,7 @@ class ComparisonAgent:
                         "energy_mae_per_atom",
                     )
                 },
-                **{
-                    k: st["summary"][k]
-                    for k in ("fraction_stable", "n_replicas", "t_inst_mean_fs", "t_inst_median_fs")
-                },
+                **{k: st["summary"][k] for k in SURVIVAL_KEYS},
                 "h_r_mae": float("nan"),
                 "train_minutes": float(info.get("minutes", float("nan"))),
             }
@@ -617,7 +649,7 @@ class ComparisonAgent:
             "force_vs_stability.png": force_vs_stability_figure(
                 comp, {lab: stab[lab]["t_inst"] for lab in labels}
             ),
-            "survival.png": survival_figure({lab: stab[lab]["curve"] for lab in labels}),
+            "survival.png": survival_figure({lab: stab[lab]["km"] for lab in labels}),
             "h_r.png": h_of_r_figure(r_grid, h_curves, "h(r) of the stable parts"),
         }
         by_model = {lab: evaluation[lab]["metrics"]["clusters"] for lab in labels}
@@ -674,7 +706,7 @@ class ComparisonAgent:
                 flat["h_r_mae"] = row["h_r_mae"]
                 child.log_metrics({k: x for k, x in flat.items() if np.isfinite(x)})
                 figs = dict(evaluation[label]["figures"])
-                figs["survival.png"] = survival_figure({label: stab[label]["curve"]})
+                figs["survival.png"] = survival_figure({label: stab[label]["km"]})
                 if info.get("history"):
                     figs["learning_curve.png"] = learning_curve_figure(info["history"])
                 for fname, fig in figs.items():
@@ -712,19 +744,41 @@ def _best(rows: list[dict]) -> str | None:
     ]
 
 
-def comparison_markdown(rows: list[dict]) -> str:
+def comparison_markdown(rows: list[dict], logrank: list[dict] | None = None) -> str:
+    """The comparison table; stability as the stable fraction with its Wilson 95 % CI, the
+    Kaplan–Meier median t_inst and the restricted mean (RMST up to the run length) with
+    95 % CIs ("> run": not reached within the run; "—": not in the row). With ``logrank``
+    (rows of :func:`~ase_mlff.metrics.stability.pairwise_logrank`) a table of the pairwise
+    log-rank tests follows."""
+    from ase_mlff.metrics.stability import format_ci, logrank_markdown
+
     head = (
         "| model | kind | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | "
-        "E-MAE (meV/atom) | stable | t_inst mean (fs) | h(r) MAE | training (min) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "E-MAE (meV/atom) | stable [95 % CI] | median t_inst (fs) [95 % CI] | "
+        "RMST (fs) [95 % CI] | h(r) MAE | training (min) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
+
+    def ci(r: dict, key: str, scale: float = 1.0, fmt: str = ".0f") -> str:
+        if not all(k in r for k in (key, f"{key}_lo", f"{key}_hi")):
+            return "—"
+        vals = [r[k] * scale if r[k] is not None else None for k in (key, f"{key}_lo", f"{key}_hi")]
+        return format_ci(*vals, fmt=fmt)
+
     lines = []
     for r in rows:
         stable = f"{round(r['fraction_stable'] * r['n_replicas'])}/{r['n_replicas']}"
+        if "fraction_stable_lo" in r:
+            stable += f" [{r['fraction_stable_lo']:.2f}, {r['fraction_stable_hi']:.2f}]"
+        rmst = ci(r, "rmst_fs") if "rmst_fs" in r else f"{r['t_inst_mean_fs']:.0f}"
         lines.append(
             f"| {r['model']} | {r['kind']} | {r['forces_mae'] * 1e3:.1f} | "
             f"{r['forces_max_err'] * 1e3:.1f} | {r['fnm_mae'] * 1e3:.2f} | "
-            f"{r['energy_mae_per_atom'] * 1e3:.2f} | {stable} | {r['t_inst_mean_fs']:.0f} | "
-            f"{r['h_r_mae']:.3f} | {r['train_minutes']:.1f} |"
+            f"{r['energy_mae_per_atom'] * 1e3:.2f} | {stable} | {ci(r, 't_inst_median_fs')} | "
+            f"{rmst} | {r['h_r_mae']:.3f} | {r['train_minutes']:.1f} |"
         )
-    return head + "\n".join(lines) + "\n"
+    table = head + "\n".join(lines) + "\n"
+    if logrank:
+        table += "\nPairwise log-rank tests of t_inst (Holm-corrected):\n\n"
+        table += logrank_markdown(logrank)
+    return table

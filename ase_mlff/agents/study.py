@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,18 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.agents.trajectory import TrajectoryAgent, TrajectorySpec
-from ase_mlff.metrics.stability import survival_curve, survival_figure, t_inst_summary
+from ase_mlff.graph.geometry import BondGraph, bond_graphs_from_frames
+from ase_mlff.metrics.stability import (
+    KaplanMeier,
+    json_safe,
+    kaplan_meier,
+    pairwise_logrank,
+    survival_curve,
+    survival_figure,
+    t_inst_summary,
+    write_logrank_csv,
+    write_survival_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,10 @@ class StudyResult:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     out_dir: Path | None = None
+    #: per model its Kaplan–Meier estimate (with the pointwise band)
+    km: dict[str, KaplanMeier] = field(default_factory=dict)
+    #: pairwise log-rank tests between the models, Holm-corrected (see pairwise_logrank)
+    logrank: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _slug(name: str) -> str:
@@ -74,6 +90,33 @@ def model_dirs(models: Sequence[str]) -> dict[str, str]:
     return {str(m): f"model{k}" for k, m in enumerate(models)}
 
 
+#: what run_stability_study sets itself; the rest of run_md's keywords may come in ``md``
+_SET_BY_AGENT = {"model", "images", "replica_ids", "traj_dir", "checkpoint_every", "detectors"}
+_SET_BY_AGENT |= {"detector_factory", "dtype", "device"}
+
+
+def _check_md(md: dict[str, Any], starts: Sequence[Atoms], checkpoint_every: int | None) -> None:
+    """The ``md`` keywords as run_md would check them, here, before Ray starts."""
+    import inspect
+
+    from ase_mlff.md.runner import INTEGRATORS, run_md
+    from ase_mlff.md.validation import validate_images, validate_md_parameters
+
+    params = inspect.signature(run_md).parameters
+    unknown = sorted(set(md) - (set(params) - _SET_BY_AGENT))
+    if unknown:
+        raise ValueError(f"md holds keywords that run_md does not take here: {unknown}")
+    if "steps" not in md:
+        raise ValueError("md needs 'steps' (MD steps per replica)")
+    defaults = {k: p.default for k, p in params.items() if k in ("check_every", "integrator")}
+    validate_images(starts, "starts")
+    validate_md_parameters(
+        integrators=INTEGRATORS,
+        checkpoint_every=checkpoint_every,
+        **{**defaults, **md},
+    )
+
+
 def run_stability_study(
     models: Sequence[str],
     starts: Sequence[Atoms],
@@ -89,15 +132,23 @@ def run_stability_study(
     device: str = "cpu",
     threads_per_agent: int = 1,
     detector_factory=None,
+    bond_reference: Sequence[BondGraph] | None = None,
 ) -> StudyResult:
     """Run ``n_replicas`` trajectories per model over Ray agents; write table and curves.
 
     ``detector_factory``: the stability detectors of every replica (see
     :class:`~ase_mlff.agents.trajectory.TrajectorySpec`); default the molecular set with
-    bond-length deviation ``bond_delta``; ``detectors=False`` runs without any.
+    bond-length deviation ``bond_delta``; ``detectors=False`` runs without any. The bond
+    graphs and reference lengths b_ij are ``bond_reference`` (e.g.
+    :func:`~ase_mlff.graph.geometry.bond_graphs_from_dataset` of the reference data) or,
+    by default, the ensemble of all ``starts`` of each molecule (median topology, mean
+    lengths), the same for every agent.
 
-    Writes ``out_dir/t_inst.csv`` (one row per model and replica), ``survival.csv``,
-    ``survival.png``, ``summary.json`` and, per model and agent, the trajectories
+    Writes ``out_dir/t_inst.csv`` (one row per model and replica), ``survival.csv``
+    (Kaplan–Meier steps with their 95 % band), ``survival.png``, ``summary.json`` (per
+    model :func:`~ase_mlff.metrics.stability.survival_summary`, a replica stable at the end
+    being right-censored at the run length; the pairwise log-rank table), ``logrank.csv``
+    and, per model and agent, the trajectories
     (``out_dir/<model>/agent_XX/replica_XXXX.traj``).
     """
     import ray
@@ -106,7 +157,15 @@ def run_stability_study(
         raise ValueError("no start structures given")
     if n_replicas < 1:
         raise ValueError("n_replicas must be at least 1")
+    if n_agents is not None and (not isinstance(n_agents, numbers.Integral) or n_agents < 1):
+        raise ValueError(f"n_agents must be an integer >= 1 (None: one per CPU), got {n_agents!r}")
+    if not isinstance(threads_per_agent, numbers.Integral) or threads_per_agent < 1:
+        raise ValueError(f"threads_per_agent must be an integer >= 1, got {threads_per_agent!r}")
     md = dict(md or {})
+    _check_md(md, starts, checkpoint_every)
+    if bond_reference is None and detectors and detector_factory is None:
+        bond_reference = bond_graphs_from_frames(starts)
+    bond_reference = None if bond_reference is None else tuple(bond_reference)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ensure_ray()
@@ -136,6 +195,7 @@ def run_stability_study(
                 checkpoint_every=checkpoint_every,
                 detectors=detectors,
                 bond_delta=bond_delta,
+                bond_reference=bond_reference,
                 detector_factory=detector_factory,
                 dtype=dtype,
                 device=device,
@@ -157,13 +217,7 @@ def run_stability_study(
                 }
             )
     rows.sort(key=lambda r: (r["model"], r["replica_id"]))
-    result = StudyResult(rows=rows, total_fs=total_fs, out_dir=out)
-    for model in models:
-        mine = [r for r in rows if r["model"] == str(model)]
-        t = np.array([r["t_inst_fs"] for r in mine], float)
-        stable = np.array([r["stable"] for r in mine], bool)
-        result.curves[str(model)] = survival_curve(t, stable, total_fs)
-        result.summaries[str(model)] = t_inst_summary(t, stable, total_fs)
+    result = summarize_study(StudyResult(rows=rows, total_fs=total_fs, out_dir=out), models)
     _write(result, md)
     return result
 
@@ -231,19 +285,44 @@ def read_t_inst(out_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def summarize_study(result: StudyResult, models: Sequence[str] | None = None) -> StudyResult:
+    """Fill ``result``'s per-model ``km``, ``curves``, ``summaries`` and the pairwise
+    ``logrank`` table from its rows (``model``, ``t_inst_fs``, ``stable``); ``models`` gives
+    the order (default: as they first appear in the rows). Returns ``result``."""
+    if models is None:
+        models = list(dict.fromkeys(r["model"] for r in result.rows))
+    groups = {}
+    for model in map(str, models):
+        mine = [r for r in result.rows if r["model"] == model]
+        t = np.array([np.nan if r["t_inst_fs"] is None else r["t_inst_fs"] for r in mine], float)
+        stable = np.array([r["stable"] for r in mine], bool)
+        groups[model] = (t, stable)
+        result.km[model] = kaplan_meier(t, stable, result.total_fs)
+        result.curves[model] = survival_curve(t, stable, result.total_fs)
+        result.summaries[model] = t_inst_summary(t, stable, result.total_fs)
+    result.logrank = pairwise_logrank(groups, result.total_fs)
+    return result
+
+
 def _write(result: StudyResult, md: dict) -> None:
     out = result.out_dir
     with open(out / "t_inst.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(result.rows[0]))
         w.writeheader()
         w.writerows(result.rows)
-    with open(out / "survival.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "time_fs", "fraction_stable"])
-        for model, (times, frac) in result.curves.items():
-            w.writerows([model, float(t), float(p)] for t, p in zip(times, frac))
-    (out / "summary.json").write_text(
-        json.dumps({"md": md, "total_fs": result.total_fs, "models": result.summaries}, indent=2)
-    )
-    fig = survival_figure(result.curves)
+    write_survival_csv(out / "survival.csv", result.km)
+    write_logrank_csv(out / "logrank.csv", result.logrank)
+    summary = {
+        "md": md,
+        "total_fs": result.total_fs,
+        "censoring": "a replica stable at the end is right-censored at total_fs; "
+        "null = not reached within the run",
+        "models": result.summaries,
+        "logrank": result.logrank,
+    }
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
+    fig = survival_figure(result.km or result.curves)
     fig.savefig(out / "survival.png", dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -21,6 +21,7 @@ from ase import Atoms
 # imported here, not inside the methods: run() and progress() may execute in two threads
 # of the actor at once, and concurrent first imports of one package can see it half-made
 from ase_mlff.calculators.registry import make_calculator
+from ase_mlff.graph.geometry import BondGraph
 from ase_mlff.md.ase_driver import run_ase_md
 from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.runner import run_md
@@ -43,6 +44,10 @@ class TrajectorySpec:
     checkpoint_every: int | None = 200
     detectors: bool = True
     bond_delta: float = 0.5  # Å, the bond-length deviation that ends a trajectory
+    #: bond graphs and reference lengths for the bond detector (e.g. from all the study's
+    #: starts, so that how replicas are spread over agents changes nothing); None: from
+    #: this agent's own starts
+    bond_reference: tuple[BondGraph, ...] | None = None
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 1
@@ -57,7 +62,7 @@ class TrajectorySpec:
             return _no_detectors
         if self.detector_factory is not None:
             return self.detector_factory
-        return partial(default_detectors, delta=self.bond_delta)
+        return partial(default_detectors, delta=self.bond_delta, bond_reference=self.bond_reference)
 
 
 def _no_detectors(references, state) -> list:

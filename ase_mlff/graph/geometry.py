@@ -372,17 +372,31 @@ def _frame_distances(pos_tn3, bonds_b2, cells_t33, pbc_3) -> np.ndarray:
     return np.linalg.norm(v, axis=-1)
 
 
-def bond_graphs_from_dataset(dataset, max_frames: int = 2000) -> list[BondGraph]:
-    """One :class:`BondGraph` per distinct molecule (atom sequence) of a
-    :class:`~ase_mlff.data.Dataset`, from up to ``max_frames`` evenly spaced frames each."""
+def bond_graphs_from_frames(
+    frames: Sequence[Atoms], max_frames: int = 2000, **kwargs
+) -> list[BondGraph]:
+    """One :class:`BondGraph` per distinct molecule (atom sequence) among ``frames``, from
+    up to ``max_frames`` evenly spaced frames of it (:func:`bond_graph`; an ensemble when
+    a molecule has several frames, its one structure otherwise)."""
+    groups: dict[bytes, list[Atoms]] = {}
+    for f in frames:
+        groups.setdefault(np.asarray(f.numbers, np.int64).tobytes(), []).append(f)
+    out = []
+    for members in groups.values():
+        pick = np.unique(np.linspace(0, len(members) - 1, min(len(members), max_frames)))
+        out.append(bond_graph([members[int(k)] for k in pick], **kwargs))
+    return out
+
+
+def bond_graphs_from_dataset(dataset, max_frames: int = 2000, **kwargs) -> list[BondGraph]:
+    """:func:`bond_graphs_from_frames` over the frames of a :class:`~ase_mlff.data.Dataset`
+    (the reference ensemble of papers 000/003: b_ij is the mean over the reference data)."""
     groups: dict[bytes, list[int]] = {}
     for s in range(len(dataset)):
         z = dataset.numbers_n[dataset.ptr_s[s] : dataset.ptr_s[s + 1]]
         groups.setdefault(np.asarray(z, np.int64).tobytes(), []).append(s)
-    out = []
-    for frames in groups.values():
-        pick = np.asarray(frames)[
-            np.unique(np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).astype(int))
-        ]
-        out.append(bond_graph([dataset.to_atoms(int(k), with_labels=False) for k in pick]))
-    return out
+    frames = []
+    for members in groups.values():
+        pick = np.unique(np.linspace(0, len(members) - 1, min(len(members), max_frames)))
+        frames += [dataset.to_atoms(int(members[int(k)]), with_labels=False) for k in pick]
+    return bond_graphs_from_frames(frames, max_frames=max_frames, **kwargs)

@@ -25,7 +25,12 @@ import torch
 from ase import Atoms
 from torch import Tensor
 
-from ase_mlff.graph.geometry import BondGraph, bond_graph, minimum_image_torch
+from ase_mlff.graph.geometry import (
+    BondGraph,
+    bond_graph,
+    bond_graphs_from_frames,
+    minimum_image_torch,
+)
 from ase_mlff.md.state import MDState
 
 
@@ -198,10 +203,17 @@ def default_detectors(
     delta: float = 0.5,
     bond_reference: BondGraph | Sequence[BondGraph] | None = None,
 ) -> list:
-    """The molecular default: bonds (Δ = 0.5 Å, graphs and lengths from ``bond_reference``
-    when given, see :class:`BondLengthDeviation`), overlap, non-finite, forces,
-    temperature. Picklable as ``functools.partial(default_detectors, delta=...,
-    bond_reference=...)``."""
+    """The molecular default: bonds (Δ = 0.5 Å), overlap, non-finite, forces, temperature.
+
+    Bond graphs and lengths come from ``bond_reference`` when given (see
+    :class:`BondLengthDeviation`), else from the ensemble of this run's start structures
+    (:func:`~ase_mlff.graph.geometry.bond_graphs_from_frames`: per molecule, the median
+    topology and mean lengths over its starts; a molecule with a single start uses that
+    structure). Picklable as ``functools.partial(default_detectors, delta=...,
+    bond_reference=...)``.
+    """
+    if bond_reference is None:
+        bond_reference = bond_graphs_from_frames(references)
     return [
         NonFinite(),
         BondLengthDeviation(

@@ -1,52 +1,471 @@
-"""Stability statistics of MD runs: survival curves and t_inst summaries (paper 003 §3)."""
+"""Stability statistics of MD runs: survival analysis of t_inst (paper 003 §3) and the
+force-metrics-vs-stability comparison.
+
+Survival statistics. Every replica of a study runs the same length ``total_fs`` (τ). A
+replica that became unstable contributes an *event* at its t_inst; a replica still stable
+at the end is *right-censored* at τ: all we know is t_inst > τ. Counting it as t_inst = τ
+(what this module did before) biases means and medians low and hides how uncertain they
+are. With ``n_i`` replicas at risk (not yet unstable nor censored) just before the distinct
+time ``t_i`` and ``d_i`` instabilities at ``t_i``:
+
+* Kaplan–Meier product-limit estimator: ``S(t) = ∏_{t_i ≤ t} (1 − d_i / n_i)``, a
+  right-continuous step function (:func:`kaplan_meier`, computed by
+  :func:`scipy.stats.ecdf` on :class:`scipy.stats.CensoredData`).
+* Greenwood variance: ``Var S(t) = S(t)² Σ_{t_i ≤ t} d_i / (n_i (n_i − d_i))``; the
+  pointwise band is the log-log ("exponential Greenwood") one, which stays in [0, 1]:
+  ``S(t)^{exp(± z σ(t))}`` with ``σ² = Σ d_i/(n_i(n_i − d_i)) / (log S)²``.
+* Median t_inst: the first time with ``S(t) ≤ 0.5``; its confidence interval is read off
+  the band (Brookmeyer–Crowley style): from the first time the lower curve reaches 0.5 to
+  the first time the upper curve does.
+* Restricted mean survival time ``RMST(τ) = ∫_0^τ S(t) dt`` with variance
+  ``Σ_{t_i ≤ τ} A_i² d_i / (n_i (n_i − d_i))``, ``A_i = ∫_{t_i}^τ S(t) dt``
+  (Klein & Moeschberger §4.5) and a normal interval.
+* Fraction stable at τ with the Wilson score interval
+  ``(p̂ + z²/2n ± z √(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n)``.
+* Log-rank test between two models (:func:`scipy.stats.logrank`), several pairs with the
+  Holm step-down correction (:func:`pairwise_logrank`).
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+#: relative tolerance for a t_inst a rounding error past the run length
+_T_TOL = 1e-9
 
-def survival_curve(
-    t_inst_fs: np.ndarray, stable: np.ndarray, total_fs: float, n_points: int = 200
+
+def _censored_times(
+    t_inst_fs: Sequence[float] | np.ndarray,
+    stable: Sequence[bool] | np.ndarray,
+    total_fs: float,
+    censor_fs: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fraction of replicas still stable at each time; a stable replica never drops out.
-
-    Returns ``(times_fs (T,), fraction (T,))`` on ``n_points`` even times in [0, total].
-    """
-    times = np.linspace(0.0, total_fs, n_points)
-    t = np.where(np.asarray(stable, bool), np.inf, np.asarray(t_inst_fs, float))
+    """Validated ``(event times (k,), censoring times (R − k,))``: a stable replica is
+    censored at ``total_fs`` (or at its ``censor_fs`` entry when given) and its t_inst
+    entry (NaN, None or the run length) is ignored."""
+    t = np.asarray(t_inst_fs, dtype=float).reshape(-1)
+    s = np.asarray(stable).reshape(-1)
+    if len(t) != len(s):
+        raise ValueError(f"t_inst_fs has {len(t)} entries but stable has {len(s)}")
     if len(t) == 0:
-        return times, np.ones_like(times)
-    return times, (t[None, :] > times[:, None]).mean(axis=1)
+        raise ValueError("no replicas: survival statistics need at least one")
+    if s.dtype.kind not in "biu":
+        raise ValueError(f"stable must be booleans, got dtype {s.dtype}")
+    s = s.astype(bool)
+    total_fs = float(total_fs)
+    if not math.isfinite(total_fs) or total_fs <= 0:
+        raise ValueError(f"total_fs must be a positive run length, got {total_fs}")
+    ev = t[~s]
+    if np.any(~np.isfinite(ev)):
+        raise ValueError("an unstable replica has a NaN or infinite t_inst")
+    if np.any(ev < 0):
+        raise ValueError(f"negative t_inst of an unstable replica: {ev[ev < 0].min()}")
+    if np.any(ev > total_fs * (1 + _T_TOL)):
+        raise ValueError(f"t_inst {ev.max()} fs is past the run length total_fs={total_fs}")
+    if censor_fs is None:
+        cens = np.full(int(s.sum()), total_fs)
+    else:
+        c = np.asarray(censor_fs, dtype=float).reshape(-1)
+        if len(c) != len(s):
+            raise ValueError(f"censor_fs has {len(c)} entries but stable has {len(s)}")
+        cens = c[s]
+        if np.any(~np.isfinite(cens)) or np.any(cens < 0):
+            raise ValueError("censor_fs of a stable replica must be finite and >= 0")
+        if np.any(cens > total_fs * (1 + _T_TOL)):
+            raise ValueError(f"censor_fs {cens.max()} is past the run length {total_fs}")
+        cens = np.minimum(cens, total_fs)
+    return np.minimum(ev, total_fs), cens
 
 
-def t_inst_summary(t_inst_fs: np.ndarray, stable: np.ndarray, total_fs: float) -> dict:
-    """Mean/median/min of t_inst (stable replicas count as the run length) and the
-    fraction that stayed stable."""
-    t = np.where(np.asarray(stable, bool), total_fs, np.asarray(t_inst_fs, float))
+@dataclass(frozen=True)
+class KaplanMeier:
+    """Kaplan–Meier estimate of one model's survival (see the module doc for the formulas).
+
+    Arrays are over the distinct observed times ``times`` (instabilities and the censoring
+    time τ = ``total_fs``), ascending; ``survival[i]`` is S just after the step at
+    ``times[i]`` (right-continuous) and ``lower``/``upper`` its pointwise log-log band at
+    ``confidence``. Where S = 1 the band is [1, 1]; where S = 0 the log-log band is
+    undefined and ``lower`` = 0 while ``upper`` carries the previous upper limit forward
+    (S does not increase, so it stays a valid upper bound).
+    """
+
+    times: np.ndarray
+    survival: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    n_at_risk: np.ndarray
+    n_events: np.ndarray
+    total_fs: float
+    confidence: float = 0.95
+
+    @property
+    def n(self) -> int:
+        """Number of replicas."""
+        return int(self.n_at_risk[0])
+
+    def _index(self, t) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(t, dtype=float)
+        return t, np.searchsorted(self.times, t, side="right") - 1
+
+    def _step(self, values: np.ndarray, t) -> np.ndarray:
+        t, i = self._index(t)
+        out = np.where(i < 0, 1.0, values[np.clip(i, 0, None)])
+        return np.where(t > self.total_fs, np.nan, out)
+
+    def evaluate(self, t) -> np.ndarray:
+        """S(t) on the times ``t`` (fs): 1 before the first step, NaN past ``total_fs``."""
+        return self._step(self.survival, t)
+
+    def band(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """The pointwise band ``(lower(t), upper(t))`` as step functions like :meth:`evaluate`."""
+        return self._step(self.lower, t), self._step(self.upper, t)
+
+    def greenwood_variance(self) -> np.ndarray:
+        """Greenwood's ``Var S(t_i) = S(t_i)² Σ_{t_j ≤ t_i} d_j / (n_j (n_j − d_j))`` at
+        ``times``; NaN where S = 0 (all still at risk failed, the formula is 0·∞)."""
+        d, n = self.n_events.astype(float), self.n_at_risk.astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = self.survival**2 * np.cumsum(d / (n * (n - d)))
+        return np.where(self.survival > 0, var, np.nan)
+
+    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(times, S, lower, upper)`` of the step function from 0 to ``total_fs``: one
+        entry per step (the value holds until the next time), with t = 0 (S = 1, unless
+        a replica failed at 0) and ``total_fs`` included."""
+        t = np.unique(np.concatenate([[0.0], self.times, [self.total_fs]]))
+        lo, hi = self.band(t)
+        return t, self.evaluate(t), lo, hi
+
+    def median(self) -> tuple[float, float, float]:
+        """``(median, lower, upper)`` of t_inst in fs: the first time S ≤ 0.5 and the first
+        times the band's lower and upper curves do; NaN for each one not reached within
+        the run (it lies beyond ``total_fs``)."""
+
+        def first(values: np.ndarray) -> float:
+            hit = np.flatnonzero(values <= 0.5 + 1e-12)
+            return float(self.times[hit[0]]) if len(hit) else float("nan")
+
+        return first(self.survival), first(self.lower), first(self.upper)
+
+    def rmst(self, tau: float | None = None) -> tuple[float, float]:
+        """``(RMST, variance)``: ``∫_0^τ S(t) dt`` in fs (τ defaults to ``total_fs``) and
+        ``Σ_{t_i ≤ τ} A_i² d_i / (n_i (n_i − d_i))`` with ``A_i = ∫_{t_i}^τ S``; a term
+        with ``n_i = d_i`` has S = 0 after it, so ``A_i = 0`` and it adds nothing."""
+        tau = self.total_fs if tau is None else float(tau)
+        if not 0 < tau <= self.total_fs:
+            raise ValueError(f"tau must be in (0, total_fs={self.total_fs}], got {tau}")
+        knots = np.unique(np.concatenate([[0.0], self.times[self.times < tau], [tau]]))
+        area = self.evaluate(knots[:-1]) * np.diff(knots)  # S constant on [k_j, k_j+1)
+        tail = np.concatenate([np.cumsum(area[::-1])[::-1], [0.0]])  # ∫_{k_j}^τ S
+        var = 0.0
+        for t_i, d_i, n_i in zip(self.times, self.n_events, self.n_at_risk):
+            if t_i > tau or d_i == 0 or n_i == d_i:
+                continue
+            a_i = tail[np.searchsorted(knots, t_i)]
+            var += a_i**2 * d_i / (n_i * (n_i - d_i))
+        return float(area.sum()), float(var)
+
+
+def kaplan_meier(
+    t_inst_fs: Sequence[float] | np.ndarray,
+    stable: Sequence[bool] | np.ndarray,
+    total_fs: float,
+    confidence: float = 0.95,
+    *,
+    censor_fs: Sequence[float] | np.ndarray | None = None,
+) -> KaplanMeier:
+    """Kaplan–Meier survival of t_inst with a pointwise log-log band.
+
+    ``t_inst_fs[k]`` is replica k's instability time (ignored when ``stable[k]``: a replica
+    stable at the end is right-censored at ``total_fs``). ``censor_fs`` (optional, per
+    replica, read only where ``stable``) censors stable replicas earlier, e.g. runs cut
+    short; the studies here never need it. Raises ValueError on empty input, lengths that
+    differ, ``total_fs <= 0``, or an unstable replica with a negative, NaN or past-the-run
+    t_inst. Uses :func:`scipy.stats.ecdf` and its
+    ``sf.confidence_interval(method="log-log")``.
+    """
+    from scipy.stats import CensoredData, ecdf
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    events, cens = _censored_times(t_inst_fs, stable, total_fs, censor_fs)
+    total_fs = float(total_fs)
+    obs = np.concatenate([events, cens])
+    if len(events) == 0:  # nothing failed: S = 1, no information for a band
+        times = np.unique(cens)
+        one = np.ones(len(times))
+        n_at_risk = (obs[None, :] >= times[:, None]).sum(axis=1)
+        return KaplanMeier(
+            times, one, one, one, n_at_risk, np.zeros(len(times), int), total_fs, confidence
+        )
+    res = ecdf(CensoredData(uncensored=events, right=cens))
+    times = np.asarray(res.sf.quantiles, float)
+    surv = np.asarray(res.sf.probabilities, float)
+    with warnings.catch_warnings():  # NaN where S is 0 or 1: handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = res.sf.confidence_interval(confidence, method="log-log")
+    lo = np.array(ci.low.probabilities, float)
+    hi = np.array(ci.high.probabilities, float)
+    n_at_risk = (obs[None, :] >= times[:, None]).sum(axis=1)
+    n_events = (events[None, :] == times[:, None]).sum(axis=1)
+    prev_hi = 1.0
+    for i in range(len(times)):
+        if surv[i] >= 1.0:
+            lo[i] = hi[i] = 1.0
+        elif surv[i] <= 0.0:
+            lo[i], hi[i] = 0.0, prev_hi
+        prev_hi = hi[i]
+    return KaplanMeier(times, surv, lo, hi, n_at_risk, n_events, total_fs, confidence)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k/n``:
+    ``(p̂ + z²/2n ± z √(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n)`` (scipy's
+    ``binomtest(k, n).proportion_ci(method="wilson")``, no continuity correction)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def survival_summary(
+    t_inst_fs: Sequence[float] | np.ndarray,
+    stable: Sequence[bool] | np.ndarray,
+    total_fs: float,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Survival statistics of one model's replicas (censoring at ``total_fs``, see module).
+
+    Keys (times in fs, intervals at ``confidence``):
+
+    * ``n_replicas``, ``n_unstable``, ``tau_fs`` (= ``total_fs``, the censoring time);
+    * ``fraction_stable`` and its Wilson interval ``fraction_stable_lo/_hi``;
+    * ``t_inst_median_fs`` (Kaplan–Meier median), ``t_inst_median_fs_lo/_hi`` and
+      ``median_reached``. Convention: a median or CI limit not reached within the run
+      ("beyond the run": more than half the replicas outlived τ, or the band did) is NaN
+      in this dict and ``null`` in JSON written through :func:`json_safe`;
+      ``median_reached`` says which case holds;
+    * ``rmst_fs`` = ``∫_0^τ S(t) dt`` with the normal interval ``rmst_fs_lo/_hi`` (clipped
+      to [0, τ]);
+    * ``t_inst_mean_fs`` = ``rmst_fs`` (kept for older callers): as all censoring is at τ,
+      it equals the sample mean of ``min(t_inst, τ)``, the number reported before;
+    * ``t_inst_min_fs``: the smallest observed instability time, ``total_fs`` if none.
+
+    Everything is a plain float/int/bool, so the numeric entries can go to MLflow once
+    the non-finite ones are skipped.
+    """
+    from scipy.stats import norm
+
+    km = kaplan_meier(t_inst_fs, stable, total_fs, confidence)
+    n = km.n
+    n_unstable = int(km.n_events.sum())
+    n_stable = n - n_unstable
+    f_lo, f_hi = wilson_interval(n_stable, n, confidence)
+    med, med_lo, med_hi = km.median()
+    rmst, var = km.rmst()
+    z = float(norm.ppf(0.5 + confidence / 2))
+    half = z * math.sqrt(var)
+    tau = km.total_fs
+    events = km.times[km.n_events > 0]
     return {
-        "t_inst_mean_fs": float(np.mean(t)),
-        "t_inst_median_fs": float(np.median(t)),
-        "t_inst_min_fs": float(np.min(t)),
-        "fraction_stable": float(np.mean(stable)),
-        "n_replicas": int(len(t)),
+        "n_replicas": n,
+        "n_unstable": n_unstable,
+        "tau_fs": tau,
+        "fraction_stable": n_stable / n,
+        "fraction_stable_lo": f_lo,
+        "fraction_stable_hi": f_hi,
+        "median_reached": bool(math.isfinite(med)),
+        "t_inst_median_fs": med,
+        "t_inst_median_fs_lo": med_lo,
+        "t_inst_median_fs_hi": med_hi,
+        "rmst_fs": rmst,
+        "rmst_fs_lo": max(0.0, rmst - half),
+        "rmst_fs_hi": min(tau, rmst + half),
+        "t_inst_mean_fs": rmst,
+        "t_inst_min_fs": float(events.min()) if len(events) else tau,
     }
 
 
-def survival_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
-    """Survival curves of several models (label -> (times_fs, fraction)), time in ps."""
+#: the older name of :func:`survival_summary` (same function, same keys and more)
+t_inst_summary = survival_summary
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with NaN/±inf floats as None and numpy scalars/arrays as Python values, so
+    that ``json.dumps`` writes strict JSON (null for "not reached within the run")."""
+    if isinstance(x, Mapping):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def survival_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The entries of a :func:`survival_summary` MLflow can take: finite numbers as floats
+    (``median_reached`` as 1/0); a NaN median or limit (not reached) is left out."""
+    out = {}
+    for k, v in summary.items():
+        if isinstance(v, (bool, int, float, np.integer, np.floating)) and math.isfinite(v):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values: with p sorted ascending, ``p̃_(i) =
+    max_{j ≤ i} min(1, (m − j + 1) p_(j))`` (i, j from 1)."""
+    p = np.asarray(p, float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def pairwise_logrank(
+    groups: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[bool] | np.ndarray]],
+    total_fs: float,
+) -> list[dict[str, Any]]:
+    """Log-rank tests between every pair of models, Holm-corrected over the pairs.
+
+    ``groups``: name -> ``(t_inst_fs, stable)`` (censoring at ``total_fs`` as in
+    :func:`kaplan_meier`). Returns one row per pair (in the order of ``groups``):
+    ``{"a", "b", "statistic", "p_value", "p_holm"}`` where ``statistic`` is scipy's
+    standardised ``(O − E)/√V`` of ``a`` (:func:`scipy.stats.logrank`, two-sided). A pair
+    in which no replica of either model failed carries no evidence of a difference: it
+    gets statistic 0 and p = 1 (the test itself is 0/0 there); likewise a pair whose
+    variance is zero (NaN statistic from scipy) gets p = 1. Fewer than two groups: [].
+    """
+    from scipy.stats import CensoredData, logrank
+
+    data = {name: _censored_times(t, s, total_fs) for name, (t, s) in groups.items()}
+    rows = []
+    for a, b in combinations(data, 2):
+        (ev_a, c_a), (ev_b, c_b) = data[a], data[b]
+        stat, p = 0.0, 1.0
+        if len(ev_a) + len(ev_b) > 0:
+            with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = logrank(
+                    CensoredData(uncensored=ev_a, right=c_a),
+                    CensoredData(uncensored=ev_b, right=c_b),
+                )
+            stat, p = float(res.statistic), float(res.pvalue)
+            if not math.isfinite(p):
+                stat, p = (stat if math.isfinite(stat) else 0.0), 1.0
+        rows.append({"a": str(a), "b": str(b), "statistic": stat, "p_value": p})
+    if rows:
+        for r, q in zip(rows, _holm(np.array([r["p_value"] for r in rows]))):
+            r["p_holm"] = float(q)
+    return rows
+
+
+def survival_curve(
+    t_inst_fs: np.ndarray,
+    stable: np.ndarray,
+    total_fs: float,
+    n_points: int = 200,
+    *,
+    bands: bool = False,
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, ...]:
+    """Kaplan–Meier survival on ``n_points`` even times in [0, total_fs] (with all
+    censoring at the run's end this is the fraction of replicas not yet unstable at t;
+    right-continuous: a replica failing at t no longer counts at t).
+
+    Returns ``(times_fs (T,), fraction (T,))``, and with ``bands=True`` also the pointwise
+    ``lower (T,)`` and ``upper (T,)`` of :func:`kaplan_meier`.
+    """
+    km = kaplan_meier(t_inst_fs, stable, total_fs, confidence)
+    times = np.linspace(0.0, float(total_fs), n_points)
+    if not bands:
+        return times, km.evaluate(times)
+    return (times, km.evaluate(times), *km.band(times))
+
+
+def _curve_steps(curve) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    if isinstance(curve, KaplanMeier):
+        return curve.steps()
+    if len(curve) == 4:
+        return tuple(np.asarray(c, float) for c in curve)
+    times, frac = curve
+    return np.asarray(times, float), np.asarray(frac, float), None, None
+
+
+def survival_figure(curves: Mapping[str, Any]):
+    """Survival curves of several models, time in ps, as steps. ``curves``: label ->
+    :class:`KaplanMeier` (drawn with its confidence band), ``(times_fs, S, lower, upper)``
+    (band too) or ``(times_fs, fraction)`` (curve only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for label, (times, frac) in curves.items():
-        ax.step(times / 1000.0, frac, where="post", label=label)
+    for label, curve in curves.items():
+        times, frac, lo, hi = _curve_steps(curve)
+        (line,) = ax.step(times / 1000.0, frac, where="post", label=label)
+        if lo is not None:
+            ax.fill_between(
+                times / 1000.0, lo, hi, step="post", alpha=0.2, color=line.get_color(), lw=0
+            )
     ax.set(xlabel="time (ps)", ylabel="fraction of replicas stable", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def write_survival_csv(path: str | Path, curves: Mapping[str, KaplanMeier]) -> None:
+    """CSV ``model,time_fs,survival,lower,upper``: per model the steps of its Kaplan–Meier
+    curve (:meth:`KaplanMeier.steps`; each value holds from its time to the next row's)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "time_fs", "survival", "lower", "upper"])
+        for model, km in curves.items():
+            for row in zip(*km.steps()):
+                w.writerow([model, *(float(x) for x in row)])
+
+
+def write_logrank_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """CSV ``a,b,statistic,p_value,p_holm`` of :func:`pairwise_logrank` (header only when
+    there are no pairs)."""
+    keys = ["a", "b", "statistic", "p_value", "p_holm"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows({k: r[k] for k in keys} for r in rows)
+
+
+def logrank_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`pairwise_logrank` rows."""
+    head = "| model A | model B | log-rank z | p | p (Holm) |\n|---|---|---|---|---|\n"
+    return head + "".join(
+        f"| {r['a']} | {r['b']} | {r['statistic']:.2f} | {r['p_value']:.3g} | {r['p_holm']:.3g} |\n"
+        for r in rows
+    )
+
+
+def format_ci(x: float, lo: float, hi: float, fmt: str = ".0f", beyond: str = "> run") -> str:
+    """``x [lo, hi]`` with ``beyond`` for a NaN value or limit (not reached in the run)."""
+
+    def f(v) -> str:
+        return beyond if v is None or not math.isfinite(v) else format(v, fmt)
+
+    return f"{f(x)} [{f(lo)}, {f(hi)}]"
 
 
 #: force metrics the correlation table sets against stability (paper 002 Table I, Eqs. 1-4)

@@ -13,6 +13,11 @@ a child run per model with t_inst statistics, survival curve (data and figure), 
 table and the stable trajectories.
 
 Profiles: ``quick`` 2,000 steps (1 ps) per replica; ``paper`` 600,000 steps (300 ps).
+
+``--nve-steps N`` adds the energy-conservation gate: N NVE steps on the first min(4,
+replicas) starts per model, the drift of E_tot/atom in eV/atom/ps with a 95 % interval
+(:func:`ase_mlff.md.nve_energy_drift`), in ``energy_drift.json`` and on the child runs.
+Bad flag values stop the recipe before any work, with one line naming the flag.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from ase_mlff.data import load_dataset
 from ase_mlff.data.io import SHIPPED_SPLITS
+from ase_mlff.graph.geometry import bond_graphs_from_dataset
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,44 @@ def start_structures(data: str, n: int) -> list:
         frames = np.flatnonzero(np.isin(ds.extra_s["traj_id"], split["test_groups"]))
     pick = frames[np.linspace(0, len(frames) - 1, min(n, len(frames))).astype(int)]
     return [ds.to_atoms(int(i), with_labels=False) for i in pick]
+
+
+#: run_md parameter -> the flag that sets it
+FLAGS = {
+    "steps": "--steps",
+    "dt": "--dt",
+    "temperature_K": "--temperature",
+    "friction": "--friction",
+    "tdamp": "--tdamp",
+    "check_every": "--check-every",
+    "record_every": "--record-every",
+}
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Bad values end the program here, with usage and one line naming the flag (exit 2)."""
+    from ase_mlff.md.validation import MDParameterError, validate_md_parameters
+
+    for flag, value in (("--replicas", a.replicas), ("--agents", a.agents)):
+        if value is not None and value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    if not 0 < a.delta < float("inf"):
+        p.error(f"--delta must be > 0 Å, got {a.delta}")
+    if a.nve_steps < 0 or a.nve_steps == 1:
+        p.error(f"--nve-steps must be 0 (off) or >= 2, got {a.nve_steps}")
+    try:
+        validate_md_parameters(
+            steps=a.steps if a.steps is not None else PROFILES[a.profile]["steps"],
+            dt=a.dt,
+            integrator=a.integrator,
+            temperature_K=a.temperature,
+            friction=a.friction,
+            tdamp=a.tdamp,
+            check_every=a.check_every,
+            record_every=a.record_every,
+        )
+    except MDParameterError as e:
+        p.error(f"{FLAGS[e.param]}: {e}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -68,16 +112,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--experiment", default="stability")
     p.add_argument("--tracking-uri", default=None)
+    p.add_argument(
+        "--nve-steps",
+        type=int,
+        default=0,
+        help="energy-conservation gate: NVE steps on the first min(4, replicas) starts per\n"
+        "model, drift in eV/atom/ps -> energy_drift.json (0: off; e.g. 400)",
+    )
     a = p.parse_args(argv)
+    check_args(p, a)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from ase_mlff.agents import run_stability_study
-    from ase_mlff.metrics.stability import survival_figure
+    from ase_mlff.md.conservation import drift_metrics, energy_drift_report
+    from ase_mlff.metrics.stability import format_ci, survival_figure, survival_metrics
     from ase_mlff.tracking import Tracker
 
     models = a.model or ["aspirin-painn"]
     md = {
-        "steps": a.steps or PROFILES[a.profile]["steps"],
+        "steps": a.steps if a.steps is not None else PROFILES[a.profile]["steps"],
         "dt": a.dt,
         "integrator": a.integrator,
         "temperature_K": a.temperature,
@@ -110,8 +163,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             md=md,
             n_agents=a.agents,
             bond_delta=a.delta,
+            bond_reference=bond_graphs_from_dataset(load_dataset(a.data)),
             dtype=a.dtype,
             device=a.device,
+        )
+        drift = (
+            energy_drift_report(models, starts, md, a.nve_steps, a.dtype, a.device, out=out)
+            if a.nve_steps
+            else {}
         )
         for model in models:
             with tracker.run(
@@ -120,27 +179,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tags={"recipe": "stability"},
                 parent=parent,
             ) as child:
-                child.log_metrics(res.summaries[str(model)])
+                child.log_metrics(survival_metrics(res.summaries[str(model)]))
+                if str(model) in drift:
+                    child.log_metrics(drift_metrics(drift[str(model)]))
                 times, frac = res.curves[str(model)]
                 for t, f in zip(times[::10], frac[::10]):
                     child.log_metrics({"fraction_stable": float(f)}, step=int(t))
-                child.log_figure(
-                    survival_figure({str(model): res.curves[str(model)]}), "survival.png"
-                )
+                child.log_figure(survival_figure({str(model): res.km[str(model)]}), "survival.png")
                 model_dir = next(
                     Path(r["traj_dir"]).parent for r in res.rows if r["model"] == str(model)
                 )
                 child.log_artifact(model_dir, "trajectories")
-        for f in ("t_inst.csv", "survival.csv", "summary.json", "survival.png"):
+        for f in ("t_inst.csv", "survival.csv", "summary.json", "survival.png", "logrank.csv"):
             parent.log_artifact(out / f)
+        if drift:
+            parent.log_artifact(out / "energy_drift.json")
     for model, s in res.summaries.items():
+        frac = [100 * s[f"fraction_stable{x}"] for x in ("", "_lo", "_hi")]
+        med = [s[f"t_inst_median_fs{x}"] for x in ("", "_lo", "_hi")]
         print(
             f"{model}: {s['n_replicas']} replicas x {res.total_fs / 1000:.1f} ps, "
-            f"stable {100 * s['fraction_stable']:.0f} %, t_inst mean {s['t_inst_mean_fs']:.0f} fs, "
-            f"median {s['t_inst_median_fs']:.0f} fs"
+            f"{s['n_unstable']} unstable; stable {format_ci(*frac)} % (Wilson 95 % CI); "
+            f"median t_inst {format_ci(*med)} fs; "
+            f"RMST {format_ci(s['rmst_fs'], s['rmst_fs_lo'], s['rmst_fs_hi'])} fs "
+            "(95 % CI; '> run': not reached within the run)"
+        )
+    for r in res.logrank:
+        print(
+            f"log-rank {r['a']} vs {r['b']}: z = {r['statistic']:.2f}, p = {r['p_value']:.3g}, "
+            f"Holm p = {r['p_holm']:.3g}"
+        )
+    for model, d in drift.items():
+        lo, hi = d["drift_ci95"]
+        print(
+            f"{model}: NVE energy drift {d['drift_eV_per_atom_ps']:+.2e} eV/atom/ps "
+            f"(95 % CI {lo:+.2e} .. {hi:+.2e}; {d['n_replicas']} replicas x {d['steps']} steps "
+            f"of {d['dt_fs']} fs), RMS {d['rms_eV_per_atom']:.1e} eV/atom"
         )
     print(f"results in {out}; MLflow store: {tracker.uri}")
-    return {"out": str(out), "summaries": res.summaries, "run_id": parent.run_id}
+    return {
+        "out": str(out),
+        "summaries": res.summaries,
+        "run_id": parent.run_id,
+        "energy_drift": drift,
+    }
 
 
 if __name__ == "__main__":

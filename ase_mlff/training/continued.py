@@ -505,8 +505,10 @@ def continued_learning(
     Returns:
         :class:`ContinuedResult`; each round's record has ``round``, ``model_in``,
         ``model_out`` (relative to ``out_dir``), ``stopped`` (None or why the loop ended
-        there), the MD's ``fraction_stable``, ``t_inst_{mean,median,min}_fs``,
-        ``n_replicas``, ``n_frames_md``, ``fraction_unexplored``, ``n_candidates``,
+        there), the MD's survival summary (``fraction_stable``,
+        ``t_inst_{mean,median,min}_fs``, ``n_replicas`` and the rest of
+        :func:`~ase_mlff.metrics.stability.survival_summary`), ``n_frames_md``,
+        ``fraction_unexplored``, ``n_candidates``,
         ``n_added`` and ``n_added_{unexplored,pre_instability,both}``, ``train_size``,
         ``val_*`` error metrics after training (``val_before_*`` before), ``added_*``
         errors on the added frames before / after training (``added_before_*``),

@@ -66,7 +66,10 @@ def stability_probe(
     """Run the probe on a float64 copy of ``model`` (the model itself is not touched).
 
     Returns ``probe_t_inst_mean_fs``, ``probe_t_inst_median_fs``, ``probe_t_inst_min_fs``
-    (fs; a replica that stayed stable counts as ``steps · dt_fs``),
+    (fs; see :func:`~ase_mlff.metrics.stability.survival_summary`: a replica that stayed
+    stable is censored at ``steps · dt_fs``, the mean is the restricted mean, i.e. the mean
+    of min(t_inst, run length), the Kaplan–Meier median is NaN when more than half the
+    replicas outlived the probe),
     ``probe_fraction_stable``, ``probe_total_fs`` and ``probe_seconds`` (wall time).
     """
     if not images:
