@@ -76,6 +76,12 @@ def test_two_models_with_more_agents_than_cpus(ray_local, tiny_model, tmp_path):
     assert dirs == {"scratch-best", "finetune-best"}
 
 
+def _lindemann_only(references, state):
+    from ase_mlff.md.detectors import LindemannIndex, NonFinite
+
+    return [NonFinite(), LindemannIndex(state, window=7)]
+
+
 def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
     from ase_mlff.agents import TrajectoryAgent, TrajectorySpec
     from ase_mlff.md.runner import run_md
@@ -96,8 +102,12 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
         traj_dir=str(tmp_path / "agent"),
         md=md,
         checkpoint_every=100,
-        detectors=False,
+        # a windowed judge whose windows (7 checks = 70 steps) straddle the checkpoints
+        detector_factory=_lindemann_only,
     )
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ships _lindemann_only
     agent = ray.remote(max_restarts=1, max_task_retries=1, max_concurrency=2)(
         TrajectoryAgent
     ).remote(spec)
@@ -109,8 +119,8 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
         time.sleep(0.05)
     assert ckpt.exists(), "the agent wrote no checkpoint"
     # results stream back while the run goes on
-    partial = ray.get(agent.progress.remote())["replicas"]
-    assert 0 < partial["0"]["frames"] < 31
+    so_far = ray.get(agent.progress.remote())["replicas"]
+    assert 0 < so_far["0"]["frames"] < 31
     time.sleep(0.3)
     os.kill(pid, signal.SIGKILL)  # kill the worker on purpose
     res = ray.get(ref, timeout=300)
@@ -120,7 +130,17 @@ def test_killed_agent_resumes_from_checkpoint(ray_local, tiny_model, tmp_path):
 
     # the resumed trajectory is the one an uninterrupted run produces
     model, _ = load_model(tiny_model, dtype=torch.float64)
-    clean = run_md(model, [_aspirin(), _aspirin()], replica_ids=[0, 1], detectors=[], **md)
+    clean = run_md(
+        model,
+        [_aspirin(), _aspirin()],
+        replica_ids=[0, 1],
+        detector_factory=_lindemann_only,
+        **md,
+    )
+    assert [r["reason"] for r in res["replicas"]] == [r.reason for r in clean.replicas]
+    np.testing.assert_array_equal(
+        [r["t_inst_fs"] for r in res["replicas"]], [r.t_inst_fs for r in clean.replicas]
+    )
     np.testing.assert_allclose(
         stored_positions(tmp_path / "agent", 1), clean.replicas[1].positions_tn3, atol=1e-9
     )

@@ -293,3 +293,35 @@ def test_max_force_recorded():
     run = run_md(model, [asp], steps=40, dt=0.5, temperature_K=300, seed=2, record_every=10)
     r = run.replicas[0]
     assert r.max_force_t.shape == r.times_fs.shape and np.all(r.max_force_t > 0)
+
+
+def _windowed_detectors(references, state):
+    """Only windowed judges (Lindemann over 4 checks) and non-finite values."""
+    from ase_mlff.md.detectors import LindemannIndex
+
+    return [NonFinite(), LindemannIndex(state, window=4)]
+
+
+def test_resume_keeps_the_windows_of_windowed_detectors(tmp_path):
+    """Checkpoints every 15 steps, windows of 4 checks x 5 steps: the last checkpoint before
+    the kill (step 90) is in the middle of a window. The resumed run must flag the same
+    replicas, for the same reason, at the same time as the uninterrupted one (before the
+    fix the accumulators restarted empty and the flags moved by a window or vanished)."""
+    asp, meth = _aspirin(), molecule("CH4")
+    model = TemplateSprings([asp, meth], [20.0, -0.2])  # methane melts slowly
+    images = [asp, meth, asp.copy(), meth.copy()]
+    kw = dict(steps=200, dt=0.5, temperature_K=300, seed=4, check_every=5, record_every=5)
+    kw["detector_factory"] = _windowed_detectors
+    ref = run_md(model, images, traj_dir=tmp_path / "ref", **kw)
+    reasons = [r.reason for r in ref.replicas]
+    assert reasons == [None, "lindemann", None, "lindemann"], reasons
+    t_ref = [r.t_inst_fs for r in ref.replicas]
+    assert all(t % 10.0 == 0.0 for t in t_ref if t == t)  # judged at window ends (4 × 2.5 fs)
+    assert min(t for t in t_ref if t == t) > 97 * 0.5  # both flags come after the kill
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_md(CrashAfter(model, 97), images, traj_dir=tmp_path / "run", checkpoint_every=15, **kw)
+    run = run_md(model, images, traj_dir=tmp_path / "run", checkpoint_every=15, **kw)
+    assert [r.reason for r in run.replicas] == reasons
+    np.testing.assert_array_equal([r.t_inst_fs for r in run.replicas], t_ref)
+    for a, b in zip(ref.replicas, run.replicas):
+        np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-12)

@@ -49,6 +49,14 @@ class Detector:
     def select(self, keep_s: Tensor, state: MDState) -> None:
         """Drop replicas where ``keep_s`` is False (``state`` is the state before dropping)."""
 
+    def state_dict(self) -> dict:
+        """What the detector has accumulated during the run (windowed detectors), saved in
+        the MD checkpoint so that a resumed run judges exactly as an uninterrupted one."""
+        return {}
+
+    def load_state_dict(self, data: dict) -> None:
+        """Restore :meth:`state_dict` (after the replicas were selected as saved)."""
+
 
 class NonFinite(Detector):
     name = "non_finite"
@@ -288,6 +296,16 @@ class LindemannIndex(_PairDetector):
     def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
         self.s1, self.s2 = self.s1[keep_p], self.s2[keep_p]
 
+    def state_dict(self) -> dict:
+        return {"s1": self.s1.detach().cpu(), "s2": self.s2.detach().cpu(), "count": self.count}
+
+    def load_state_dict(self, data: dict) -> None:
+        if data["s1"].shape != self.s1.shape:
+            raise ValueError("the saved Lindemann accumulators belong to other replicas")
+        self.s1 = data["s1"].to(self.s1)
+        self.s2 = data["s2"].to(self.s2)
+        self.count = int(data["count"])
+
 
 def paper004_detectors(references: Sequence[Atoms], state: MDState, window: int = 500) -> list:
     """The materials set of paper 004: atom overlap (stops at once) and the Lindemann
@@ -358,3 +376,9 @@ class RDFDeviation(Detector):
     def select(self, keep_s: Tensor, state: MDState) -> None:
         if self.acc is not None:
             self.acc = self.acc[keep_s]
+
+    def state_dict(self) -> dict:
+        return {"acc": None if self.acc is None else self.acc.detach().cpu(), "count": self.count}
+
+    def load_state_dict(self, data: dict) -> None:
+        self.acc, self.count = data["acc"], int(data["count"])

@@ -43,13 +43,20 @@ CHECKPOINT = "md_state.pt"
 
 
 def _save_checkpoint(
-    path: Path, state: MDState, active: list[int], stopped: dict, settings: dict
+    path: Path,
+    state: MDState,
+    active: list[int],
+    stopped: dict,
+    settings: dict,
+    dets: Sequence[Detector] = (),
 ) -> None:
     data = {
         "settings": settings,
         "step": state.step,
         "active": active,
         "stopped": {str(r): [t, why] for r, (t, why) in stopped.items()},
+        # windowed detectors (Lindemann, RDF) carry their accumulators across a resume
+        "detectors": [d.state_dict() for d in dets],
     }
     if active:  # the state holds exactly the active replicas
         data.update(
@@ -80,6 +87,8 @@ def _load_checkpoint(
     keep = torch.tensor([r in data["active"] for r in ids], device=state0.batch.device)
     for det in dets:
         det.select(keep, state0)
+    for det, det_state in zip(dets, data.get("detectors", [])):
+        det.load_state_dict(det_state)
     state = select_replicas(state0, keep)
     dev, dt = state.batch.device, state.batch.dtype
     for g, g_state in zip(state.generators, data["generators"]):
@@ -355,9 +364,9 @@ def run_md(
                 if active:
                     state = select_replicas(state, keep)
             if checkpoint_every and (state.step % checkpoint_every == 0 or not active):
-                _save_checkpoint(ckpt, state, active, stopped, settings)
+                _save_checkpoint(ckpt, state, active, stopped, settings, dets)
     if checkpoint_every and active:
-        _save_checkpoint(ckpt, state, active, stopped, settings)  # a rerun returns at once
+        _save_checkpoint(ckpt, state, active, stopped, settings, dets)  # a rerun returns at once
     bar.close()
     if store:
         store.close()

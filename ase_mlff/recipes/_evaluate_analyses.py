@@ -300,7 +300,7 @@ def stability_report(
         force_vs_stability,
         force_vs_stability_figure,
         force_vs_stability_table,
-        survival_curve,
+        kaplan_meier,
         survival_figure,
         t_inst_summary,
     )
@@ -325,7 +325,7 @@ def stability_report(
         t = np.array([r["t_inst_fs"] for r in rows], float)
         stable = np.array([r["stable"] for r in rows], bool)
         m: dict[str, Any] = t_inst_summary(t, stable, total_fs)
-        curves[name] = survival_curve(t, stable, total_fs)
+        curves[name] = kaplan_meier(t, stable, total_fs)
         t_by_model[name] = np.where(stable, total_fs, t)
         runs = trajs.get(info["dir"], [])
         by_model_traj[name] = runs

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         results["scans"] = scans
         figures["survival.png"] = survival_figure(
-            {n: study.curves[str(checkpoints[n])] for n in ("scratch", "ffpt")}
+            {n: study.km[str(checkpoints[n])] for n in ("scratch", "ffpt")}
         )
         figures["h_r.png"] = h_of_r_figure(r_grid, h_curves, "aspirin, 500 K")
         for name, hist in histories.items():
