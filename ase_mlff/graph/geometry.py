@@ -205,7 +205,7 @@ def minimum_image(
     t, m = flat.shape[:2]
     out = minimum_image_torch(
         torch.from_numpy(np.ascontiguousarray(flat.reshape(-1, 3))),
-        torch.from_numpy(cells),
+        torch.from_numpy(np.array(cells)),
         torch.as_tensor(np.broadcast_to(pbc, (t, 3)).copy()),
         torch.arange(t).repeat_interleave(m),
     )

@@ -14,8 +14,9 @@ table and the stable trajectories.
 
 Profiles: ``quick`` 2,000 steps (1 ps) per replica; ``paper`` 600,000 steps (300 ps).
 
-``--nve-steps N`` adds the energy-conservation gate: N NVE steps on the first min(4,
-replicas) starts per model, the drift of E_tot/atom in eV/atom/ps with a 95 % interval
+The energy-conservation gate runs beside t_inst: ``--nve-steps N`` (profile default:
+400 quick, 4,000 paper; 0 turns it off) NVE steps on the first min(4, replicas) starts
+per model, the drift of E_tot/atom in eV/atom/ps with a 95 % interval
 (:func:`ase_mlff.md.nve_energy_drift`), in ``energy_drift.json`` and on the child runs.
 Bad flag values stop the recipe before any work, with one line naming the flag.
 """
@@ -36,7 +37,10 @@ from ase_mlff.graph.geometry import bond_graphs_from_dataset
 
 log = logging.getLogger(__name__)
 
-PROFILES = {"quick": {"steps": 2000}, "paper": {"steps": 600_000}}
+PROFILES = {
+    "quick": {"steps": 2000, "nve_steps": 400},
+    "paper": {"steps": 600_000, "nve_steps": 4000},
+}
 
 
 def start_structures(data: str, n: int) -> list:
@@ -71,6 +75,8 @@ def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"{flag} must be >= 1, got {value}")
     if not 0 < a.delta < float("inf"):
         p.error(f"--delta must be > 0 Å, got {a.delta}")
+    if a.nve_steps is None:
+        a.nve_steps = PROFILES[a.profile]["nve_steps"]
     if a.nve_steps < 0 or a.nve_steps == 1:
         p.error(f"--nve-steps must be 0 (off) or >= 2, got {a.nve_steps}")
     try:
@@ -115,9 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--nve-steps",
         type=int,
-        default=0,
+        default=None,
         help="energy-conservation gate: NVE steps on the first min(4, replicas) starts per\n"
-        "model, drift in eV/atom/ps -> energy_drift.json (0: off; e.g. 400)",
+        "model, drift in eV/atom/ps -> energy_drift.json (0: off; default: the profile's)",
     )
     a = p.parse_args(argv)
     check_args(p, a)
