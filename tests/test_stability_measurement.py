@@ -269,25 +269,25 @@ def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
     images = [ref.copy() for _ in range(nb + 1)]  # one replica per bond + the control
     model = PulledBonds(g.bonds, g.lengths, len(ref), force=6.0).double()
 
-    def run(detectors, steps):
+    def run(**detection):
         model.replica_s = torch.arange(nb + 1)
         return run_md(
             model,
             images,
-            steps=steps,
+            steps=200,
             dt=dt,
             integrator="langevin",
             temperature_K=300.0,
             friction=0.01,
             seed=7,
-            detectors=detectors,
             check_every=check,
             record_every=1,
+            **detection,
         )
 
     # the undetected run: the deviation of each replica's pulled bond, step by step, with
     # ASE distances against lengths measured by ASE on the reference structure
-    free = run([], steps=200)
+    free = run(detectors=[])
     crossing = {}
     for s, (i, j) in enumerate(g.bonds):
         b0 = ref.get_distance(int(i), int(j))
@@ -320,20 +320,7 @@ def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
     def detectors(references, state):
         return [*default_detectors(references, state, delta, bond_reference=g), KeepIndex()]
 
-    model.replica_s = torch.arange(nb + 1)
-    watched = run_md(
-        model,
-        images,
-        steps=200,
-        dt=dt,
-        integrator="langevin",
-        temperature_K=300.0,
-        friction=0.01,
-        seed=7,
-        detector_factory=detectors,
-        check_every=check,
-        record_every=1,
-    )
+    watched = run(detector_factory=detectors)
     for s in range(nb):
         r = watched.replicas[s]
         i, j = g.bonds[s]
