@@ -237,9 +237,9 @@ class PulledBonds(Potential):
     """Harmonic bonds (k = 30 eV/Å²) on a molecular graph; replica s < B has bond s replaced
     by a constant pull of ``force`` eV/Å apart (E = −F r), replica B is the control."""
 
-    def __init__(self, bonds: np.ndarray, lengths: np.ndarray, n_atoms: int, force: float):
+    def __init__(self, bonds, lengths, n_atoms: int, force: float, cutoff: float = 3.0):
         super().__init__()
-        self.cutoff, self.config = 3.0, {"name": "pulled_bonds"}
+        self.cutoff, self.config = cutoff, {"name": "pulled_bonds"}
         self.bonds = torch.as_tensor(bonds)
         self.r0 = torch.as_tensor(lengths)
         self.n_atoms, self.force, self.k = n_atoms, force, 30.0
@@ -249,8 +249,11 @@ class PulledBonds(Potential):
         ptr = torch.arange(s_count)[:, None] * self.n_atoms
         i = (ptr + self.bonds[:, 0][None]).flatten()
         j = (ptr + self.bonds[:, 1][None]).flatten()
-        r = (batch.pos_nc[j] - batch.pos_nc[i]).norm(dim=1)
-        pulled = torch.arange(nb)[None, :] == self.replica_s[:, None]
+        v = batch.pos_nc[j] - batch.pos_nc[i]
+        if batch.periodic:
+            v = minimum_image_torch(v, batch.cell_s33, batch.pbc_s3, batch.system_n[i])
+        r = v.norm(dim=1)
+        pulled = self.pulled_b[None, :] == self.replica_s[:, None]
         e = torch.where(
             pulled.flatten(),
             -self.force * r,
@@ -258,23 +261,33 @@ class PulledBonds(Potential):
         )
         return scatter_sum(e, batch.system_n[i], s_count)
 
-    replica_s: torch.Tensor  # which bond each replica in the batch pulls (B: none)
+    replica_s: torch.Tensor  # which entry of pulled_b each replica pulls (len: none)
+    pulled_b: torch.Tensor  # for each bond, the replica slot that pulls it (-1: none)
 
 
-def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
-    ref = _aspirin()
+def _pull_every_bond(
+    ref: Atoms, steps: int, pull=None, check: int = 4, dt: float = 0.5, cutoff: float = 3.0
+) -> None:
+    """One replica per bond of ``ref`` (or per bond index in ``pull``) with that bond
+    pulled apart, plus a control: each pulled replica must be stopped by the bond criterion
+    within two check intervals of the moment its bond passes Δ, as measured with ASE
+    (minimum image in cells) on an undetected copy of the same run; the control must stay
+    stable."""
     g = bond_graph(ref)
-    assert g.bond_set() == ASPIRIN_BONDS
-    nb, check, dt, delta = len(g), 4, 0.5, 0.5
-    images = [ref.copy() for _ in range(nb + 1)]  # one replica per bond + the control
-    model = PulledBonds(g.bonds, g.lengths, len(ref), force=6.0).double()
+    pull = list(range(len(g))) if pull is None else list(pull)
+    nb, delta = len(pull), 0.5
+    images = [ref.copy() for _ in range(nb + 1)]
+    model = PulledBonds(g.bonds, g.lengths, len(ref), force=6.0, cutoff=cutoff).double()
+    model.pulled_b = torch.full((len(g),), -1)
+    model.pulled_b[torch.as_tensor(pull)] = torch.arange(nb)
+    mic = bool(ref.pbc.any())
 
     def run(**detection):
         model.replica_s = torch.arange(nb + 1)
         return run_md(
             model,
             images,
-            steps=200,
+            steps=steps,
             dt=dt,
             integrator="langevin",
             temperature_K=300.0,
@@ -285,26 +298,20 @@ def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
             **detection,
         )
 
-    # the undetected run: the deviation of each replica's pulled bond, step by step, with
-    # ASE distances against lengths measured by ASE on the reference structure
+    def ase_deviation(positions, i, j):
+        a = Atoms(ref.numbers, positions, cell=ref.cell, pbc=ref.pbc)
+        return abs(a.get_distance(i, j, mic=mic) - ref.get_distance(i, j, mic=mic))
+
+    # the undetected run: each pulled bond's deviation, step by step, measured by ASE
     free = run(detectors=[])
     crossing = {}
-    for s, (i, j) in enumerate(g.bonds):
-        b0 = ref.get_distance(int(i), int(j))
+    for s, (i, j) in enumerate(g.bonds[pull].tolist()):
         rep = free.replicas[s]
-        dev = [
-            abs(Atoms(ref.numbers, p).get_distance(int(i), int(j)) - b0) > delta
-            for p in rep.positions_tn3
-        ]
+        dev = [ase_deviation(p, i, j) > delta for p in rep.positions_tn3]
         assert any(dev), f"bond {i}-{j} never passed Δ in the undetected run"
         crossing[s] = rep.times_fs[int(np.argmax(dev))]
-    ctrl = free.replicas[nb]
-    ctrl_dev = max(
-        abs(Atoms(ref.numbers, p).get_distance(int(i), int(j)) - ref.get_distance(int(i), int(j)))
-        for p in ctrl.positions_tn3
-        for i, j in g.bonds
-    )
-    assert ctrl_dev < delta
+    ctrl = free.replicas[nb].positions_tn3
+    assert max(ase_deviation(ctrl[t], i, j) for t in (0, -1) for i, j in g.bonds.tolist()) < delta
 
     # the watched run: replicas stop at their first failed check; the model must keep
     # pulling the right bond of the replicas that remain
@@ -321,14 +328,35 @@ def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
         return [*default_detectors(references, state, delta, bond_reference=g), KeepIndex()]
 
     watched = run(detector_factory=detectors)
-    for s in range(nb):
+    for s, (i, j) in enumerate(g.bonds[pull].tolist()):
         r = watched.replicas[s]
-        i, j = g.bonds[s]
         assert r.reason == "bond_length", f"bond {i}-{j}: {r.reason} at {r.t_inst_fs} fs"
         assert crossing[s] <= r.t_inst_fs <= crossing[s] + 2 * check * dt, (
             f"bond {i}-{j}: passed Δ at {crossing[s]} fs, flagged at {r.t_inst_fs} fs"
         )
     assert watched.replicas[nb].stable
+
+
+def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():
+    assert bond_graph(_aspirin()).bond_set() == ASPIRIN_BONDS
+    _pull_every_bond(_aspirin(), steps=200)
+
+
+def test_every_pulled_water_bond_is_caught_in_the_periodic_box():
+    """Both O–H bonds of every molecule cut by the cell boundary and of four whole ones, in
+    a shipped 64-molecule frame wrapped into the box (the minimum image must join the cut
+    molecules). The potential has no neighbour graph (cutoff 0), so atom overlap is off."""
+    ref = load_dataset("water").to_atoms(0, with_labels=False)
+    ref.wrap()
+    z, pos = ref.numbers, ref.positions
+    cut = [k for k in range(0, len(ref), 3) if np.linalg.norm(pos[k + 1] - pos[k]) > 2.0]
+    assert cut, "no molecule crosses the boundary in this frame: the MIC is not exercised"
+    g = bond_graph(ref)
+    assert len(g) == 2 * int((z == 8).sum())
+    oxygens = sorted(set(cut) | {0, 3, 6, 9})
+    pull = [b for b, (i, _) in enumerate(g.bonds.tolist()) if i in oxygens]
+    assert len(pull) == 2 * len(oxygens)
+    _pull_every_bond(ref, steps=60, pull=pull, cutoff=0.0)
 
 
 # --------------------------------------------------------------------------- Lindemann
