@@ -2,18 +2,23 @@
 
 import json
 
+import ase.io
 import numpy as np
 import pytest
 import torch
 from ase import Atoms, units
 from ase.build import bulk
 from ase.constraints import FixCom
-from ase.md.nptberendsen import NPTBerendsen
+from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen, NPTBerendsen
+from ase.md.nvtberendsen import NVTBerendsen
 
 from ase_mlff.calculators import MLFFCalculator
+from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.md.integrators import instantaneous_pressure_bar, npt_berendsen_step
 from ase_mlff.md.state import init_state
 from ase_mlff.models import EAM
+
+torch.set_num_threads(1)  # as the other MD test modules: no thread contention on 2 cores
 
 A0 = 3.61 * 1.06  # near the zero-pressure lattice constant of this EAM
 
@@ -88,8 +93,6 @@ def test_molecules_are_refused(model):
 
 @pytest.mark.parametrize("anisotropic", [False, True])
 def test_matches_ase_nptberendsen(model, anisotropic):
-    from ase.md.nptberendsen import Inhomogeneous_NPTBerendsen
-
     start = _cu(0.97)
     state = init_state(model, [start], temperature_K=600.0, seed=3)
     atoms = start.copy()
@@ -165,3 +168,81 @@ def test_run_md_npt_records_the_cell_per_frame(model, tmp_path):
     for r_full, r_ref in zip(full.replicas, run.replicas):
         np.testing.assert_array_equal(r_full.cell_t33, r_ref.cell_t33)
         np.testing.assert_array_equal(r_full.positions_tn3, r_ref.positions_tn3)
+
+
+# ------------------------------------------------------------------ α-quartz (triclinic)
+@pytest.fixture(scope="module")
+def silica_model():
+    torch.manual_seed(0)
+    m = EAM(species=[8, 14], cutoff=5.0).double()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _quartz():
+    """The shipped GFN1-relaxed α-quartz: 36 atoms, two elements, a hexagonal (120°) cell
+    with small off-diagonal terms, so rows and columns of the cell differ."""
+    frames = ase.io.read(SHIPPED_DIR / "silica_gfn1_polymorphs.xyz", ":")
+    a = next(f for f in frames if f.info.get("polymorph") == "alpha_quartz")
+    a.rattle(0.02, seed=0)
+    return a
+
+
+def _ase_npt_pair(atoms, anisotropic, dt, taut, taup, beta, p0, temp, every=1):
+    """ASE's NPTBerendsen (or Inhomogeneous_) with τ_P / k for the barostat steps, and
+    NVTBerendsen (the same step without the cell scaling) for the steps in between."""
+    cls = Inhomogeneous_NPTBerendsen if anisotropic else NPTBerendsen
+    baro = cls(
+        atoms,
+        dt * units.fs,
+        temperature_K=temp,
+        taut=taut * units.fs,
+        taup=taup / every * units.fs,  # the scaling then uses k·Δt/τ_P
+        pressure_au=p0 * 1e5 * units.Pascal,
+        compressibility_au=beta / (1e5 * units.Pascal),
+    )
+    nvt = NVTBerendsen(atoms, dt * units.fs, temperature_K=temp, taut=taut * units.fs)
+    return baro, nvt
+
+
+@pytest.mark.parametrize("anisotropic", [False, True])
+@pytest.mark.parametrize("every", [1, 3])
+def test_quartz_matches_ase_nptberendsen(silica_model, anisotropic, every):
+    """50 steps of α-quartz (triclinic cell, Si and O of different masses) against ASE's
+    NPTBerendsen / Inhomogeneous_NPTBerendsen: cell, positions and velocities to 1e-8.
+    With ``barostat_every=k`` the cell stays exactly fixed between barostat steps, and a
+    barostat step equals ASE's with Δt/τ_P replaced by kΔt/τ_P (τ_P / k in ASE), the
+    steps in between ASE's NVTBerendsen."""
+    start = _quartz()
+    state = init_state(silica_model, [start], temperature_K=600.0, seed=3)
+    atoms = start.copy()
+    atoms.set_velocities(state.vel_nc.numpy())
+    atoms.set_constraint(FixCom())
+    atoms.calc = MLFFCalculator(silica_model)
+    dt, taut, taup, beta, p0, temp = 2.0, 50.0, 100.0, 2e-5, 1000.0, 1000.0
+    baro, nvt = _ase_npt_pair(atoms, anisotropic, dt, taut, taup, beta, p0, temp, every)
+    kw = dict(
+        dt=dt,
+        temperature_K=temp,
+        taut=taut,
+        taup=taup,
+        pressure_bar=p0,
+        compressibility=beta,
+        anisotropic=anisotropic,
+        barostat_every=every,
+    )
+    cells = [state.batch.cell_s33[0].clone()]
+    for n in range(50):
+        (baro if n % every == 0 else nvt).run(1)
+        state = npt_berendsen_step(state, silica_model, **kw)
+        cells.append(state.batch.cell_s33[0].clone())
+        np.testing.assert_allclose(cells[-1].numpy(), atoms.cell[:], rtol=0, atol=1e-9)
+    assert np.abs(atoms.cell[:] - start.cell[:]).max() > 1e-2  # the cell did move
+    np.testing.assert_allclose(state.batch.pos_nc.numpy(), atoms.positions, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(state.vel_nc.numpy(), atoms.get_velocities(), rtol=0, atol=1e-8)
+    moved = [not torch.equal(cells[n + 1], cells[n]) for n in range(50)]
+    assert moved == [n % every == 0 for n in range(50)]
+    if anisotropic:  # the three cell vectors were scaled by different factors
+        ratio = np.linalg.norm(atoms.cell[:], axis=1) / np.linalg.norm(start.cell[:], axis=1)
+        assert np.ptp(ratio) > 1e-4

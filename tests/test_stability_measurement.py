@@ -245,7 +245,7 @@ class PulledBonds(Potential):
         self.n_atoms, self.force, self.k = n_atoms, force, 30.0
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        s_count, nb = batch.n_systems, len(self.bonds)
+        s_count = batch.n_systems
         ptr = torch.arange(s_count)[:, None] * self.n_atoms
         i = (ptr + self.bonds[:, 0][None]).flatten()
         j = (ptr + self.bonds[:, 1][None]).flatten()
