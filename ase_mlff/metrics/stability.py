@@ -506,11 +506,15 @@ def force_vs_stability(models: dict[str, dict[str, float]]) -> dict:
 
 
 def force_vs_stability_table(result: dict) -> str:
-    """Markdown: models by descending force MAE beside their stability, then Spearman ρ."""
+    """Markdown: models by descending force MAE beside their stability, then Spearman ρ.
+
+    Stability is the stable count with its Wilson 95 % interval and the restricted mean
+    t_inst (RMST up to the run length) with its 95 % interval, where the rows carry them
+    (:func:`survival_summary`)."""
     rows = result["rows"]
     head = (
-        "| model | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | stable | "
-        "t_inst mean (fs) | h(r) MAE |\n|---|---|---|---|---|---|---|\n"
+        "| model | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | stable [95 % CI] | "
+        "mean t_inst = RMST (fs) [95 % CI] | h(r) MAE |\n|---|---|---|---|---|---|---|\n"
     )
     nan = float("nan")
     lines = []
@@ -520,10 +524,17 @@ def force_vs_stability_table(result: dict) -> str:
             if "fraction_stable" in r and "n_replicas" in r
             else "—"
         )
+        if stable != "—" and "fraction_stable_lo" in r:
+            stable += f" [{r['fraction_stable_lo']:.2f}, {r['fraction_stable_hi']:.2f}]"
+        rmst = (
+            format_ci(r["rmst_fs"], r["rmst_fs_lo"], r["rmst_fs_hi"])
+            if all(k in r for k in ("rmst_fs", "rmst_fs_lo", "rmst_fs_hi"))
+            else f"{r['t_inst_mean_fs']:.0f}"
+        )
         lines.append(
             f"| {r['model']} | {r['forces_mae'] * 1e3:.1f} | "
             f"{r.get('forces_max_err', nan) * 1e3:.1f} | {r.get('fnm_mae', nan) * 1e3:.2f} | "
-            f"{stable} | {r['t_inst_mean_fs']:.0f} | {r.get('h_r_mae', nan):.3f} |"
+            f"{stable} | {rmst} | {r.get('h_r_mae', nan):.3f} |"
         )
     corr = "\n".join(
         f"- {k} vs mean t_inst: Spearman ρ = {v['spearman_rho']:.2f} (p = {v['p_value']:.2g})"
