@@ -3,13 +3,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from ase_mlff.calculators import MLFFCalculator, shipped_models
 from ase_mlff.models import CheckpointError, PaiNN, save_model
-from ase_mlff.models.io import META, WEIGHTS
+from ase_mlff.models.io import META, WEIGHTS, load_model
 from tests.conftest import random_species_model
 
 CHON = [1, 6, 7, 8]
@@ -129,3 +130,37 @@ def test_shipped_model_loads_and_is_accurate():
     atoms.calc = calc
     assert np.all(np.isfinite(atoms.get_forces()))
     assert (SHIPPED_MODELS_DIR / "aspirin-painn" / WEIGHTS).exists()
+
+
+# ------------------------------------------------------------ checkpoint precision (bugs)
+def _off_grid_atomref(model):
+    """e_ref values that float32 cannot hold (aspirin-sized: ~1e3 eV, 1e-9 eV digits)."""
+    with torch.no_grad():
+        model.atomref.e_ref[CHON] = torch.tensor(
+            [-13.612345678, -1030.123456789, -1485.987654321, -2040.012345678],
+            dtype=torch.float64,
+        )
+    return model
+
+
+def test_float32_cast_and_reload_keep_the_float64_atomref(tmp_path):
+    """model.float() and load_model(dtype=float32) keep the float64 per-element reference
+    energies exactly (they used to round them through float32, ~1e-5 eV)."""
+    model = _off_grid_atomref(random_species_model(PaiNN, CHON, hidden=8, n_interactions=1))
+    e_ref = model.atomref.e_ref.clone()
+    path = save_model(model, tmp_path / "ckpt")
+    loaded, _ = load_model(path, dtype=torch.float32)
+    assert torch.equal(loaded.atomref.e_ref, e_ref)
+    assert torch.equal(model.float().atomref.e_ref, e_ref)
+
+
+def test_float64_checkpoint_reloads_exactly_in_float64(tmp_path):
+    """A float64 checkpoint comes back bit for bit (it used to be rounded to float32)."""
+    model = random_species_model(PaiNN, CHON, hidden=8, n_interactions=1).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0 / 3.0)  # not representable in float32
+    path = save_model(model, tmp_path / "ckpt")
+    loaded, _ = load_model(path, dtype=torch.float64)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

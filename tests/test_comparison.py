@@ -7,7 +7,18 @@ import json
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
+from ase_mlff.agents.comparison import _best
+
+
+def _expected_best(rows):
+    """CRITERION written out independently: sort by (-fraction_stable, -t_inst_mean_fs,
+    forces_mae) — a stable sort, so a complete tie keeps the first row — over the rows
+    with a finite force MAE."""
+    ok = [r for r in rows if np.isfinite(r["forces_mae"])]
+    if not ok:
+        return None
+    key = lambda r: (-r["fraction_stable"], -r["t_inst_mean_fs"], r["forces_mae"])  # noqa: E731
+    return sorted(ok, key=key)[0]["model"]
 
 
 def _spec():
@@ -64,9 +75,20 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     assert {v: p.stat().st_mtime_ns for v, p in done.items()} == stamps
     rows = {r["model"]: r for r in res.rows}
     assert set(rows) == {"scratch", "reweighted"}
-    for r in rows.values():
-        assert np.isfinite(r["forces_mae"]) and r["n_replicas"] == 2
-        assert 0.0 <= r["fraction_stable"] <= 1.0
+    # each row's survival numbers are those of its model's replicas in the study's table
+    from ase_mlff.agents.study import read_t_inst
+
+    study = read_t_inst(out / "stability")
+    total_fs = json.loads((out / "stability" / "summary.json").read_text())["total_fs"]
+    for label, r in rows.items():
+        ckpt = json.loads(done[label].read_text())["checkpoint"]
+        mine = [x for x in study if x["model"] == ckpt]
+        stable = np.array([x["stable"] for x in mine])
+        t = np.array([x["t_inst_fs"] for x in mine])
+        assert np.isfinite(r["forces_mae"]) and r["n_replicas"] == len(mine) == 2
+        assert r["fraction_stable"] == pytest.approx(stable.mean(), abs=1e-12)
+        restricted = np.where(stable, total_fs, np.minimum(t, total_fs)).mean()
+        assert r["t_inst_mean_fs"] == pytest.approx(restricted, rel=1e-12)
     assert (out / "comparison.md").exists() and (out / "comparison.csv").exists()
     for f in (
         "force_vs_stability.png",
@@ -93,9 +115,13 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     scratch = next(c for c in children if c.info.run_name == "scratch")
     history = client.get_metric_history(scratch.info.run_id, "val_forces_mae")
     assert len(history) == 2  # the learning curve, one point per epoch
-    assert res.best in rows and res.registered["name"] == "tiny-best"
+    assert res.best == _expected_best(res.rows) and res.registered["name"] == "tiny-best"
+    assert res.registered["variant"] == res.best
     versions = client.search_model_versions("name='tiny-best'")
     assert len(versions) == 1 and versions[0].tags["variant"] == res.best
+    # the registered version is the chosen variant's child run's checkpoint
+    best_child = next(c for c in children if c.info.run_name == res.best)
+    assert versions[0].run_id == best_child.info.run_id
 
 
 def test_study_spec_rejects_bad_variants():
@@ -109,3 +135,49 @@ def test_study_spec_rejects_bad_variants():
         )
     with pytest.raises(ValueError, match="needs pretrain_data"):
         StudySpec.from_dict({"name": "x", "variants": [{"name": "a", "kind": "pretrained"}]})
+
+
+def _row(model, fraction, t_inst, mae):
+    return {
+        "model": model,
+        "fraction_stable": fraction,
+        "t_inst_mean_fs": t_inst,
+        "forces_mae": mae,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "best"),
+    [
+        # the stable fraction decides first, whatever the t_inst and the error
+        ([_row("a", 0.75, 900.0, 0.01), _row("b", 1.0, 50.0, 0.09)], "b"),
+        # equal fractions: the longer mean t_inst
+        ([_row("a", 1.0, 200.0, 0.01), _row("b", 1.0, 300.0, 0.50)], "b"),
+        # equal fractions and t_inst: the lower force MAE
+        ([_row("a", 1.0, 300.0, 0.05), _row("b", 1.0, 300.0, 0.04)], "b"),
+        # a complete tie: the first row (the spec's order), in either order
+        ([_row("a", 0.5, 300.0, 0.05), _row("b", 0.5, 300.0, 0.05)], "a"),
+        ([_row("b", 0.5, 300.0, 0.05), _row("a", 0.5, 300.0, 0.05)], "b"),
+        # a model without a finite force error is never chosen
+        ([_row("a", 1.0, 999.0, float("nan")), _row("b", 0.25, 10.0, 0.3)], "b"),
+        ([_row("a", 1.0, 999.0, float("nan"))], None),
+    ],
+)
+def test_best_variant_is_the_criterion(rows, best):
+    assert _best(rows) == best == _expected_best(rows)
+
+
+def test_best_variant_matches_the_criterion_on_random_tables_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 7))
+        rows = [
+            _row(
+                f"m{i}",
+                float(rng.choice([0.5, 0.75, 1.0])),
+                float(rng.choice([100.0, 200.0])),
+                float(rng.choice([0.01, 0.02, np.nan])),
+            )
+            for i in range(n)
+        ]
+        assert _best(rows) == _expected_best(rows), rows

@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.geometry import get_distances
 from ase.geometry.rdf import get_rdf
 
 from ase_mlff.graph import Batch
 from ase_mlff.md.detectors import LindemannIndex, RDFDeviation
 from ase_mlff.md.state import MDState
 from ase_mlff.metrics.rdf import rdf
+
+torch.set_num_threads(1)  # as the other MD test modules: no thread contention on 2 cores
 
 
 def _crystal(seed=0, rattle=0.1):
@@ -113,3 +116,134 @@ def test_lindemann_keeps_working_after_a_replica_is_dropped():
         flags = lin(_moved(state, torch.as_tensor(rng.random((64, 3))) @ cell))
     assert flags.tolist() == [True]
     assert lin.pairs_2p.max() < 64 and lin.s1.shape[0] == 64 * 63 // 2
+
+
+# ------------------------------------------------------------ windows: judged, then reset
+def _three_windows(window, rng):
+    """Frames of two NaCl replicas over three windows: replica 0 vibrates (σ = 0.05 Å) in
+    all of them, replica 1 vibrates in windows 1 and 3 and is a random "melt" in window 2."""
+    a = _crystal(0, rattle=0.0)
+    base, cell = a.positions.copy(), a.cell[:]
+    frames = []
+    for w in range(3):
+        for _ in range(window):
+            solid = [base + rng.normal(scale=0.05, size=base.shape) for _ in range(2)]
+            if w == 1:
+                solid[1] = rng.random(base.shape) @ cell
+            frames.append(solid)
+    return a, frames
+
+
+def _ase_lindemann(frames, cell):
+    """q_i from ASE's minimum-image distances over ``frames`` (paper 004, root-mean-square
+    fluctuation of r_ij over its mean, averaged over the N - 1 partners)."""
+    d = np.stack([get_distances(p, cell=cell, pbc=True)[1] for p in frames])
+    n = d.shape[1]
+    iu = np.triu_indices(n, 1)
+    lp = d.std(0)[iu] / d.mean(0)[iu]
+    q = np.zeros(n)
+    np.add.at(q, iu[0], lp)
+    np.add.at(q, iu[1], lp)
+    return q / (n - 1)
+
+
+class _RecordingLindemann(LindemannIndex):
+    """Keeps the indices of every judged window (count, q_n)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.judged = []
+
+    def indices(self, state):
+        q_n, q_s = super().indices(state)
+        self.judged.append((self.count, q_n.clone(), q_s.clone()))
+        return q_n, q_s
+
+
+def test_lindemann_judges_each_window_on_its_own_frames():
+    """Three tumbling windows, "melting" in the second only. Each window's indices equal
+    those from ASE's minimum-image distances over exactly that window's frames, and only
+    the end of window 2 flags (the solid window 3 after the melt must not: an accumulator
+    that is never reset would carry the melt over)."""
+    rng = np.random.default_rng(0)
+    window = 10
+    a, frames = _three_windows(window, rng)
+    state = _state([a, a.copy()])
+    det = _RecordingLindemann(state, window=window)
+    flags = []
+    for f in frames:
+        pos = torch.as_tensor(np.concatenate(f))
+        flags.append(det(_moved(state, pos)).tolist())
+    expected = [[False, False]] * (3 * window)
+    expected[2 * window - 1] = [False, True]
+    assert flags == expected
+    assert [c for c, _, _ in det.judged] == [window] * 3
+    for w, (_, q_n, q_s) in enumerate(det.judged):
+        sl = frames[w * window : (w + 1) * window]
+        for r in range(2):
+            ref = _ase_lindemann([f[r] for f in sl], a.cell[:])
+            np.testing.assert_allclose(q_n[64 * r : 64 * (r + 1)].numpy(), ref, rtol=1e-9)
+            assert float(q_s[r]) == pytest.approx(ref.mean(), rel=1e-9)
+    assert float(det.judged[1][2][1]) > 0.2 > 0.05 > float(det.judged[2][2][1])
+
+
+def _numpy_rdf(frames, numbers, cell, pairs, r_max, n_bins):
+    """(P, n_bins) g_ab(r) averaged over frames, from an independent histogram of ASE's
+    minimum-image distances (exact here: r_max < half the cell height), ordered pairs
+    i ∈ a, j ∈ b, j ≠ i, normalised by V / (N_a N_b 4π r² dr) with exact shell volumes."""
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    volume = abs(np.linalg.det(cell))
+    out = np.zeros((len(pairs), n_bins))
+    for pos in frames:
+        d = get_distances(pos, cell=cell, pbc=True)[1]
+        np.fill_diagonal(d, np.inf)
+        for p, (za, zb) in enumerate(pairs):
+            sub = d[np.ix_(numbers == za, numbers == zb)].ravel()
+            counts, _ = np.histogram(sub[sub < r_max], bins=edges)
+            n_ab = np.sum(numbers == za) * np.sum(numbers == zb)
+            out[p] += counts * volume / (n_ab * shell)
+    return out / len(frames)
+
+
+class _RecordingRDF(RDFDeviation):
+    """Keeps the window-averaged g and its deviation of every judged window."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.judged = []
+
+    def deviation(self, g_spb):
+        dev = super().deviation(g_spb)
+        self.judged.append((self.count, g_spb.clone(), dev.clone()))
+        return dev
+
+
+def test_rdf_detector_judges_each_window_on_its_own_frames():
+    """As the Lindemann test: ⟨g_ab⟩ of each window equals a numpy histogram of ASE's
+    minimum-image distances over that window's frames, the deviation is
+    max_ab Σ|⟨g⟩ - g_ref| dr, and only the melt window flags."""
+    rng = np.random.default_rng(1)
+    window, r_max, n_bins = 5, 5.0, 50
+    pairs = [(11, 11), (11, 17), (17, 17)]
+    a, frames = _three_windows(window, rng)
+    cell, numbers = a.cell[:], a.numbers
+    ref_frames = [a.positions + rng.normal(scale=0.05, size=a.positions.shape) for _ in range(4)]
+    g_ref = _numpy_rdf(ref_frames, numbers, cell, pairs, r_max, n_bins)
+    state = _state([a, a.copy()], cutoff=r_max)
+    det = _RecordingRDF(pairs, g_ref, r_max=r_max, window=window, delta=1.0)
+    flags = []
+    for f in frames:
+        flags.append(det(_moved(state, torch.as_tensor(np.concatenate(f)))).tolist())
+    expected = [[False, False]] * (3 * window)
+    expected[2 * window - 1] = [False, True]
+    assert flags == expected
+    assert [c for c, _, _ in det.judged] == [window] * 3
+    dr = r_max / n_bins
+    for w, (_, g_spb, dev) in enumerate(det.judged):
+        sl = frames[w * window : (w + 1) * window]
+        for r in range(2):
+            g = _numpy_rdf([f[r] for f in sl], numbers, cell, pairs, r_max, n_bins)
+            np.testing.assert_allclose(g_spb[r].numpy(), g, rtol=1e-9, atol=1e-9)
+            expected_dev = (np.abs(g - g_ref).sum(axis=1) * dr).max()
+            assert float(dev[r]) == pytest.approx(expected_dev, rel=1e-9)

@@ -89,6 +89,34 @@ def test_detectors_fire_on_planted_failures():
     assert BondLengthDeviation(images).deviation(state)[1] == pytest.approx(0.6, abs=0.15)
 
 
+def test_force_and_temperature_detectors_flag_only_their_planted_replica():
+    """Four aspirin replicas at 300 K: a clean one, one at 2e5 K, one at 0.01 K and one with
+    a single finite force component of 150 eV/Å (the others stay small). Each detector
+    flags exactly its own replicas: the largest component decides for ExplodingForces (not
+    the smallest, nor a NaN), the temperature of each replica alone for TemperatureBounds."""
+    images = [_aspirin() for _ in range(4)]
+    for k, a in enumerate(images):
+        a.rattle(0.03, seed=k)  # off the springs' minimum: small, non-zero forces
+    state = _state(images)
+    f_clean = float(state.forces_nc.abs().max())
+    assert 0.1 < f_clean < 20.0
+    np.testing.assert_allclose(state.temperature().numpy(), 300.0, rtol=1e-10)
+    sys_n = state.batch.system_n
+    scale = torch.ones(4, dtype=torch.float64)
+    scale[1], scale[2] = (2e5 / 300.0) ** 0.5, (0.01 / 300.0) ** 0.5
+    state.vel_nc = state.vel_nc * scale[sys_n][:, None]
+    state.forces_nc[3 * 21 + 7, 2] = 150.0
+    np.testing.assert_allclose(state.temperature().numpy(), [300, 2e5, 0.01, 300], rtol=1e-9)
+    assert ExplodingForces()(state).tolist() == [False, False, False, True]
+    assert TemperatureBounds()(state).tolist() == [False, True, True, False]
+    # the thresholds themselves: 150 eV/Å passes a 200 eV/Å bound, 2e5 K a 3e5 K one
+    assert not ExplodingForces(max_force=200.0)(state).any()
+    assert TemperatureBounds(low_K=0.001, high_K=3e5)(state).tolist() == [False] * 4
+    # a negative component counts by its magnitude
+    state.forces_nc[3 * 21 + 7, 2] = -150.0
+    assert ExplodingForces()(state).tolist() == [False, False, False, True]
+
+
 def test_bond_detector_silent_on_reference_trajectories():
     """Never fires on the shipped GFN2-xTB 500 K trajectories (all 6,000 frames)."""
     ds = load_dataset("aspirin")

@@ -37,6 +37,31 @@ def study(tmp_path_factory):
     return tmp, tiny
 
 
+def _unvisited_share(study_dir, specs, quad, bins=36):
+    """Independent of ase_mlff.metrics.fes: ASE's dihedral (degrees, [0, 360)) of the
+    stable frames stored for the first model (replica_*.traj, 2 × 21 frames) and of the
+    recipe's test frames (--max-test 60, seed 0), histogrammed on 36 bins over [-π, π);
+    the share of reference-populated bins with no model sample."""
+    import ase.io
+
+    from ase_mlff.agents.study import model_dirs
+    from ase_mlff.recipes.evaluate import split_data
+
+    def phi(atoms_list):
+        d = np.deg2rad([a.get_dihedral(*quad) for a in atoms_list])
+        return np.where(d >= np.pi, d - 2 * np.pi, d)
+
+    files = sorted((study_dir / model_dirs(specs)[specs[0]]).rglob("replica_*.traj"))
+    frames = [a for f in files for a in ase.io.read(f, ":")]
+    assert len(frames) == 2 * (200 // 10 + 1)
+    _, test = split_data("aspirin", None, 60, 0)
+    ref = [test.to_atoms(k, with_labels=False) for k in range(len(test))]
+    edges = np.linspace(-np.pi, np.pi, bins + 1)
+    h_model = np.histogram(phi(frames), edges)[0]
+    h_ref = np.histogram(phi(ref), edges)[0]
+    return float(((h_ref > 0) & (h_model == 0)).sum() / (h_ref > 0).sum())
+
+
 def test_evaluate_report_with_stability(study):
     from mlflow.tracking import MlflowClient
 
@@ -68,7 +93,10 @@ def test_evaluate_report_with_stability(study):
     assert st["aspirin-painn"]["fraction_stable"] == 1.0 and st["tiny"]["fraction_stable"] == 0.0
     assert st["aspirin-painn"]["stable_frames"] == 2 * (200 // 10 + 1)  # t = 0, 5, ..., 100 fs
     assert st["aspirin-painn"]["h_r_mae"] < st["tiny"]["h_r_mae"]
-    assert 0.0 <= st["aspirin-painn"]["fes_unvisited_C0-C5-C10-O7"] <= 1.0
+    # the share of the reference's populated dihedral bins the stable MD never visited,
+    # recomputed from ASE dihedrals of the stored frames and of the evaluated test frames
+    expected = _unvisited_share(tmp / "study", ["aspirin-painn", tiny], (0, 5, 10, 7))
+    assert st["aspirin-painn"]["fes_unvisited_C0-C5-C10-O7"] == pytest.approx(expected, abs=1e-12)
 
     # files: summary, per-model CSV row, JSON, non-empty figures
     summary = (out / "summary.md").read_text()

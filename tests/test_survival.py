@@ -350,3 +350,34 @@ def test_band_where_survival_reaches_zero_and_all_stable():
     # nothing failed: S = 1 on the whole run, band [1, 1], median beyond the run
     assert none.evaluate(30.0) == 1.0 and none.band(15.0) == (1.0, 1.0)
     assert all(math.isnan(x) for x in none.median())
+
+
+def test_force_vs_stability_spearman_against_hand_ranks_and_scipy():
+    """Spearman ρ of each force metric with the mean t_inst over models, in the models'
+    own pairing (the rows are re-sorted by force MAE for display; the pairs must not be).
+    forces_mae ranks 1..5 against t_inst ranks 5, 3, 4, 2, 1: Σd² = 38, ρ = 1 - 6·38/120
+    = -0.9; forces_max_err has a tie (average ranks), compared with scipy.stats.spearmanr
+    computed here on the input order."""
+    from ase_mlff.metrics.stability import force_vs_stability
+
+    names = ["a", "b", "c", "d", "e"]
+    mae = [0.10, 0.20, 0.30, 0.40, 0.50]
+    max_err = [1.0, 0.8, 1.5, 1.2, 1.2]
+    t_inst = [500.0, 450.0, 480.0, 100.0, 50.0]
+    models = {
+        n: {"forces_mae": m, "forces_max_err": x, "t_inst_mean_fs": t}
+        for n, m, x, t in zip(names, mae, max_err, t_inst)
+    }
+    res = force_vs_stability(models)
+    assert [r["model"] for r in res["rows"]] == ["e", "d", "c", "b", "a"]
+    assert set(res["correlation"]) == {"forces_mae", "forces_max_err"}  # only those present
+    rho = res["correlation"]["forces_mae"]["spearman_rho"]
+    assert rho == pytest.approx(-0.9, abs=1e-12)
+    for key, x in (("forces_mae", mae), ("forces_max_err", max_err)):
+        ref = stats.spearmanr(x, t_inst)
+        got = res["correlation"][key]
+        assert got["spearman_rho"] == pytest.approx(ref.statistic, abs=1e-12), key
+        assert got["p_value"] == pytest.approx(ref.pvalue, rel=1e-9), key
+    # two models: a rank correlation of two points says nothing
+    two = force_vs_stability({n: models[n] for n in names[:2]})
+    assert math.isnan(two["correlation"]["forces_mae"]["spearman_rho"])

@@ -3,6 +3,7 @@ reweighting, freezing / head learning rate, and the MD stability probe with
 stability-aware checkpoint selection (paper 000 Fig. 2b); also data parallel (2 gloo ranks)
 against one process for SAM + a balanced loss + the probe."""
 
+import copy
 import json
 import shutil
 
@@ -15,6 +16,7 @@ from ase_mlff.graph.batch import Batch
 from ase_mlff.metrics.clusters import ConformationClusters
 from ase_mlff.metrics.forces import element_metrics, force_metrics
 from ase_mlff.models import PaiNN, SchNet
+from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import load_model
 from ase_mlff.training import ExperimentConfig, TrainConfig, Trainer, loss_fn
 from ase_mlff.training.losses import (
@@ -28,6 +30,8 @@ from ase_mlff.training.probe import is_more_stable
 from ase_mlff.training.sam import SAM
 from ase_mlff.training.trainer import apply_freeze, param_groups
 from ase_mlff.training.weights import rbp_weights, rbp_weights_from_forces
+
+torch.set_num_threads(1)  # as the MD test modules (a full run imports them all anyway)
 
 FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-2}
 
@@ -100,6 +104,129 @@ def test_sam_trains_a_tiny_model_and_logs_rho(frames, tmp_path):
     w_sam = load_model(res.last_dir)[0].state_dict()
     w_plain = load_model(plain.last_dir)[0].state_dict()
     assert any(not torch.allclose(w_sam[k], w_plain[k]) for k in w_sam if "atomref" not in k)
+
+
+def _hand_loss(model, batch, energy_weight, force_weight):
+    """λ_E mean_s ((E_s - Ê_s)/N_s)² + λ_F mean over force components (F - F̂)², written
+    out here (not the library's loss) for unit frame weights."""
+    out = compute_properties(model, batch, forces=True, training=True)
+    de = (out["energy"] - batch.energy_s) / batch.n_atoms_s
+    return (
+        energy_weight * (de**2).mean()
+        + force_weight * ((out["forces"] - batch.forces_nc) ** 2).mean()
+    )
+
+
+def _hand_sam_steps(model, batch, cfg, rho, n_steps):
+    """n SAM steps by hand: g₁ = ∇L(w), ε = ρ g₁/‖g₁‖, g₂ = ∇L(w + ε), AdamW from w
+    with g₂ (torch.optim.AdamW on a copy). Returns the copy and the losses (L(w), L(w+ε))."""
+    model = copy.deepcopy(model).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = []
+    for _ in range(n_steps):
+        loss = _hand_loss(model, batch, cfg.energy_weight, cfg.force_weight)
+        g1 = torch.autograd.grad(loss, params)
+        norm = torch.sqrt(sum((g**2).sum() for g in g1))
+        w = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, g in zip(params, g1):
+                p.add_(rho * g / norm)
+        loss_pert = _hand_loss(model, batch, cfg.energy_weight, cfg.force_weight)
+        g2 = torch.autograd.grad(loss_pert, params)
+        with torch.no_grad():
+            for p, w0, g in zip(params, w, g2):
+                p.copy_(w0)
+                p.grad = g.clone()
+        opt.step()
+        losses.append((float(loss.detach()), float(loss_pert.detach())))
+    return model, losses
+
+
+def test_trainer_sam_step_is_the_formula_on_one_batch(frames, tmp_path):
+    """Two epochs of one float64 batch each (4 frames, batch_size 4) through the
+    Trainer's SAM: equal to the hand-made SAM + AdamW steps to 1e-12 — the radius ρ the
+    trainer uses is ``sam_rho`` (ρ x 10 moves the weights by ~1e-2)."""
+    ds, _, val = frames
+    train = ds[:4]
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        lr=1e-2,
+        weight_decay=1e-2,
+        dtype="float64",
+        grad_clip=None,
+        optimizer="sam",
+        sam_rho=0.05,
+        threads=1,
+    )
+    tr = Trainer(_tiny(), train, val, cfg, tmp_path / "sam")
+    start = copy.deepcopy(tr.model)  # after the trainer's atomref fit and float64 cast
+    rows = [tr.train_epoch() for _ in range(2)]
+    batch = Batch.from_dataset(train, np.arange(4), cutoff=start.cutoff, dtype=torch.float64)
+    ref, losses = _hand_sam_steps(start, batch, cfg, cfg.sam_rho, 2)
+    for (name, p), q in zip(tr.model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-12, msg=name)
+    for row, (loss, loss_pert) in zip(rows, losses, strict=True):
+        assert row["train_loss"] == pytest.approx(loss, rel=1e-12)
+        assert row["train_loss_perturbed"] == pytest.approx(loss_pert, rel=1e-12)
+        assert loss_pert > loss  # the ascent step did go uphill
+    # the test's power: another radius gives clearly different weights
+    other, _ = _hand_sam_steps(start, batch, cfg, 10 * cfg.sam_rho, 2)
+    pairs = zip(other.parameters(), ref.parameters())
+    diff = max(float((p - q).detach().abs().max()) for p, q in pairs)
+    assert diff > 1e-4
+
+
+def _float32_exact_atomref(train):
+    """A tiny model with its atomref fitted (float64 values that float32 cannot hold: the
+    reload must keep them exactly, or the resumed run differs)."""
+    m = _tiny()
+    m.atomref.fit(train)
+    return m
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
+    """4 epochs straight vs 2 epochs, then a new Trainer resuming to 4 in the same out
+    dir (3 shuffled batches per epoch): the same weights, AdamW moments, scheduler,
+    numpy RNG and history, bit for bit. Resuming without the optimizer state (Adam
+    restarts) or without the numpy RNG (other batches) changes all of them."""
+    _, train, val = frames
+    base = dict(batch_size=6, lr=1e-2, threads=1)
+
+    def fit(epochs, out):
+        cfg = TrainConfig(epochs=epochs, **base)
+        model = _float32_exact_atomref(train)
+        return Trainer(model, train, val, cfg, out, refit_atomref=False).fit()
+
+    full = fit(4, tmp_path / "full")
+    assert fit(2, tmp_path / "resumed").epochs_run == 2
+    resumed = fit(4, tmp_path / "resumed")
+    assert resumed.epochs_run == 4
+
+    def timeless(h):
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
+
+    assert timeless(resumed.history) == timeless(full.history)
+    w_full = load_model(full.last_dir)[0].state_dict()
+    w_res = load_model(resumed.last_dir)[0].state_dict()
+    for k in w_full:
+        assert torch.equal(w_res[k], w_full[k]), k
+    s_full = torch.load(tmp_path / "full" / "trainer_state.pt", weights_only=True)
+    s_res = torch.load(tmp_path / "resumed" / "trainer_state.pt", weights_only=True)
+    opt_full, opt_res = s_full["optimizer"], s_res["optimizer"]
+    assert opt_res["param_groups"] == opt_full["param_groups"]
+    assert opt_res["state"].keys() == opt_full["state"].keys()
+    for i, st in opt_full["state"].items():
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt_res["state"][i][key], st[key]), (i, key)
+    assert s_res["scheduler"] == s_full["scheduler"]
+    assert s_res["numpy_rng"] == s_full["numpy_rng"]
+    assert torch.equal(s_res["torch_rng"], s_full["torch_rng"])
+    assert (s_res["best_epoch"], s_res["best_val_loss"]) == (
+        s_full["best_epoch"],
+        s_full["best_val_loss"],
+    )
 
 
 # ---------------------------------------------------------------------------- losses
@@ -318,9 +445,26 @@ def test_probe_most_stable_selection_and_resume(frames, tmp_path):
     tr = Trainer(_tiny(), train, val, cfg, out, probe_images=starts)
     assert len(tr.probe_images) == 2
     res = tr.fit()
+    # each row is the probe of that epoch's weights: the same MD run again from the saved
+    # epoch checkpoint, its stable fraction and mean of min(t_inst, run length) by hand
+    from ase_mlff.md.runner import run_md
+
     for row in res.history:
-        assert 0 < row["probe_t_inst_mean_fs"] <= row["probe_total_fs"] == 50.0
-        assert 0 <= row["probe_fraction_stable"] <= 1
+        assert row["probe_total_fs"] == 50.0
+        model, _ = load_model(out / f"epoch_{row['epoch']:04d}", dtype=torch.float64)
+        run = run_md(
+            model,
+            tr.probe_images,
+            steps=100,
+            dt=0.5,
+            integrator="langevin",
+            temperature_K=cfg.probe_temperature_K,
+            seed=cfg.seed,
+        )
+        stable = np.array([r.stable for r in run.replicas])
+        t = np.where(stable, 50.0, np.minimum(run.t_inst(), 50.0))
+        assert row["probe_fraction_stable"] == stable.mean()
+        assert row["probe_t_inst_mean_fs"] == pytest.approx(t.mean(), rel=1e-12)
     assert (out / "epoch_0001").is_dir() and (out / "epoch_0002").is_dir()
     assert res.selected_by == "stability" and res.best_dir == out / "most_stable"
     t = [r["probe_t_inst_mean_fs"] for r in res.history]

@@ -94,10 +94,14 @@ class AtomicReference(nn.Module):
         }
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
-        # device moves apply, dtype casts do not: total energies of ~1e3 eV need float64
+        # device moves apply, dtype casts do not: total energies of ~1e3 eV need float64.
+        # Keep the float64 values and move them, instead of casting and casting back
+        # (a round trip through float32 rounds e_ref by ~1e-6 eV).
+        e_ref, scale = self.e_ref.data, self.scale.data
         super()._apply(fn, recurse)
-        self.e_ref.data = self.e_ref.data.double()
-        self.scale.data = self.scale.data.double()
+        device = self.e_ref.device
+        self.e_ref.data = e_ref.to(device=device, dtype=torch.float64)
+        self.scale.data = scale.to(device=device, dtype=torch.float64)
         return self
 
     def forward(self, eps_n: Tensor, numbers_n: Tensor, system_n: Tensor, n_systems: int) -> Tensor:

@@ -83,7 +83,8 @@ def load_model(
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"corrupted checkpoint weights {weights}: {err}") from err
-    model = build_model(meta["model"])
+    # cast before loading, so that a float64 checkpoint is not rounded through float32
+    model = build_model(meta["model"]).to(device=device, dtype=dtype)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

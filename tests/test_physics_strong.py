@@ -1,0 +1,151 @@
+"""The batched integrators against independent references, sized so that a wrong constant
+fails (see docs/testing.md, "Mutations the suite catches"):
+
+- Langevin BAOAB on free particles: the velocity autocorrelation decays as exp(-γt)
+  (the Ornstein-Uhlenbeck process), within a tolerance derived from the sample size;
+- Nosé-Hoover (chain of length 1) on free particles started at 0.8 T: T(t) follows the
+  thermostat's equations of motion integrated by scipy, and its period is the analytic
+  2πτ/√2 of the project's convention Q₁ = N_f k_B T τ²;
+- velocity Verlet on aspirin from the same velocities as ASE's ``VelocityVerlet`` with
+  the same potential: the same trajectory to 1e-8 Å (masses, half kicks, units).
+"""
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.md.verlet import VelocityVerlet
+from scipy.integrate import solve_ivp
+
+from ase_mlff.calculators import MLFFCalculator
+from ase_mlff.data.io import SHIPPED_DIR
+from ase_mlff.md import (
+    init_state,
+    langevin_baoab_step,
+    nose_hoover_chain_step,
+    velocity_verlet_step,
+)
+from ase_mlff.models.base import Potential, scatter_sum
+from tests.test_md_stability import TemplateSprings
+
+torch.set_num_threads(1)
+
+
+class FreeParticles(Potential):
+    """E = 0 for every system, written so that it still depends on the positions (the
+    forces come from autograd and are exactly zero)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cutoff, self.config = 0.0, {"name": "free_particles"}
+
+    def forward(self, batch):
+        return scatter_sum(0.0 * batch.pos_nc.sum(dim=1), batch.system_n, batch.n_systems)
+
+
+def _gas(n_replicas: int, n_each: int, seed: int = 0) -> list[Atoms]:
+    """Replicas of H and C atoms scattered in a box (no cell: nothing interacts)."""
+    rng = np.random.default_rng(seed)
+    symbols = f"H{n_each // 2}C{n_each - n_each // 2}"
+    return [
+        Atoms(symbols, positions=rng.uniform(0.0, 100.0, (n_each, 3))) for _ in range(n_replicas)
+    ]
+
+
+def test_langevin_velocity_autocorrelation_decays_at_the_friction_rate():
+    """Free particles under BAOAB: the O step is the exact Ornstein-Uhlenbeck update, so
+    v(t) = e^{-γt} v(0) + noise independent of v(0) and the momentum-weighted
+    autocorrelation C(t) = Σ m v(0)·v(t) / Σ m v(0)² has mean e^{-γt} exactly. Given v(0)
+    (Σ m v(0)² = N_f k_B T by construction), C(t) - e^{-γt} is Gaussian with standard
+    deviation σ(t) = √((1 - e^{-2γt}) / N_f); we allow 5σ (N_f ≈ 12,000: σ ≤ 0.009, while a
+    friction off by 2x moves C(100 fs) from 0.37 to 0.14)."""
+    model = FreeParticles()
+    images = _gas(n_replicas=4, n_each=1000)
+    gamma, dt, temp = 0.01, 1.0, 300.0  # fs⁻¹, fs, K
+    state = init_state(model, images, temperature_K=temp, seed=0)
+    v0 = state.vel_nc.clone()
+    mv0 = state.mass_n[:, None] * v0
+    norm = float((mv0 * v0).sum())
+    n_dof = float(state.n_dof_s.sum())
+    assert norm == pytest.approx(n_dof * units.kB * temp, rel=1e-10)
+    lags = {10: None, 25: None, 50: None, 100: None, 200: None}
+    for n in range(1, max(lags) + 1):
+        state = langevin_baoab_step(state, model, dt=dt, temperature_K=temp, friction=gamma)
+        if n in lags:
+            lags[n] = float((mv0 * state.vel_nc).sum()) / norm
+    for n, c in lags.items():
+        t = n * dt
+        expected = np.exp(-gamma * t)
+        sigma = np.sqrt((1.0 - np.exp(-2 * gamma * t)) / n_dof)
+        assert abs(c - expected) < 5 * sigma, (t, c, expected, sigma)
+    # the steady state is the target temperature (fluctuation-dissipation of the O step)
+    assert float(state.temperature().mean()) == pytest.approx(temp, rel=0.05)
+
+
+def _nh_reference(tau_fs: float, x0: float, t_fs: np.ndarray) -> np.ndarray:
+    """T(t)/T₀ of free particles under one Nosé-Hoover thermostat with Q = N_f k_B T₀ τ²:
+    dK/dt = -2 v_ξ K and Q dv_ξ/dt = 2K - N_f k_B T₀, i.e. with x = T/T₀
+    dx/dt = -2 v_ξ x, dv_ξ/dt = (x - 1)/τ² (time in fs), integrated by scipy."""
+    sol = solve_ivp(
+        lambda _, y: [-2.0 * y[1] * y[0], (y[0] - 1.0) / tau_fs**2],
+        (0.0, float(t_fs[-1])),
+        [x0, 0.0],
+        t_eval=t_fs,
+        method="DOP853",
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    return sol.y[0]
+
+
+def test_nose_hoover_temperature_oscillation_matches_the_thermostat_equations():
+    """Chain length 1 (plain Nosé-Hoover), free particles started at 0.8 T₀, v_ξ = 0.
+    Linearised, x = T/T₀ obeys ẍ = -2(x - 1)/τ², period 2πτ/√2 (222 fs at τ = 50 fs);
+    a Q₁ four times too large doubles it. The trajectory must follow scipy's solution of
+    the thermostat equations to the Trotter splitting error (~(dt/τ)² ≈ 1e-4)."""
+    model = FreeParticles()
+    target, tau, dt, n_steps = 500.0, 50.0, 0.5, 900
+    state = init_state(model, _gas(1, 20), temperature_K=0.8 * target, seed=0)
+    x = [float(state.temperature()[0]) / target]
+    for _ in range(n_steps):
+        state = nose_hoover_chain_step(
+            state, model, dt=dt, temperature_K=target, tdamp=tau, chain_length=1
+        )
+        x.append(float(state.temperature()[0]) / target)
+    x = np.array(x)
+    t = np.arange(n_steps + 1) * dt
+    ref = _nh_reference(tau, 0.8, t)
+    np.testing.assert_allclose(x, ref, atol=1e-4)
+    # the period: t = 0 is a minimum of T(t) (v_ξ = 0); the next one, refined by a parabola
+    k = int(np.argmin(x[50:-50])) + 50
+    y0, y1, y2 = x[k - 1 : k + 2]
+    t_min = t[k] + 0.5 * dt * (y0 - y2) / (y0 - 2 * y1 + y2)
+    assert t_min == pytest.approx(2 * np.pi * tau / np.sqrt(2), rel=0.01)
+    assert x.max() > 1.15  # it does oscillate about T₀ (not merely relax)
+
+
+def test_velocity_verlet_matches_ase_on_aspirin():
+    """100 NVE steps of aspirin with harmonic springs, same start and velocities as ASE's
+    VelocityVerlet on the same potential (MLFFCalculator): same positions to 1e-8 Å.
+    Tests the masses (ase.data.atomic_masses per element), both half kicks and the
+    femtosecond/ASE-time conversion; swapping the C and O masses moves atoms by ~0.1 Å."""
+    start = ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+    start.rattle(0.05, seed=1)  # off the springs' minimum: real forces from step 0
+    model = TemplateSprings([ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")], [20.0])
+    state = init_state(model, [start], temperature_K=500.0, seed=0)
+    atoms = start.copy()
+    atoms.set_velocities(state.vel_nc.numpy())  # Å per ASE time unit, as ASE
+    atoms.calc = MLFFCalculator(model)
+    np.testing.assert_array_equal(state.mass_n.numpy(), atoms.get_masses())
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    for _ in range(100):
+        state = velocity_verlet_step(state, model, dt=0.5)
+    dyn.run(100)
+    moved = np.abs(atoms.positions - start.positions).max()
+    assert moved > 0.2  # the molecule did move
+    np.testing.assert_allclose(state.batch.pos_nc.numpy(), atoms.positions, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(state.vel_nc.numpy(), atoms.get_velocities(), rtol=0, atol=1e-8)
+    e_ase = atoms.get_potential_energy() + atoms.get_kinetic_energy()
+    e_ours = float(state.energy_s[0] + state.kinetic_energy()[0])
+    assert e_ours == pytest.approx(e_ase, abs=1e-8)
