@@ -8,9 +8,12 @@ Replicas start from frames spread evenly over the shipped data's held-out test t
 (or any dataset given by ``--data``) and run Nosé-Hoover NVT at 500 K with 0.5 fs steps
 (paper 003 §4.1, MD17 protocol), spread over Ray trajectory agents. A replica stops the
 moment a detector fires (bond deviation > ``--delta`` Å, atom overlap, non-finite or
-exploding forces, temperature bounds). Logged to MLflow: a parent run with the protocol,
-a child run per model with t_inst statistics, survival curve (data and figure), the t_inst
-table and the stable trajectories.
+exploding forces, temperature bounds). The bonds and their reference lengths come from the
+whole ``--data`` set (:func:`ase_mlff.graph.geometry.bond_graphs_from_dataset`: median
+topology, mean lengths). Logged to MLflow: a parent run with the protocol, a child run per
+model with the survival statistics (Kaplan–Meier, median and RMST with CIs, Wilson
+interval; a replica stable at the end is right-censored), survival curve (data and
+figure), the t_inst table, the log-rank table and the stable trajectories.
 
 Profiles: ``quick`` 2,000 steps (1 ps) per replica; ``paper`` 600,000 steps (300 ps).
 
