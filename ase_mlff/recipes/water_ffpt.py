@@ -40,6 +40,12 @@ from ase_mlff.data.labelling import rattled_dataset
 from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics, predict
 from ase_mlff.metrics.plots import _plt, learning_curve_figure
+from ase_mlff.metrics.stability import (
+    format_ci,
+    logrank_markdown,
+    pairwise_logrank,
+    survival_summary,
+)
 from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
 from ase_mlff.recipes.stability import start_structures
 
@@ -252,11 +258,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 **MD_PROTOCOL,
             )
             res["md_seconds"] = time.perf_counter() - t0
-            t_inst = run.t_inst()
+            t_inst = [x.t_inst_fs for x in run.replicas]
+            stable = [x.stable for x in run.replicas]
             res["stability"] = {
-                "fraction_stable": float(np.mean([x.stable for x in run.replicas])),
-                "t_inst_mean_fs": float(np.mean(t_inst)),
-                "n_replicas": len(run.replicas),
+                # right-censored survival statistics (Wilson, KM median, RMST with CIs)
+                **survival_summary(t_inst, stable, run.steps * run.dt_fs),
+                "t_inst_fs": t_inst,
                 "reasons": [x.reason for x in run.replicas],
             }
             pos = [x.positions_tn3 for x in run.replicas if len(x.positions_tn3) > 1]
@@ -302,6 +309,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for fname, fig in figures.items():
             fig.savefig(out / "figures" / fname, dpi=120)
             parent.log_figure(fig, fname)
+        results["logrank"] = pairwise_logrank(
+            {
+                n: (
+                    results["variants"][n]["stability"]["t_inst_fs"],
+                    [r is None for r in results["variants"][n]["stability"]["reasons"]],
+                )
+                for n in ("scratch", "ffpt")
+            },
+            md_steps * MD_PROTOCOL["dt"],
+        )
         table = comparison_table(results)
         (out / "comparison.md").write_text(table)
         results["total_minutes"] = (time.perf_counter() - t_start) / 60
@@ -316,8 +333,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def comparison_table(results: dict[str, Any]) -> str:
     d_ref = results["reference"]["D_O_A2_per_fs"]
     lines = [
-        "| model | test F-MAE (meV/Å) | stable replicas | t_inst mean (ps) | "
-        "RDF MAE O–O / O–H / H–H | D_O (1e-5 cm²/s) |",
+        "| model | test F-MAE (meV/Å) | stable replicas [Wilson 95 % CI] | "
+        "mean t_inst = RMST (ps) [95 % CI] | RDF MAE O–O / O–H / H–H | D_O (1e-5 cm²/s) |",
         "|---|---|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
@@ -327,12 +344,17 @@ def comparison_table(results: dict[str, Any]) -> str:
         d = v.get("D_O_A2_per_fs")
         lines.append(
             f"| {name} | {v['test']['forces_mae'] * 1e3:.1f} | "
-            f"{round(s['fraction_stable'] * s['n_replicas'])}/{s['n_replicas']} | "
-            f"{s['t_inst_mean_fs'] / 1000:.2f} | {rdf_s} | "
+            f"{round(s['fraction_stable'] * s['n_replicas'])}/{s['n_replicas']} "
+            f"[{s['fraction_stable_lo']:.2f}, {s['fraction_stable_hi']:.2f}] | "
+            f"{format_ci(s['rmst_fs'] / 1e3, s['rmst_fs_lo'] / 1e3, s['rmst_fs_hi'] / 1e3, '.2f')}"
+            f" | {rdf_s} | "
             f"{'—' if d is None else f'{d * 1e4:.2f}'} |"
         )
     lines.append(f"| reference | 0 | — | — | 0 | {d_ref * 1e4:.2f} |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    if results.get("logrank"):
+        table += "\nLog-rank tests of t_inst:\n\n" + logrank_markdown(results["logrank"])
+    return table
 
 
 if __name__ == "__main__":
