@@ -364,7 +364,7 @@ class RDFDeviation(Detector):
         g = rdf_histograms(b, self.element_pairs, self.r_max, self.n_bins) * rdf_normalisation(
             b, self.element_pairs, self.r_max, self.n_bins
         )
-        self.acc = g if self.acc is None else self.acc + g
+        self.acc = g if self.acc is None else self.acc.to(g) + g  # (restored on the CPU)
         self.count += 1
         flags = torch.zeros(b.n_systems, dtype=torch.bool, device=b.device)
         if self.count < self.window:
