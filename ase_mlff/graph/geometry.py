@@ -176,7 +176,7 @@ def minimum_image_torch(
     for s, n in enumerate(counts):
         if n and bool(pbc[s].any()):
             idx = order[start : start + n]
-            out = out.index_copy(0, idx, _mic_one_cell(vec_p3[idx], rcell[s], pbc[s], chunk))
+            out.index_copy_(0, idx, _mic_one_cell(vec_p3[idx], rcell[s], pbc[s], chunk))
         start += n
     return out
 
