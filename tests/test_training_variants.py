@@ -89,6 +89,68 @@ def test_sam_step_is_the_formula_on_a_quadratic(adaptive):
     assert not torch.allclose(x.detach(), x0 - lr * g)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_perturbation_over_several_parameters_by_hand(adaptive):
+    """perturb() moves every parameter holding a gradient by ε (one global norm over all
+    of them), returns ‖ε‖ (= ρ without ``adaptive``), leaves the gradients and any
+    parameter without a gradient alone; restore() gives back w exactly."""
+    g = torch.Generator().manual_seed(3)
+    ws = [torch.randn(s, generator=g, dtype=torch.float64) for s in ((3,), (2, 2))]
+    gs = [torch.randn(w.shape, generator=g, dtype=torch.float64) for w in ws]
+    params = [torch.nn.Parameter(w.clone()) for w in ws]
+    idle = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))  # no gradient
+    for p, gi in zip(params, gs):
+        p.grad = gi.clone()
+    rho = 0.3
+    sam = SAM(torch.optim.SGD([*params, idle], lr=0.1), rho=rho, adaptive=adaptive)
+    t = [w.abs() if adaptive else torch.ones_like(w) for w in ws]
+    norm_tg = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, gs)))
+    eps = [rho * ti**2 * gi / norm_tg for ti, gi in zip(t, gs)]
+    norm_eps = float(torch.sqrt(sum((e**2).sum() for e in eps)))
+
+    gn = sam.grad_norm()
+    assert float(gn) == pytest.approx(float(norm_tg), rel=1e-12)
+    assert not gn.requires_grad
+    returned = sam.perturb()
+    assert returned == pytest.approx(norm_eps, rel=1e-10)
+    if not adaptive:
+        assert returned == pytest.approx(rho, rel=1e-10)
+    for p, w, e, gi in zip(params, ws, eps, gs):
+        torch.testing.assert_close(p.detach(), w + e, rtol=1e-10, atol=0)
+        torch.testing.assert_close(p.grad, gi, rtol=0, atol=0)
+    assert torch.equal(idle.detach(), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"^SAM.perturb\(\) called twice without restore\(\)$"):
+        sam.perturb()
+    sam.restore()
+    for p, w in zip(params, ws):
+        assert torch.equal(p.detach(), w)
+    sam.perturb()  # allowed again after restore()
+    sam.restore()
+
+
+def test_sam_zero_gradient_radius_defaults_and_bad_rho():
+    """A zero gradient gives ε = 0 (not NaN); the defaults are the Trainer's; ρ ≤ 0 is
+    refused with a message naming it; the groups and zero_grad are the base optimizer's."""
+    x = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    x.grad = torch.zeros(3, dtype=torch.float64)
+    base = torch.optim.SGD([x], lr=0.1)
+    sam = SAM(base)
+    assert sam.perturb() == 0.0
+    assert torch.equal(x.detach(), torch.ones(3, dtype=torch.float64))
+    sam.restore()
+    cfg = TrainConfig()
+    assert (sam.rho, sam.adaptive) == (cfg.sam_rho, cfg.sam_adaptive)
+    assert sam.param_groups is base.param_groups
+    sam.zero_grad()
+    assert x.grad is None  # set_to_none by default, as torch's optimizers
+    x.grad = torch.ones(3, dtype=torch.float64)
+    sam.zero_grad(set_to_none=False)
+    assert torch.equal(x.grad, torch.zeros(3, dtype=torch.float64))
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=rf"^SAM needs rho > 0, got {bad}$"):
+            SAM(base, rho=bad)
+
+
 def test_sam_trains_a_tiny_model_and_logs_rho(frames, tmp_path):
     _, train, val = frames
     logged = []

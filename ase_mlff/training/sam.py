@@ -103,20 +103,6 @@ class SAM:
             p.copy_(w)
         self._saved = []
 
-    def first_step(self, zero_grad: bool = False) -> float:
-        """:meth:`perturb` (optionally clearing the gradients); returns ‖ε‖."""
-        norm = self.perturb()
-        if zero_grad:
-            self.zero_grad()
-        return norm
-
-    def second_step(self, zero_grad: bool = False) -> None:
-        """:meth:`restore` then the base step with the gradients at w + ε."""
-        self.restore()
-        self.base.step()
-        if zero_grad:
-            self.zero_grad()
-
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One SAM step; ``closure`` clears the gradients, computes the loss, calls
         ``backward()`` and returns the loss. Returns the loss at w (before the step)."""
