@@ -6,6 +6,7 @@ independent code here, never by the functions under test."""
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -278,7 +279,7 @@ def test_study_writer_outputs(tmp_path):
 
 
 def test_survival_figure_old_and_new_curve_forms():
-    from ase_mlff.metrics.stability import survival_figure
+    from ase_mlff.metrics.plots import survival_figure
 
     t = np.array([10.0, 20.0, NAN])
     stable = np.isnan(t)
@@ -292,6 +293,11 @@ def test_survival_figure_old_and_new_curve_forms():
     ax = fig.axes[0]
     assert len(ax.lines) == 3 and len(ax.collections) == 2  # two shaded bands
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tuple", "bands", "km"]
+    # the drawn steps are the estimate's, time in ps
+    steps_t, steps_s, _, _ = kaplan_meier(t, stable, 30.0).steps()
+    x, y = ax.lines[2].get_data()
+    np.testing.assert_allclose(x, steps_t / 1000.0)
+    np.testing.assert_allclose(y, steps_s)
 
 
 def test_comparison_table_shows_intervals_and_logrank():
@@ -381,3 +387,277 @@ def test_force_vs_stability_spearman_against_hand_ranks_and_scipy():
     # two models: a rank correlation of two points says nothing
     two = force_vs_stability({n: models[n] for n in names[:2]})
     assert math.isnan(two["correlation"]["forces_mae"]["spearman_rho"])
+
+
+# ----------------------------------------------------------------------------------------
+# edge cases and exact messages (found by mutation testing: see docs/testing.md)
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"t_inst_fs": [1.0, 2.0], "stable": [False]}, "t_inst_fs has 2 entries but stable has 1"),
+        ({"t_inst_fs": [], "stable": []}, "no replicas: survival statistics need at least one"),
+        ({"t_inst_fs": [1.0], "stable": [0.5]}, "stable must be booleans, got dtype float64"),
+        ({"total_fs": 0.0}, "total_fs must be a positive run length, got 0.0"),
+        ({"total_fs": NAN}, "total_fs must be a positive run length, got nan"),
+        ({"t_inst_fs": [NAN]}, "an unstable replica has a NaN or infinite t_inst"),
+        ({"t_inst_fs": [float("inf")]}, "an unstable replica has a NaN or infinite t_inst"),
+        ({"t_inst_fs": [-1.0]}, "negative t_inst of an unstable replica: -1.0"),
+        ({"t_inst_fs": [10.1]}, "t_inst 10.1 fs is past the run length total_fs=10.0"),
+        ({"censor_fs": [1.0, 2.0]}, "censor_fs has 2 entries but stable has 1"),
+        (
+            {"stable": [True], "censor_fs": [NAN]},
+            "censor_fs of a stable replica must be finite and >= 0",
+        ),
+        (
+            {"stable": [True], "censor_fs": [-1.0]},
+            "censor_fs of a stable replica must be finite and >= 0",
+        ),
+        ({"stable": [True], "censor_fs": [10.5]}, "censor_fs 10.5 is past the run length 10.0"),
+        ({"confidence": 1.0}, "confidence must be in (0, 1), got 1.0"),
+        ({"confidence": 0.0}, "confidence must be in (0, 1), got 0.0"),
+    ],
+)
+def test_every_bad_input_is_named(kwargs, message):
+    args = {"t_inst_fs": [1.0], "stable": [False], "total_fs": 10.0, **kwargs}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        kaplan_meier(**args)
+
+
+def test_run_length_tolerance_and_integer_flags():
+    """A t_inst or censoring time a rounding error past τ is τ; 0/1 integers are flags."""
+    km = kaplan_meier([10.0 * (1 + 1e-12), 4.0], [0, 0], 10.0)
+    np.testing.assert_array_equal(km.times, [4.0, 10.0])
+    np.testing.assert_array_equal(km.n_events, [1, 1])
+    c = kaplan_meier([NAN, 4.0], [1, 0], 10.0, censor_fs=[10.0 * (1 + 1e-12), NAN])
+    np.testing.assert_array_equal(c.times, [4.0, 10.0])
+    assert c.evaluate(10.0) == 0.5
+
+
+def test_at_risk_counts_steps_and_evaluation_at_the_ends():
+    """n_i, d_i, n and the step listing by hand; an instability at t = 0; S at τ exactly."""
+    km = kaplan_meier([0.0, 4.0, 4.0, 7.0, NAN], [0, 0, 0, 0, 1], 10.0)
+    np.testing.assert_array_equal(km.times, [0.0, 4.0, 7.0, 10.0])
+    np.testing.assert_array_equal(km.n_at_risk, [5, 4, 2, 1])
+    np.testing.assert_array_equal(km.n_events, [1, 2, 1, 0])
+    assert km.n == 5
+    s = [4 / 5, 4 / 5 * 2 / 4, 4 / 5 * 2 / 4 * 1 / 2, 0.2]
+    np.testing.assert_allclose(km.survival, s)
+    t, surv, lo, hi = km.steps()
+    np.testing.assert_array_equal(t, [0.0, 4.0, 7.0, 10.0])  # 0 is an event time here
+    np.testing.assert_allclose(surv, s)
+    np.testing.assert_allclose(lo, km.lower) and np.testing.assert_allclose(hi, km.upper)
+    assert km.evaluate(10.0) == pytest.approx(0.2) and np.isnan(km.evaluate(10.0 + 1e-9))
+    assert km.evaluate(-1.0) == 1.0  # before the first step
+    np.testing.assert_array_equal(np.isnan(km.band([10.0, 11.0])[0]), [False, True])
+    # without an event at 0 the listing starts at t = 0 with S = 1
+    t, surv, lo, hi = kaplan_meier([5.0], [False], 10.0).steps()
+    np.testing.assert_array_equal(t, [0.0, 5.0, 10.0])
+    np.testing.assert_array_equal(surv, [1.0, 0.0, 0.0])
+    assert lo[0] == hi[0] == 1.0
+    # nothing failed: at risk everyone at τ, no events
+    none = kaplan_meier([NAN, NAN, NAN], [True] * 3, 10.0)
+    np.testing.assert_array_equal(none.times, [10.0])
+    np.testing.assert_array_equal(none.n_at_risk, [3])
+    np.testing.assert_array_equal(none.n_events, [0])
+    assert none.n == 3
+
+
+def test_median_exactly_half_and_a_band_limit_beyond_the_run():
+    """S = 0.5 exactly is the median (first S ≤ 0.5); the band's upper curve not reaching
+    0.5 within the run gives a NaN upper limit, the lower one its first crossing."""
+    km = kaplan_meier([10.0, 20.0, NAN, NAN], [0, 0, 1, 1], 30.0)
+    med, lo, hi = km.median()
+    assert med == 20.0
+    assert math.isnan(hi)
+    i = int(np.flatnonzero(km.lower <= 0.5)[0])
+    assert lo == km.times[i]
+    s = survival_summary([10.0, 20.0, NAN, NAN], [0, 0, 1, 1], 30.0)
+    assert s["median_reached"] is True and s["t_inst_median_fs"] == 20.0
+    assert s["t_inst_min_fs"] == 10.0
+
+
+def test_rmst_up_to_an_earlier_tau_and_the_all_failed_term():
+    """RMST(τ') for τ' < τ by hand; the variance term of a step where everyone at risk
+    fails (n_i = d_i) adds nothing; τ' outside (0, τ] is refused."""
+    km = kaplan_meier([10.0, 20.0, 20.0, 70.0, NAN], [0, 0, 0, 0, 1], 100.0)
+    area, var = km.rmst(50.0)
+    assert area == pytest.approx(10 * 1 + 10 * 0.8 + 30 * 0.4)
+    a10, a20 = 10 * 0.8 + 30 * 0.4, 30 * 0.4
+    assert var == pytest.approx(a10**2 / (5 * 4) + a20**2 * 2 / (4 * 2))
+    assert km.rmst(20.0) == pytest.approx((18.0, (10 * 0.8) ** 2 / 20))
+    for bad in (0.0, -5.0, 100.5):
+        with pytest.raises(ValueError, match=rf"^tau must be in \(0, total_fs=100.0\], got {bad}$"):
+            km.rmst(bad)
+    # every replica fails: the last step (n = d) has A = 0
+    allf = kaplan_meier([10.0, 30.0], [0, 0], 50.0)
+    area, var = allf.rmst()
+    assert area == pytest.approx(10 + 20 * 0.5)
+    assert var == pytest.approx((20 * 0.5) ** 2 / (2 * 1))
+
+
+def test_summary_intervals_clip_to_the_run_and_follow_the_confidence():
+    # one failure late: RMST + half-width is past τ and is clipped to τ
+    t = np.array([NAN] * 9 + [90.0])
+    s = survival_summary(t, np.isnan(t), 100.0)
+    assert s["rmst_fs"] == pytest.approx(99.0)
+    half = Z95 * math.sqrt((10 * 0.9) ** 2 / (10 * 9))
+    assert s["rmst_fs_hi"] == 100.0 and s["rmst_fs_lo"] == pytest.approx(99.0 - half)
+    # one failure of three at 40 fs: only the upper limit is clipped
+    s = survival_summary([40.0, NAN, NAN], [False, True, True], 100.0)
+    half = Z95 * math.sqrt((60 * 2 / 3) ** 2 / (3 * 2))
+    assert s["rmst_fs"] == pytest.approx(80.0)
+    assert (s["rmst_fs_lo"], s["rmst_fs_hi"]) == (pytest.approx(80.0 - half), 100.0)
+    assert s["n_replicas"] == 3 and s["n_unstable"] == 1 and s["tau_fs"] == 100.0
+    # four of five fail at once early: only the lower limit is clipped, to 0
+    s = survival_summary([1.0, 1.0, 1.0, 1.0, NAN], [0, 0, 0, 0, 1], 100.0)
+    half = Z95 * math.sqrt((99 * 0.2) ** 2 * 4 / (5 * 1))
+    assert s["rmst_fs"] == pytest.approx(1 + 99 * 0.2) and half > s["rmst_fs"]
+    assert (s["rmst_fs_lo"], s["rmst_fs_hi"]) == (0.0, pytest.approx(20.8 + half))
+    # 90 % intervals: z = 1.6449 for the RMST, Wilson at 0.9
+    t = np.array([10, 20, 20, 70, NAN], float)
+    s90 = survival_summary(t, np.isnan(t), 100.0, confidence=0.9)
+    s95 = survival_summary(t, np.isnan(t), 100.0)
+    z90 = stats.norm.ppf(0.95)
+    assert (s90["rmst_fs_hi"] - s90["rmst_fs"]) / (s95["rmst_fs_hi"] - s95["rmst_fs"]) == (
+        pytest.approx(z90 / Z95)
+    )
+    p, n, z2 = 0.2, 5, z90**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    h = z90 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    assert s90["fraction_stable_lo"] == pytest.approx(centre - h, abs=1e-12)
+    assert s90["fraction_stable_hi"] == pytest.approx(centre + h, abs=1e-12)
+    assert s90["t_inst_min_fs"] == 10.0
+    # nobody failed: the smallest t_inst is the run length
+    assert survival_summary([NAN], [True], 100.0)["t_inst_min_fs"] == 100.0
+
+
+def test_survival_curve_grid_bands_and_confidence():
+    t, stable = np.array([10.0, 20.0, NAN]), np.array([False, False, True])
+    times, frac = survival_curve(t, stable, 30.0, n_points=7)
+    np.testing.assert_allclose(times, [0, 5, 10, 15, 20, 25, 30])
+    np.testing.assert_allclose(frac, [1, 1, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3])
+    _, _, lo95, hi95 = survival_curve(t, stable, 30.0, n_points=7, bands=True)
+    _, _, lo80, hi80 = survival_curve(t, stable, 30.0, n_points=7, bands=True, confidence=0.8)
+    km = kaplan_meier(t, stable, 30.0, 0.8)
+    np.testing.assert_allclose(lo80, km.band(times)[0])
+    assert np.all(lo80[2:] > lo95[2:]) and np.all(hi80[2:] < hi95[2:])
+
+
+def test_logrank_with_zero_variance_counts_as_no_evidence():
+    """Everyone in both models fails at the same instant: V = 0, scipy's statistic is
+    NaN; the pair is reported as no evidence (statistic 0, p = 1)."""
+    rows = pairwise_logrank({"x": ([5.0, 5.0], [0, 0]), "y": ([5.0, 5.0], [0, 0])}, 10.0)
+    assert rows == [{"a": "x", "b": "y", "statistic": 0.0, "p_value": 1.0, "p_holm": 1.0}]
+
+
+def test_json_safe_and_mlflow_metrics():
+    from ase_mlff.metrics.stability import json_safe
+
+    x = {
+        1: np.float64(NAN),
+        "a": [np.int64(3), (float("inf"), -float("inf")), np.array([1.5, NAN])],
+        "b": {"c": np.bool_(True), "d": "text", "e": None},
+    }
+    out = json_safe(x)
+    assert out == {
+        "1": None,
+        "a": [3, [None, None], [1.5, None]],
+        "b": {"c": True, "d": "text", "e": None},
+    }
+    assert type(out["a"][0]) is int and type(out["b"]["c"]) is bool
+    json.dumps(out, allow_nan=False)  # strict JSON
+    m = survival_metrics(
+        {
+            "n": np.int64(4),
+            "f": 0.5,
+            "ok": True,
+            "no": False,
+            "m": NAN,
+            "s": "x",
+            "g": np.float32(2),
+        },
+        prefix="p/",
+    )
+    assert m == {"p/n": 4.0, "p/f": 0.5, "p/ok": 1.0, "p/no": 0.0, "p/g": 2.0}
+    assert all(type(v) is float for v in m.values())
+
+
+def test_survival_and_logrank_csv_rows(tmp_path):
+    from ase_mlff.metrics.stability import write_logrank_csv, write_survival_csv
+
+    km = kaplan_meier([10.0, NAN], [False, True], 20.0)
+    write_survival_csv(tmp_path / "s.csv", {"m": km, "n": kaplan_meier([NAN], [True], 20.0)})
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["model", "time_fs", "survival", "lower", "upper"]
+    body = [[r[0], *map(float, r[1:])] for r in rows[1:]]
+    assert [r[:3] for r in body] == [
+        ["m", 0.0, 1.0],
+        ["m", 10.0, 0.5],
+        ["m", 20.0, 0.5],
+        ["n", 0.0, 1.0],
+        ["n", 20.0, 1.0],
+    ]
+    assert body[1][3] == pytest.approx(km.lower[0]) and body[1][4] == pytest.approx(km.upper[0])
+    lr = [{"a": "m", "b": "n", "statistic": 1.25, "p_value": 0.2, "p_holm": 0.4, "x": 9}]
+    write_logrank_csv(tmp_path / "l.csv", lr)
+    assert (tmp_path / "l.csv").read_text().splitlines() == [
+        "a,b,statistic,p_value,p_holm",
+        "m,n,1.25,0.2,0.4",
+    ]
+    write_logrank_csv(tmp_path / "e.csv", [])
+    assert (tmp_path / "e.csv").read_text().splitlines() == ["a,b,statistic,p_value,p_holm"]
+
+
+def test_markdown_of_logrank_rows_and_intervals():
+    from ase_mlff.metrics.stability import format_ci, logrank_markdown
+
+    md = logrank_markdown(
+        [{"a": "x", "b": "y", "statistic": -2.345, "p_value": 0.01234, "p_holm": 0.0247}]
+    )
+    assert md.splitlines() == [
+        "| model A | model B | log-rank z | p | p (Holm) |",
+        "|---|---|---|---|---|",
+        "| x | y | -2.35 | 0.0123 | 0.0247 |",
+    ]
+    assert format_ci(12.4, 3.6, NAN) == "12 [4, > run]"
+    assert format_ci(NAN, None, 7.0, fmt=".1f", beyond="n/a") == "n/a [n/a, 7.0]"
+    assert format_ci(0.5, 0.25, float("inf"), fmt=".2f") == "0.50 [0.25, > run]"
+
+
+def test_force_vs_stability_table_rows_and_refusals():
+    from ase_mlff.metrics.stability import force_vs_stability, force_vs_stability_table
+
+    t = np.array([10.0, 20.0, NAN, NAN])
+    s = survival_summary(t, np.isnan(t), 100.0)
+    models = {
+        "full": {
+            "forces_mae": 0.0123,
+            "forces_max_err": 0.25,
+            "fnm_mae": 0.00456,
+            "h_r_mae": 0.0789,
+            **s,
+        },
+        "bare": {"forces_mae": 0.02, "t_inst_mean_fs": 321.4},
+        "mid": {
+            "forces_mae": 0.015,
+            "t_inst_mean_fs": 50.0,
+            "fraction_stable": 0.5,
+            "n_replicas": 4,
+        },
+    }
+    table = force_vs_stability_table(force_vs_stability(models))
+    lines = table.splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:5]] == ["| bare", "| mid", "| full"]
+    ci = f"{s['fraction_stable_lo']:.2f}, {s['fraction_stable_hi']:.2f}"
+    rmst = f"{s['rmst_fs']:.0f} [{s['rmst_fs_lo']:.0f}, {s['rmst_fs_hi']:.0f}]"
+    assert lines[4] == f"| full | 12.3 | 250.0 | 4.56 | 2/4 [{ci}] | {rmst} | 0.079 |"
+    assert lines[2] == "| bare | 20.0 | nan | nan | — | 321 | nan |"
+    assert lines[3] == "| mid | 15.0 | nan | nan | 2/4 | 50 | nan |"
+    # Spearman by hand: F-MAE ranks full 1, mid 2, bare 3; RMST ranks mid 1, full 2, bare 3
+    p = stats.spearmanr([0.0123, 0.02, 0.015], [s["rmst_fs"], 321.4, 50.0]).pvalue
+    assert lines[6] == f"- forces_mae vs mean t_inst: Spearman ρ = 0.50 (p = {p:.2g})"
+    with pytest.raises(ValueError, match="^no models to compare$"):
+        force_vs_stability({})
+    with pytest.raises(ValueError, match=r"^model 'x' lacks \['t_inst_mean_fs'\]$"):
+        force_vs_stability({"x": {"forces_mae": 0.1}})

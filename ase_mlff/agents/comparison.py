@@ -600,12 +600,12 @@ class ComparisonAgent:
         """The comparison rows and the parent run's figures."""
         from ase_mlff.metrics.clusters import radar_figure
         from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
-        from ase_mlff.metrics.stability import (
-            force_vs_stability,
+        from ase_mlff.metrics.plots import (
             force_vs_stability_figure,
             survival_figure,
             t_inst_vs_epoch_figure,
         )
+        from ase_mlff.metrics.stability import force_vs_stability
 
         n = int(test.n_atoms_s[0])
         r_grid, h_ref = h_of_r(test.positions_nc.reshape(len(test), n, 3))
@@ -667,9 +667,8 @@ class ComparisonAgent:
 
     def log_children(self, tracker, parent, labels, trained, evaluation, stab, rows):
         """A child run per variant and seed; returns their handles."""
-        from ase_mlff.metrics.plots import _plt, learning_curve_figure
+        from ase_mlff.metrics.plots import _plt, learning_curve_figure, survival_figure
         from ase_mlff.metrics.report import flat_metrics
-        from ase_mlff.metrics.stability import survival_figure
 
         plt = _plt()
         variants = {v.name: v for v in self.spec.variants}

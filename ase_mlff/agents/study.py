@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from ase_mlff.agents.trajectory import TrajectoryAgent, TrajectorySpec
 from ase_mlff.graph.geometry import BondGraph, bond_graphs_from_frames
+from ase_mlff.metrics.plots import survival_figure
 from ase_mlff.metrics.stability import (
     KaplanMeier,
     json_safe,
     kaplan_meier,
     pairwise_logrank,
     survival_curve,
-    survival_figure,
     t_inst_summary,
     write_logrank_csv,
     write_survival_csv,

@@ -1,8 +1,15 @@
-"""Figures for training results (matplotlib, Agg backend; callers save or log them)."""
+"""Figures of training and stability results (matplotlib, Agg backend; callers save or log
+them). The numbers they draw come from :mod:`ase_mlff.metrics.stability` and the trainer's
+history; nothing is computed here that is not also in those results."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+
+from ase_mlff.metrics.stability import KaplanMeier
 
 
 def _plt():
@@ -84,5 +91,97 @@ def parity_figure(
     )
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _curve_steps(curve) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    if isinstance(curve, KaplanMeier):
+        return curve.steps()
+    if len(curve) == 4:
+        return tuple(np.asarray(c, float) for c in curve)
+    times, frac = curve
+    return np.asarray(times, float), np.asarray(frac, float), None, None
+
+
+def survival_figure(curves: Mapping[str, Any]):
+    """Survival curves of several models, time in ps, as steps. ``curves``: label ->
+    :class:`KaplanMeier` (drawn with its confidence band), ``(times_fs, S, lower, upper)``
+    (band too) or ``(times_fs, fraction)`` (curve only)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, curve in curves.items():
+        times, frac, lo, hi = _curve_steps(curve)
+        (line,) = ax.step(times / 1000.0, frac, where="post", label=label)
+        if lo is not None:
+            ax.fill_between(
+                times / 1000.0, lo, hi, step="post", alpha=0.2, color=line.get_color(), lw=0
+            )
+    ax.set(xlabel="time (ps)", ylabel="fraction of replicas stable", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def force_vs_stability_figure(result: dict, t_inst_by_model: dict | None = None):
+    """Paper 003 Fig. 3: models on the x-axis sorted by force MAE (descending); panels of
+    force MAE, mean t_inst (95 % confidence interval from the replicas when
+    ``t_inst_by_model`` gives each model's per-replica times) and h(r) MAE if known."""
+    plt = _plt()
+    rows = result["rows"]
+    names = [r["model"] for r in rows]
+    x = np.arange(len(rows))
+    has_h = all("h_r_mae" in r for r in rows)
+    fig, ax = plt.subplots(1, 3 if has_h else 2, figsize=(3.6 * (3 if has_h else 2), 3.6))
+    ax[0].bar(x, [r["forces_mae"] * 1e3 for r in rows], color="tab:blue")
+    ax[0].set_ylabel("force MAE (meV/Å)")
+    t = np.array([r["t_inst_mean_fs"] / 1000 for r in rows])
+    err = None
+    if t_inst_by_model:
+        err = [
+            1.96 * np.std(t_inst_by_model[n], ddof=1) / np.sqrt(len(t_inst_by_model[n])) / 1000
+            if len(t_inst_by_model.get(n, ())) > 1
+            else 0.0
+            for n in names
+        ]
+    ax[1].bar(x, t, yerr=err, color="tab:green", capsize=3)
+    ax[1].set_ylabel("mean t_inst (ps)")
+    if has_h:
+        ax[2].bar(x, [r["h_r_mae"] for r in rows], color="tab:orange")
+        ax[2].set_ylabel("h(r) MAE")
+    for a in ax:
+        a.set_xticks(x, names, rotation=30, ha="right")
+        a.grid(alpha=0.3, axis="y")
+    fig.suptitle("models sorted by force MAE (descending)")
+    fig.tight_layout()
+    return fig
+
+
+def t_inst_vs_epoch_figure(histories: dict[str, list[dict[str, float]]]):
+    """Mean t_inst of the training-time stability probes against the epoch, beside the
+    validation force MAE (paper 000 Fig. 2b: stability varies while the force error
+    falls). ``histories``: model -> trainer history rows (those with a probe are used)."""
+    plt = _plt()
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, hist in histories.items():
+        probed = [h for h in hist if "probe_t_inst_mean_fs" in h]
+        (line,) = ax_t.plot(
+            [h["epoch"] for h in probed],
+            [h["probe_t_inst_mean_fs"] / 1000 for h in probed],
+            marker="o",
+            label=name,
+        )
+        ax_f.plot(
+            [h["epoch"] for h in hist],
+            [h["val_forces_mae"] * 1e3 for h in hist],
+            color=line.get_color(),
+            label=name,
+        )
+    ax_t.set(xlabel="epoch", ylabel="probe mean t_inst (ps)")
+    ax_f.set(xlabel="epoch", ylabel="validation force MAE (meV/Å)", yscale="log")
+    for a in (ax_t, ax_f):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -296,12 +296,11 @@ def stability_report(
 
     from ase_mlff.agents.study import model_dirs
     from ase_mlff.metrics import trajectory as tj
+    from ase_mlff.metrics.plots import force_vs_stability_figure, survival_figure
     from ase_mlff.metrics.stability import (
         force_vs_stability,
-        force_vs_stability_figure,
         force_vs_stability_table,
         kaplan_meier,
-        survival_figure,
         t_inst_summary,
     )
 

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ase_mlff.agents import run_stability_study
     from ase_mlff.calculators.registry import make_calculator
     from ase_mlff.forcefields.gaff import gaff_potential
-    from ase_mlff.metrics.stability import survival_figure
+    from ase_mlff.metrics.plots import survival_figure
     from ase_mlff.tracking import Tracker
 
     out = a.out

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from ase_mlff.agents import run_stability_study
     from ase_mlff.md.conservation import drift_metrics, energy_drift_report
-    from ase_mlff.metrics.stability import format_ci, survival_figure, survival_metrics
+    from ase_mlff.metrics.plots import survival_figure
+    from ase_mlff.metrics.stability import format_ci, survival_metrics
     from ase_mlff.tracking import Tracker
 
     models = a.model or ["aspirin-painn"]
