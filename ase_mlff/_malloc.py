@@ -9,7 +9,9 @@ user time). Raising the mmap and trim thresholds keeps the blocks for reuse. Mea
 replicas 201 -> 335 steps/s, of 256 replicas 136 -> 349 steps/s. The cost: resident
 memory stays at its peak instead of shrinking after a large step.
 
-Applied once when ``ase_mlff`` is imported; set ``ASE_MLFF_MALLOC_TUNING=0`` to opt out.
+Applied by the entry points, not by ``import ase_mlff``: the recipes (``ase_mlff.recipes``),
+the benchmarks, the Ray trajectory agents and Ray Train workers; a library user opts in
+with ``ase_mlff.keep_freed_memory()``. ``ASE_MLFF_MALLOC_TUNING=0`` turns it off everywhere.
 """
 
 from __future__ import annotations

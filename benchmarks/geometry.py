@@ -123,4 +123,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from ase_mlff import keep_freed_memory
+
+    keep_freed_memory()  # as the recipes: the figures are measured with it
     main()

@@ -5,7 +5,7 @@ One timed step is everything a training loop does per batch:
 1. build the batch of ``--batch-size`` aspirin frames (``Batch.from_dataset``, which
    includes the neighbour list),
 2. forward pass, forces ``F = -dE/dx`` by autograd with ``create_graph=True``,
-3. the energy + force loss (``ase_mlff.training.trainer.loss_fn``), backward,
+3. the energy + force loss (``ase_mlff.training.losses.training_loss``), backward,
 4. an AdamW step.
 
 PyG's ``torch_geometric.nn.models.SchNet`` is built at the same size and fed this
@@ -44,7 +44,7 @@ import ase_mlff
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.graph import Batch
 from ase_mlff.models import PaiNN, SchNet, compute_properties
-from ase_mlff.training.trainer import loss_fn
+from ase_mlff.training.losses import training_loss
 
 CUTOFF = 5.0
 ASPIRIN_XYZ = Path(ase_mlff.__file__).parent / "data" / "shipped" / "aspirin_md17_order.xyz"
@@ -129,7 +129,7 @@ def make_step(
             energy = model(batch.numbers_n, pos, batch.system_n).squeeze(-1)
             (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
             out = {"energy": energy.double(), "forces": -grad}
-        loss = loss_fn(out, batch, energy_weight=1.0, force_weight=20.0)
+        loss = training_loss(out, batch, energy_weight=1.0, force_weight=20.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -226,4 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from ase_mlff import keep_freed_memory
+
+    keep_freed_memory()  # as the recipes: the figures are measured with it
     main()

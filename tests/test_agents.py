@@ -201,7 +201,7 @@ def test_stability_recipe_logs_parent_and_child_runs(ray_local, tiny_model, tmp_
 def test_agent_with_calculator_spec_runs_gfn2_xtb(ray_local, tmp_path):
     """A reference method (GFN2-xTB via tblite) through an agent and the ASE-driven path."""
     from ase_mlff.agents import TrajectoryAgent, TrajectorySpec
-    from ase_mlff.calculators.registry import make_calculator
+    from ase_mlff.agents.specs import make_calculator
 
     spec = TrajectorySpec(
         model=None,

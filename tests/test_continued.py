@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from ase_mlff.agents.continued import continued_learning, select_frames
 from ase_mlff.data import load_dataset
 from ase_mlff.md.runner import MDRun, ReplicaResult
 from ase_mlff.metrics.clusters import ConformationClusters
 from ase_mlff.models import PaiNN
 from ase_mlff.training import TrainConfig, Trainer
-from ase_mlff.training.continued import continued_learning, select_frames
 
 ray = pytest.importorskip("ray")
 
@@ -46,7 +46,7 @@ def base_model(data, tmp_path_factory):
 
 def _serial_labels(frames):
     """Energies and forces frame by frame, each SCF from scratch (as label_frames does)."""
-    from ase_mlff.calculators.registry import make_calculator
+    from ase_mlff.agents.specs import make_calculator
 
     calc = make_calculator(TBLITE)
     energy, forces = [], []
@@ -265,8 +265,8 @@ def _replica(out, rid):
 
 
 def test_resume_skips_finished_round(one_round, data, base_model, monkeypatch):
+    import ase_mlff.agents.continued as continued
     import ase_mlff.agents.labelling as labelling
-    import ase_mlff.training.continued as continued
     import ase_mlff.training.trainer as trainer
 
     res, out, _ = one_round

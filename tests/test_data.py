@@ -202,3 +202,30 @@ def test_shipped_aspirin_dataset():
         times = ds.extra_s["time_fs"][traj == t]
         assert np.all(np.diff(times) == times[1] - times[0])
     assert np.all(np.isfinite(ds.energy_s)) and np.all(np.isfinite(ds.forces_nc))
+
+
+def test_the_shipped_split_rule_holds_out_whole_trajectories():
+    """held_out_frames / shipped_split / start_structures: the frames of the shipped test
+    trajectory (aspirin: traj 4), checked against the traj_id column directly; a set
+    without a shipped split gets a random split and starts from all frames."""
+    from ase_mlff.data.splits import held_out_frames, shipped_split, start_structures
+
+    ds = load_dataset("aspirin")
+    traj = ds.extra_s["traj_id"]
+    test = held_out_frames("aspirin", ds)
+    np.testing.assert_array_equal(test, [i for i in range(len(ds)) if traj[i] == 4])
+    sp = shipped_split("aspirin", ds, 50, 10, seed=3)
+    np.testing.assert_array_equal(sp.test, test)
+    assert len(sp.train) == 50 and len(sp.val) == 10
+    assert not set(traj[np.concatenate([sp.train, sp.val])]) & {4}
+    assert not set(sp.train) & set(sp.val)
+    starts = start_structures("aspirin", 3)
+    picked = test[[0, (len(test) - 1) // 2, len(test) - 1]]
+    for atoms, i in zip(starts, picked, strict=True):
+        np.testing.assert_array_equal(
+            atoms.positions, ds.positions_nc[ds.ptr_s[i] : ds.ptr_s[i + 1]]
+        )
+        assert atoms.calc is None
+    assert held_out_frames("mine", ds) is None
+    other = shipped_split("mine", ds, 50, 10, seed=3)
+    assert len(other.test) == len(ds) - 60 and set(traj[other.test]) != {4}

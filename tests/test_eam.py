@@ -233,7 +233,7 @@ def test_eam_checkpoint_round_trip(tmp_path):
 
 def test_fit_atomic_energies_recovers_e_atom(periodic_cells):
     from ase_mlff.data import Dataset
-    from ase_mlff.data.labelling import label_dataset
+    from ase_mlff.models.prediction import label_dataset
 
     model = perturbed_model(species=[8, 14], cutoff=4.0)
     with torch.no_grad():

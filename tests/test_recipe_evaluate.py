@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from ase_mlff.data.splits import start_structures
 from ase_mlff.models import PaiNN, save_model
-from ase_mlff.recipes.stability import start_structures
 
 ray = pytest.importorskip("ray")
 

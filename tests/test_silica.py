@@ -10,14 +10,14 @@ from ase.geometry import get_distances
 from ase.neighborlist import neighbor_list
 
 from ase_mlff.data import Dataset
-from ase_mlff.data.labelling import label_dataset
-from ase_mlff.data.perturbation import perturbed_dataset
 from ase_mlff.data.silica import POLYMORPHS, silica_polymorph, strained_rattled
 from ase_mlff.graph import Batch
 from ase_mlff.metrics.distances import min_distance_figure, min_pair_distances
 from ase_mlff.models import compute_properties
 from ase_mlff.models.eam import EAM
+from ase_mlff.models.prediction import label_dataset
 from ase_mlff.recipes.make_silica_reference import assign_blocks
+from ase_mlff.reference.sampling import perturbed_dataset
 
 
 def eam_model(seed=0) -> EAM:

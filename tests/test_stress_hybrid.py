@@ -13,10 +13,10 @@ from ase.build import bulk
 from ase_mlff.data import Dataset
 from ase_mlff.graph import Batch
 from ase_mlff.metrics.bond_forces import force_angles
-from ase_mlff.metrics.errors import predict
 from ase_mlff.models import EAM, PaiNN, build_model, compute_properties
 from ase_mlff.models.hybrid import HybridPotential, part_forces, restrict_graph
 from ase_mlff.models.io import load_model, save_model
+from ase_mlff.models.prediction import predict
 from ase_mlff.training import TrainConfig, Trainer
 from ase_mlff.training.losses import stress_norm, training_loss
 from tests.potential_checks import check_potential
@@ -263,8 +263,8 @@ def test_predict_with_stress_under_no_grad():
 
     from ase_mlff.calculators import MLFFCalculator
     from ase_mlff.data import Dataset
-    from ase_mlff.metrics.errors import predict
     from ase_mlff.models import EAM
+    from ase_mlff.models.prediction import predict
 
     torch.manual_seed(0)
     model = EAM(species=[29], cutoff=4.5).double()

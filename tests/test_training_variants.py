@@ -18,7 +18,7 @@ from ase_mlff.metrics.forces import element_metrics, force_metrics
 from ase_mlff.models import PaiNN, SchNet
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import load_model
-from ase_mlff.training import ExperimentConfig, TrainConfig, Trainer, loss_fn
+from ase_mlff.training import ExperimentConfig, TrainConfig, Trainer
 from ase_mlff.training.losses import (
     assign_clusters,
     atom_factors,
@@ -320,7 +320,19 @@ def _out(batch, dforces_nc, de_s=None):
     return {"energy": e, "forces": batch.forces_nc + torch.as_tensor(dforces_nc)}
 
 
-def test_mse_is_the_old_loss(frames):
+def _weighted_mse_by_hand(out, batch, energy_weight, force_weight, norms):
+    """The trainer's default loss written out here: Σ_s w_s ((E_s - Ê_s)/N_s)² / Σ w_s
+    and Σ_n w_s(n) |F_n - F̂_n|² / (3 Σ_n w_s(n)), norms replacing the two denominators."""
+    w_s = batch.weight_s.double()
+    de = (out["energy"] - batch.energy_s) / batch.n_atoms_s
+    w_n = w_s[batch.system_n]
+    norm_s, norm_n = (w_s.sum(), w_n.sum()) if norms is None else norms
+    e_loss = (w_s * de**2).sum() / norm_s
+    f_loss = (w_n * ((out["forces"] - batch.forces_nc) ** 2).sum(dim=1)).sum() / (3.0 * norm_n)
+    return energy_weight * e_loss + force_weight * f_loss
+
+
+def test_mse_is_the_weighted_mse_by_hand(frames):
     ds, _, _ = frames
     sub = ds[np.arange(5)]
     sub.weight_s = np.array([1.0, 2.0, 0.5, 1.0, 3.0])
@@ -328,7 +340,7 @@ def test_mse_is_the_old_loss(frames):
     rng = np.random.default_rng(1)
     out = _out(batch, rng.normal(size=batch.forces_nc.shape), rng.normal(size=5))
     for norms in (None, (7.5, 7.5 * 21 + 3.0)):
-        old = loss_fn(out, batch, 1.0, 20.0, norms)
+        old = _weighted_mse_by_hand(out, batch, 1.0, 20.0, norms)
         new = training_loss(out, batch, energy_weight=1.0, force_weight=20.0, norms=norms)
         torch.testing.assert_close(new, old, rtol=1e-13, atol=0)
 

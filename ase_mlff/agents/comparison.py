@@ -244,8 +244,8 @@ def train_variant(
         )
         stages = {"train": res}
     else:  # continued
+        from ase_mlff.agents.continued import continued_learning
         from ase_mlff.metrics.clusters import ConformationClusters
-        from ase_mlff.training.continued import continued_learning
 
         clusters = ConformationClusters.load(data / "clusters.npz")
         md = {k: spec.md[k] for k in ("dt", "temperature_K", "integrator") if k in spec.md}
@@ -359,10 +359,9 @@ class ComparisonAgent:
         ``<out>/data`` (made once; a resumed study reads them back)."""
         import ase.io
 
-        from ase_mlff.data import Dataset, group_split, load_dataset
-        from ase_mlff.data.io import SHIPPED_SPLITS
+        from ase_mlff.data import Dataset, load_dataset
+        from ase_mlff.data.splits import shipped_split, start_structures
         from ase_mlff.metrics.clusters import ConformationClusters
-        from ase_mlff.recipes.stability import start_structures
 
         d = self.out / "data"
         if (d / "clusters.npz").exists():
@@ -370,15 +369,7 @@ class ComparisonAgent:
         d.mkdir(parents=True, exist_ok=True)
         s = self.spec
         ds = load_dataset(s.data)
-        split = SHIPPED_SPLITS.get(s.data, {})
-        if split.get("split") == "trajectory":
-            sp = group_split(
-                ds.extra_s["traj_id"], list(split["test_groups"]), s.n_train, s.n_val, s.seeds[0]
-            )
-        else:
-            from ase_mlff.data import random_split
-
-            sp = random_split(len(ds), s.n_train, s.n_val, None, s.seeds[0])
+        sp = shipped_split(s.data, ds, s.n_train, s.n_val, s.seeds[0])
         train, val, test = ds[sp.train], ds[sp.val], ds[sp.test]
         for name, part in (("train", train), ("val", val), ("test", test)):
             part.save_npz(d / f"{name}.npz")

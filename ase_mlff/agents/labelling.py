@@ -4,17 +4,17 @@
     ds = label_frames(frames, {"name": "tblite", "method": "GFN2-xTB"}, n_tasks=8)
 
 The frames are split into contiguous chunks, one ``ray.remote`` task per chunk. A task gets
-the calculator *spec* (a small dict for :func:`ase_mlff.calculators.registry.make_calculator`)
+the calculator *spec* (a small dict for :func:`ase_mlff.agents.specs.make_calculator`)
 and builds the calculator itself, so no calculator object (a tblite handle, an OpenMM
 context, a torch model) crosses the wire. Each frame gets the energy, the raw forces
-(``apply_constraint=False``, as :func:`ase_mlff.data.labelling.label_with_calculator`) and,
+(``apply_constraint=False``) and,
 when it is periodic, the stress. The chunks come back in the input order. Every frame is
 computed from scratch (``calc.reset()``; tblite would otherwise start each SCF from the
 previous frame's wavefunction), so a frame's labels do not depend on how frames are chunked.
 
 This is the labelling step of paper 002's continued learning (Wang et al., J. Chem. Phys.
 159, 035101 (2023), § III: "continued training by recruiting additional unexplored data"),
-see :mod:`ase_mlff.training.continued`; the labelling is the expensive part of that loop.
+see :mod:`ase_mlff.agents.continued`; the labelling is the expensive part of that loop.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _label_chunk(
     so that the driver can report them plainly (no Ray traceback wrapping)."""
     import torch
 
-    from ase_mlff.calculators.registry import make_calculator
+    from ase_mlff.agents.specs import make_calculator
 
     torch.set_num_threads(max(1, int(threads)))
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def label_frames(
         images: frames to label (any attached calculator is ignored; positions, numbers,
             cell, pbc and ``info`` are what is sent).
         calculator_spec: e.g. ``{"name": "tblite"}`` (GFN2-xTB), ``{"name": "mlff",
-            "model": "aspirin-painn"}``; see :func:`~ase_mlff.calculators.registry.
+            "model": "aspirin-painn"}``; see :func:`~ase_mlff.agents.specs.
             make_calculator`.
         n_tasks: number of chunks / Ray tasks; default one per CPU of the Ray cluster, at
             most one per frame.

@@ -93,7 +93,7 @@ def build_run(
     info: dict[str, Any] = {}
     if train is None:
         from ase_mlff.data import load_dataset
-        from ase_mlff.recipes.train import split_dataset
+        from ase_mlff.data.splits import split_dataset
 
         ds = load_dataset(cfg.data.name)
         split = split_dataset(ds, cfg.data)
@@ -226,6 +226,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
+    from ase_mlff._malloc import keep_freed_memory
+
+    keep_freed_memory()  # this worker process runs training steps: reuse freed blocks
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg: ExperimentConfig = config["cfg"]

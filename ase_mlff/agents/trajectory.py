@@ -20,7 +20,7 @@ from ase import Atoms
 
 # imported here, not inside the methods: run() and progress() may execute in two threads
 # of the actor at once, and concurrent first imports of one package can see it half-made
-from ase_mlff.calculators.registry import make_calculator
+from ase_mlff.agents.specs import make_calculator
 from ase_mlff.graph.geometry import BondGraph
 from ase_mlff.md.ase_driver import run_ase_md
 from ase_mlff.md.detectors import default_detectors
@@ -32,7 +32,7 @@ from ase_mlff.utils import DTYPES
 @dataclass(frozen=True)
 class TrajectorySpec:
     """What an agent runs. Give ``model`` (a torch potential: batched engine, checkpoints)
-    or ``calculator`` (a spec for :func:`ase_mlff.calculators.registry.make_calculator`,
+    or ``calculator`` (a spec for :func:`ase_mlff.agents.specs.make_calculator`,
     e.g. ``{"name": "tblite", "method": "GFN2-xTB"}``: the ASE-driven path, one replica
     after another, no MD-state checkpoints)."""
 
@@ -75,7 +75,10 @@ class TrajectoryAgent:
     def __init__(self, spec: TrajectorySpec) -> None:
         import torch
 
+        from ase_mlff._malloc import keep_freed_memory
         from ase_mlff.calculators.mlff import resolve_model_path
+
+        keep_freed_memory()  # this actor's process runs MD steps: reuse freed blocks
         from ase_mlff.models.io import load_model
 
         torch.set_num_threads(spec.threads)

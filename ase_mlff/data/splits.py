@@ -1,8 +1,11 @@
-"""Seeded train/validation/test splits (e.g. the papers' 950/50/rest and 9,500/500/10,000)."""
+"""Seeded train/validation/test splits (e.g. the papers' 950/50/rest and 9,500/500/10,000),
+and the one rule for the shipped sets: their test frames are whole held-out trajectories
+(``SHIPPED_SPLITS`` in :mod:`ase_mlff.data.io`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +63,57 @@ def group_split(
     return Split(
         train=np.sort(perm[:n_train]), val=np.sort(perm[n_train : n_train + n_val]), test=test
     )
+
+
+def split_dataset(ds, cfg: Any) -> Split:
+    """The split a data config asks for. ``cfg`` has ``split`` ("random" or "trajectory"),
+    ``n_train``, ``n_val``, ``n_test``, ``test_groups`` and ``split_seed``
+    (:class:`ase_mlff.training.config.DataConfig`); "trajectory" holds out the frames whose
+    ``traj_id`` is in ``test_groups`` (:func:`group_split`)."""
+    if cfg.split == "trajectory":
+        if "traj_id" not in ds.extra_s:
+            raise ValueError("split='trajectory' needs a per-frame traj_id in the dataset")
+        return group_split(
+            ds.extra_s["traj_id"], list(cfg.test_groups), cfg.n_train, cfg.n_val, cfg.split_seed
+        )
+    if cfg.split == "random":
+        return random_split(len(ds), cfg.n_train, cfg.n_val, cfg.n_test, cfg.split_seed)
+    raise ValueError(f"unknown split {cfg.split!r}: use 'random' or 'trajectory'")
+
+
+def held_out_frames(name: str, ds) -> np.ndarray | None:
+    """Indices of the held-out (test) frames of the shipped set ``name``: the frames of its
+    test trajectories; None for a set without a shipped trajectory split."""
+    from ase_mlff.data.io import SHIPPED_SPLITS
+
+    split = SHIPPED_SPLITS.get(name, {})
+    if split.get("split") == "trajectory" and "traj_id" in ds.extra_s:
+        return np.flatnonzero(np.isin(ds.extra_s["traj_id"], split["test_groups"]))
+    return None
+
+
+def shipped_split(
+    name: str, ds, n_train: int, n_val: int, seed: int = 0, n_test: int | None = None
+) -> Split:
+    """Train/val/test of ``ds``: for a shipped set its held-out trajectories are the test set
+    and train/val are drawn from the others (:func:`group_split`); for any other set a
+    random split (``n_test=None``: every remaining frame)."""
+    from ase_mlff.data.io import SHIPPED_SPLITS
+
+    if held_out_frames(name, ds) is not None:
+        groups = list(SHIPPED_SPLITS[name]["test_groups"])
+        return group_split(ds.extra_s["traj_id"], groups, n_train, n_val, seed)
+    return random_split(len(ds), n_train, n_val, n_test, seed)
+
+
+def start_structures(data: str, n: int) -> list:
+    """``n`` MD starting structures (ASE Atoms, no labels) spread evenly over the held-out
+    frames of ``data`` (:func:`held_out_frames`; every frame when it has none); fewer if
+    there are fewer frames."""
+    from ase_mlff.data.io import load_dataset
+
+    ds = load_dataset(data)
+    frames = held_out_frames(data, ds)
+    frames = np.arange(len(ds)) if frames is None else frames
+    pick = frames[np.linspace(0, len(frames) - 1, min(n, len(frames))).astype(int)]
+    return [ds.to_atoms(int(i), with_labels=False) for i in pick]

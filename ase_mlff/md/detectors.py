@@ -31,6 +31,7 @@ from ase_mlff.graph.geometry import (
     bond_graphs_from_frames,
     minimum_image_torch,
 )
+from ase_mlff.graph.rdf import rdf_per_system
 from ase_mlff.md.state import MDState
 
 
@@ -358,12 +359,8 @@ class RDFDeviation(Detector):
         return ((g_spb - ref[None]).abs().sum(dim=2) * dr).amax(dim=1)
 
     def __call__(self, state: MDState) -> Tensor:
-        from ase_mlff.metrics.rdf import rdf_histograms, rdf_normalisation
-
         b = state.batch
-        g = rdf_histograms(b, self.element_pairs, self.r_max, self.n_bins) * rdf_normalisation(
-            b, self.element_pairs, self.r_max, self.n_bins
-        )
+        g = rdf_per_system(b, self.element_pairs, self.r_max, self.n_bins)
         self.acc = g if self.acc is None else self.acc.to(g) + g  # (restored on the CPU)
         self.count += 1
         flags = torch.zeros(b.n_systems, dtype=torch.bool, device=b.device)

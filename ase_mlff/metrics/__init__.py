@@ -2,7 +2,7 @@
 or arrays; each module has the plotting companions of its quantities (matplotlib, Agg).
 
 On a dataset (paper 002):
-    errors      batched prediction, energy/force errors (``predict``, ``error_metrics``)
+    errors      energy/force errors (``error_metrics``, ``evaluate``)
     forces      F_mae, F_max-err, FNM (Eqs. 1-4), per element (Eqs. 10-13)
     clusters    Kabsch alignment, conformation clusters (K-means + PCA), per-cluster
                 metrics and RBP (Eqs. 5-9), explored/unexplored frames
@@ -20,7 +20,7 @@ The report over all of it is ``python -m ase_mlff.recipes.evaluate``.
 """
 
 from ase_mlff.metrics.clusters import ConformationClusters, cluster_metrics, exploration
-from ase_mlff.metrics.errors import error_metrics, evaluate, predict
+from ase_mlff.metrics.errors import error_metrics, evaluate
 from ase_mlff.metrics.forces import element_metrics, force_metrics
 from ase_mlff.metrics.trajectory import Trajectory, load_study
 
@@ -34,5 +34,4 @@ __all__ = [
     "exploration",
     "force_metrics",
     "load_study",
-    "predict",
 ]

@@ -7,37 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ase_mlff.graph.batch import Batch
 from ase_mlff.metrics.forces import force_metrics
-from ase_mlff.models.base import compute_properties
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    dataset,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    stress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Predicted ``energy`` (S,), ``forces`` (N, 3) (and ``stress``) for every frame."""
-    energies, forces, stresses = [], [], []
-    for start in range(0, len(dataset), batch_size):
-        frames = np.arange(start, min(start + batch_size, len(dataset)))
-        b = Batch.from_dataset(
-            dataset, frames, cutoff=model.cutoff, dtype=dtype, device=device, labels=False
-        )
-        out = compute_properties(model, b, forces=True, stress=stress)
-        energies.append(out["energy"].cpu().numpy())
-        forces.append(out["forces"].cpu().double().numpy())
-        if stress:
-            stresses.append(out["stress"].cpu().double().numpy())
-    res = {"energy": np.concatenate(energies), "forces": np.concatenate(forces)}
-    if stress:
-        res["stress"] = np.concatenate(stresses)
-    return res
+from ase_mlff.models.prediction import predict
 
 
 def error_metrics(
@@ -64,6 +35,6 @@ def error_metrics(
 
 
 def evaluate(model: torch.nn.Module, dataset, **kwargs) -> dict[str, float]:
-    """:func:`predict` then :func:`error_metrics`."""
+    """:func:`~ase_mlff.models.prediction.predict` (``kwargs``) then :func:`error_metrics`."""
     p = predict(model, dataset, **kwargs)
     return error_metrics(p["energy"], p["forces"], dataset)

@@ -26,9 +26,10 @@ def force_report(
     Eqs. 5-9. ``figures["parity.png"]``: the parity plot.
     """
     from ase_mlff.metrics.clusters import cluster_metrics
-    from ase_mlff.metrics.errors import error_metrics, predict
+    from ase_mlff.metrics.errors import error_metrics
     from ase_mlff.metrics.forces import element_metrics, force_metrics
     from ase_mlff.metrics.plots import parity_figure
+    from ase_mlff.models.prediction import predict
 
     pred = predict(model, test, batch_size=batch_size, dtype=dtype, device=device)
     res: dict[str, Any] = {

@@ -53,10 +53,10 @@ def scan_energies(reference: Calculator | torch.nn.Module, images: Sequence[Atom
     """Energies (eV) of the scan geometries: an ASE calculator point by point, a torch
     potential in one batched call (float64)."""
     if isinstance(reference, torch.nn.Module):
-        from ase_mlff.data.labelling import label_positions
+        from ase_mlff.models.prediction import predict_frames
 
         pos = np.stack([a.positions for a in images])
-        e, _ = label_positions(reference, images[0], pos)
+        e, _ = predict_frames(reference, images[0], pos)
         return e
     out = np.empty(len(images))
     for k, a in enumerate(images):

@@ -126,7 +126,7 @@ def compute_properties(
     if stress and not bool(batch.pbc_s3.all()):
         raise ValueError("stress needs every system of the batch to be periodic in 3-D")
     # everything that leads to the energy is built with gradients on, so that callers
-    # under torch.no_grad() (e.g. metrics.errors.predict) still get forces and stress
+    # under torch.no_grad() (e.g. models.prediction.predict) still get forces and stress
     with torch.enable_grad():
         pos = batch.pos_nc.detach().requires_grad_(forces or stress)
         cell = batch.cell_s33.detach()

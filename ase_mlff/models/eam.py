@@ -144,7 +144,7 @@ class EAM(Potential):
         rate would take thousands of steps to reach, so the recipe fits E_atom once first,
         as the MLIPs' per-element reference energies are fitted before training.
         """
-        from ase_mlff.metrics.errors import predict
+        from ase_mlff.models.prediction import predict
 
         el = self.element_index(torch.as_tensor(dataset.numbers_n)).cpu().numpy()
         saved = self.e_atom.detach().clone()

@@ -3,4 +3,11 @@
 - ``make_reference``: GFN2-xTB reference MD of a molecule (the shipped aspirin set).
 - ``train``: train, evaluate and log one potential to MLflow.
 - ``stability``: how long MD with a model stays physical, over Ray trajectory agents.
+
+Running a recipe applies the allocator tuning of :mod:`ase_mlff._malloc` (an entry point's
+choice; ``import ase_mlff`` alone leaves the process as it is).
 """
+
+from ase_mlff._malloc import keep_freed_memory
+
+keep_freed_memory()

@@ -26,7 +26,7 @@ def reference_calculator(choice: str, test: Dataset):
         return None, None
     method = str(test.provenance.get("method", ""))
     if choice == "tblite" or (choice == "auto" and method.upper().startswith("GFN2")):
-        from ase_mlff.calculators.registry import make_calculator
+        from ase_mlff.agents.specs import make_calculator
 
         return "GFN2-xTB", make_calculator({"name": "tblite"})
     if choice not in ("auto", "tblite"):
@@ -455,13 +455,13 @@ def _free_energies(quads, ref_pos, by_model_traj, temperature, res, figs) -> dic
 def _exploration(clusters, model, pos: np.ndarray, template, a, max_frames: int = 500) -> dict:
     """Explored/unexplored share of the visited frames (all of them) and the mean force
     norm of the model in each region (at most ``max_frames`` frames evaluated)."""
-    from ase_mlff.data.labelling import label_positions
     from ase_mlff.metrics.clusters import exploration
+    from ase_mlff.models.prediction import predict_frames
 
     ex = exploration(clusters, pos)
     out = {"explored_fraction": ex["explored_fraction"]}
     pick = np.linspace(0, len(pos) - 1, min(max_frames, len(pos))).astype(int)
-    _, forces = label_positions(model, template, pos[pick], dtype=a.dtype, device=a.device)
+    _, forces = predict_frames(model, template, pos[pick], dtype=a.dtype, device=a.device)
     exf = exploration(clusters, pos[pick], forces)
     out["mean_force_norm_explored"] = exf["mean_force_norm_explored"]
     out["mean_force_norm_unexplored"] = exf["mean_force_norm_unexplored"]

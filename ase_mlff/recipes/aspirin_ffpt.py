@@ -39,15 +39,16 @@ import ase.io
 import numpy as np
 import torch
 
-from ase_mlff.data import Dataset, group_split, load_dataset
-from ase_mlff.data.io import SHIPPED_DIR, SHIPPED_SPLITS
-from ase_mlff.data.labelling import rattled_dataset
+from ase_mlff.data import Dataset, load_dataset
+from ase_mlff.data.io import SHIPPED_DIR
+from ase_mlff.data.splits import shipped_split, start_structures
 from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
-from ase_mlff.metrics.errors import error_metrics, predict
+from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import learning_curve_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
+from ase_mlff.models.prediction import predict
 from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
-from ase_mlff.recipes.stability import start_structures
+from ase_mlff.reference.sampling import rattled_dataset
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ ANGLE_DEG = np.linspace(125.0, 15.0, 23)
 
 
 def finetune_split(ds: Dataset, n_train: int, n_val: int, seed: int):
-    split = SHIPPED_SPLITS["aspirin"]
-    return group_split(ds.extra_s["traj_id"], list(split["test_groups"]), n_train, n_val, seed)
+    return shipped_split("aspirin", ds, n_train, n_val, seed)
 
 
 def pretraining_data(out: Path, n_frames: int, seed: int) -> tuple[Dataset, dict[str, Any]]:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_pre, replicas, md_steps, cfgs = settings_from_arguments(a, prof)
 
     from ase_mlff.agents import run_stability_study
-    from ase_mlff.calculators.registry import make_calculator
+    from ase_mlff.agents.specs import make_calculator
     from ase_mlff.forcefields.gaff import gaff_potential
     from ase_mlff.metrics.plots import survival_figure
     from ase_mlff.tracking import Tracker

@@ -55,7 +55,8 @@ import numpy as np
 import torch
 
 from ase_mlff.data import Dataset, load_dataset
-from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_DIR, SHIPPED_SPLITS
+from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_DIR
+from ase_mlff.data.splits import held_out_frames
 from ase_mlff.training.config import TrainConfig
 from ase_mlff.training.trainer import EV_A3_TO_GPA, stress_errors
 
@@ -151,10 +152,10 @@ def split_silica(
         raise ValueError(f"{data}: paper 004's recipe fits energies, forces and stress; no stress")
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
-    split = SHIPPED_SPLITS.get(data, {}) if data in SHIPPED_DATASETS else {}
+    held_out = held_out_frames(data, ds) if data in SHIPPED_DATASETS else None
     rng = np.random.default_rng(seed)
-    if split.get("split") == "trajectory":
-        is_test = np.isin(ds.extra_s["traj_id"], split["test_groups"])
+    if held_out is not None:
+        is_test = np.isin(np.arange(len(ds)), held_out)
     else:
         k = n_test if n_test is not None else int(round(0.15 * len(ds)))
         is_test = np.zeros(len(ds), bool)
@@ -180,7 +181,7 @@ def pretraining_set(train: Dataset, eam, perturb: dict, seed: int, device: str =
     """Algorithm 1 with Table A.1's settings, labelled by the fitted EAM, frames with EAM
     forces above :data:`MAX_LABEL_FORCE` dropped; passes with new seeds are added until
     the set has n_aug × len(train) frames (or :data:`MAX_PASSES` passes ran)."""
-    from ase_mlff.data.perturbation import perturbed_dataset
+    from ase_mlff.reference.sampling import perturbed_dataset
 
     target = perturb["n_aug"] * len(train)
     parts, dropped = [], 0
@@ -274,7 +275,7 @@ def _train_variant(
 # ------------------------------------------------------------------ evaluation
 def efs_errors(model, test: Dataset) -> dict[str, float]:
     """Table 2: energy MAE (meV/atom), force MAE (meV/Å), stress MAE (GPa) on ``test``."""
-    from ase_mlff.metrics.errors import predict
+    from ase_mlff.models.prediction import predict
 
     p = predict(model, test, batch_size=16, dtype=torch.float64, stress=True)
     de = (p["energy"] - test.energy_s) / test.n_atoms_s
@@ -346,8 +347,8 @@ def force_angle_sets(models: dict[str, Any], eam, test: Dataset) -> dict[str, np
     """Fig. B.1: hybrid EAM part vs MLIP part; the fitted EAM vs each other MLIP."""
     from ase_mlff.graph.batch import Batch
     from ase_mlff.metrics.bond_forces import force_angles
-    from ase_mlff.metrics.errors import predict
     from ase_mlff.models.hybrid import part_forces
+    from ase_mlff.models.prediction import predict
 
     out: dict[str, np.ndarray] = {}
     f_eam = predict(eam, test, batch_size=16, dtype=torch.float64)["forces"]

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from ase_mlff.data import Dataset, load_dataset
-from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_SPLITS
+from ase_mlff.data.io import SHIPPED_DATASETS
+from ase_mlff.data.splits import held_out_frames
 from ase_mlff.metrics.report import flat_metrics
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,11 @@ def split_data(name: str, train_data: str | None, max_test: int | None, seed: in
     """(train, test) datasets: the shipped trajectory split, or ``--train-data`` beside the
     evaluated set, or the evaluated set for both (clusters fitted on what is evaluated)."""
     ds = load_dataset(name)
-    split = SHIPPED_SPLITS.get(name, {})
+    held_out = held_out_frames(name, ds)
     if train_data is not None:
         train, test = load_dataset(train_data), ds
-    elif split.get("split") == "trajectory" and "traj_id" in ds.extra_s:
-        is_test = np.isin(ds.extra_s["traj_id"], split["test_groups"])
-        train, test = ds[np.flatnonzero(~is_test)], ds[np.flatnonzero(is_test)]
+    elif held_out is not None:
+        train, test = ds[np.setdiff1d(np.arange(len(ds)), held_out)], ds[held_out]
     else:
         log.warning("no training split known for %s: clusters are fitted on the test set", name)
         train, test = ds, ds

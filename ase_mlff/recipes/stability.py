@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ase_mlff.data import load_dataset
-from ase_mlff.data.io import SHIPPED_SPLITS
+from ase_mlff.data.splits import start_structures
 from ase_mlff.graph.geometry import bond_graphs_from_dataset
 
 log = logging.getLogger(__name__)
@@ -44,17 +42,6 @@ PROFILES = {
     "quick": {"steps": 2000, "nve_steps": 400},
     "paper": {"steps": 600_000, "nve_steps": 4000},
 }
-
-
-def start_structures(data: str, n: int) -> list:
-    """``n`` frames spread evenly over the test trajectory of a shipped set, else the set."""
-    ds = load_dataset(data)
-    frames = np.arange(len(ds))
-    split = SHIPPED_SPLITS.get(data, {})
-    if split.get("split") == "trajectory" and "traj_id" in ds.extra_s:
-        frames = np.flatnonzero(np.isin(ds.extra_s["traj_id"], split["test_groups"]))
-    pick = frames[np.linspace(0, len(frames) - 1, min(n, len(frames))).astype(int)]
-    return [ds.to_atoms(int(i), with_labels=False) for i in pick]
 
 
 #: run_md parameter -> the flag that sets it

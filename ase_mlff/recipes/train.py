@@ -27,14 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ase_mlff.data import Dataset, group_split, load_dataset, random_split
+from ase_mlff.data import load_dataset
 from ase_mlff.data.io import SHIPPED_SPLITS
-from ase_mlff.data.splits import Split
-from ase_mlff.metrics.errors import error_metrics, predict
+from ase_mlff.data.splits import split_dataset
+from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
 from ase_mlff.models import build_model
 from ase_mlff.models.io import META
-from ase_mlff.training.config import DataConfig, ExperimentConfig
+from ase_mlff.models.prediction import predict
+from ase_mlff.training.config import ExperimentConfig
 from ase_mlff.training.trainer import Trainer
 from ase_mlff.utils import DTYPES
 
@@ -70,18 +71,6 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-
-
-def split_dataset(ds: Dataset, cfg: DataConfig) -> Split:
-    if cfg.split == "trajectory":
-        if "traj_id" not in ds.extra_s:
-            raise ValueError("split='trajectory' needs a per-frame traj_id in the dataset")
-        return group_split(
-            ds.extra_s["traj_id"], list(cfg.test_groups), cfg.n_train, cfg.n_val, cfg.split_seed
-        )
-    if cfg.split == "random":
-        return random_split(len(ds), cfg.n_train, cfg.n_val, cfg.n_test, cfg.split_seed)
-    raise ValueError(f"unknown split {cfg.split!r}: use 'random' or 'trajectory'")
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:

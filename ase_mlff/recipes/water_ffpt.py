@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ase_mlff.data import Dataset, group_split, load_dataset
-from ase_mlff.data.io import SHIPPED_SPLITS
-from ase_mlff.data.labelling import rattled_dataset
+from ase_mlff.data import Dataset, load_dataset
+from ase_mlff.data.splits import shipped_split, start_structures
 from ase_mlff.metrics.diffusion import diffusion_coefficient
-from ase_mlff.metrics.errors import error_metrics, predict
+from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import _plt, learning_curve_figure
 from ase_mlff.metrics.stability import (
     format_ci,
@@ -46,8 +45,9 @@ from ase_mlff.metrics.stability import (
     pairwise_logrank,
     survival_summary,
 )
+from ase_mlff.models.prediction import predict
 from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
-from ase_mlff.recipes.stability import start_structures
+from ase_mlff.reference.sampling import rattled_dataset
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     bulk = load_dataset("water")
-    split = group_split(
-        bulk.extra_s["traj_id"],
-        list(SHIPPED_SPLITS["water"]["test_groups"]),
-        a.n_train,
-        a.n_val,
-        a.seed,
-    )
+    split = shipped_split("water", bulk, a.n_train, a.n_val, a.seed)
     train, val, test = bulk[split.train], bulk[split.val], bulk[split.test]
     n_test = a.n_test or prof["n_test"]
     test_eval = test if n_test is None else test[np.arange(min(n_test, len(test)))]

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ase_mlff.metrics.errors import predict
 from ase_mlff.models.io import load_model
+from ase_mlff.models.prediction import predict
 from ase_mlff.training.config import TrainConfig
 from ase_mlff.training.trainer import Trainer, TrainResult
 from ase_mlff.utils import DTYPES

@@ -145,8 +145,8 @@ def training_loss(
     ``batch.weight_s`` must hold the effective frame weights v_s (:func:`frame_weights`),
     ``atom_factor_n`` the batch atoms' b_i (:func:`atom_factors`; None: all 1). ``norms``
     replaces the batch's own normalisers ``(Σ_s v_s, Σ_s v_s N_s)``, so that the shards of a
-    global batch add up to its loss. With the defaults this equals
-    :func:`ase_mlff.training.trainer.loss_fn`.
+    global batch add up to its loss. With the defaults it is the weighted energy-per-atom +
+    force MSE of the trainer's module doc.
     """
     if loss_error not in LOSS_ERRORS:
         raise ValueError(f"loss_error must be one of {LOSS_ERRORS}, got {loss_error!r}")

@@ -65,9 +65,10 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
-from ase_mlff.metrics.errors import error_metrics, predict
+from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model, save_model
+from ase_mlff.models.prediction import predict
 from ase_mlff.training.config import TrainConfig
 from ase_mlff.training.losses import (
     atom_factors,
@@ -89,29 +90,6 @@ EV_A3_TO_GPA = 160.21766208
 MOST_STABLE = "most_stable"
 #: the readout's parameter-name prefix (its own LR group with ``head_lr_factor``)
 HEAD_PREFIX = "readout"
-
-
-def loss_fn(
-    out: dict[str, torch.Tensor],
-    batch: Batch,
-    energy_weight: float = 1.0,
-    force_weight: float = 20.0,
-    norms: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """The weighted energy-per-atom + force loss above.
-
-    ``norms = (Σ_s w_s, Σ_n w_s(n))`` replaces the batch's own denominators, so that the
-    shards of one global batch (data parallel) add up to the loss of the whole batch.
-    """
-    w_s = batch.weight_s if batch.weight_s is not None else torch.ones_like(batch.energy_s)
-    w_s = w_s.double()
-    de = (out["energy"] - batch.energy_s) / batch.n_atoms_s
-    w_n = w_s[batch.system_n].to(out["forces"].dtype)
-    norm_s, norm_n = (w_s.sum(), w_n.sum()) if norms is None else norms
-    e_loss = (w_s * de**2).sum() / norm_s
-    df2 = ((out["forces"] - batch.forces_nc) ** 2).sum(dim=1)
-    f_loss = (w_n * df2).sum() / (3.0 * norm_n)
-    return energy_weight * e_loss.to(f_loss.dtype) + force_weight * f_loss
 
 
 def distributed_context() -> tuple[int, int]:

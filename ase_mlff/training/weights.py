@@ -101,7 +101,7 @@ def rbp_weights(
     set ``dataset.weight_s = weight_s`` to fine-tune on it. ``device``/``dtype`` default to
     those of the model's parameters.
     """
-    from ase_mlff.metrics.errors import predict
+    from ase_mlff.models.prediction import predict
 
     ref = next(iter(model.parameters()), None)
     if ref is None:
