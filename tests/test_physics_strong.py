@@ -186,6 +186,58 @@ def test_nose_hoover_temperature_oscillation_matches_the_thermostat_equations():
     assert x.max() > 1.15  # it does oscillate about T₀ (not merely relax)
 
 
+def _nhc_reference(y0, q, n_dof, kT, t_end, t_eval):
+    """The Nosé-Hoover chain equations of motion for free particles (Martyna, Klein &
+    Tuckerman 1992), K the kinetic energy, all in ASE units, integrated by scipy:
+    dK/dt = -2 v₁ K; dξ_k/dt = v_k; dv₁/dt = (2K - N_f kT)/Q₁ - v₁ v₂;
+    dv_k/dt = (Q_{k-1} v_{k-1}² - kT)/Q_k - v_k v_{k+1}; dv_M/dt = (Q_{M-1} v_{M-1}² - kT)/Q_M."""
+    m = len(q)
+
+    def rhs(_, y):
+        k, v = y[0], y[1 + m :]
+        dv = np.empty(m)
+        dv[0] = (2 * k - n_dof * kT) / q[0]
+        dv[1:] = (q[:-1] * v[:-1] ** 2 - kT) / q[1:]
+        dv[:-1] -= v[:-1] * v[1:]
+        return np.concatenate([[-2 * v[0] * k], v, dv])
+
+    sol = solve_ivp(rhs, (0.0, t_end), y0, t_eval=t_eval, method="DOP853", rtol=1e-11, atol=1e-14)
+    return sol.y
+
+
+def test_nose_hoover_chain_of_three_follows_the_chain_equations():
+    """Chain length 3, free particles started at 0.8 T₀: T(t), every ξ_k and v_ξk follow
+    scipy's solution of the chain equations (Q₁ = N_f k_B T τ², Q_k = k_B T τ²) to the
+    Trotter splitting error, and the chain is really excited (v_ξ3 ≠ 0)."""
+    model = FreeParticles()
+    target, tau, dt, n_steps = 500.0, 20.0, 0.25, 1200
+    state = init_state(model, _gas(1, 30), temperature_K=0.8 * target, seed=1)
+    kT = units.kB * target
+    n_dof = float(state.n_dof_s[0])
+    q = np.array([n_dof * kT, kT, kT]) * (tau * units.fs) ** 2
+    k0 = float(state.kinetic_energy()[0])
+    t = np.arange(n_steps + 1) * dt * units.fs
+    ref = _nhc_reference(np.concatenate([[k0], np.zeros(6)]), q, n_dof, kT, t[-1], t)
+    got = [np.concatenate([[k0], np.zeros(6)])]
+    for _ in range(n_steps):
+        state = nose_hoover_chain_step(
+            state, model, dt=dt, temperature_K=target, tdamp=tau, chain_length=3
+        )
+        th = state.thermostat
+        got.append(
+            np.concatenate(
+                [[float(state.kinetic_energy()[0])], th["xi"][0].numpy(), th["v_xi"][0].numpy()]
+            )
+        )
+    got = np.array(got).T
+    np.testing.assert_allclose(state.thermostat["q"][0].numpy(), q, rtol=1e-12)
+    np.testing.assert_allclose(got[0] / k0, ref[0] / k0, atol=2e-4)  # T(t)/T(0)
+    for row in range(1, 7):  # ξ_k and v_ξk, relative to their range
+        scale = np.abs(ref[row]).max()
+        np.testing.assert_allclose(got[row], ref[row], atol=2e-3 * scale, err_msg=str(row))
+    assert np.abs(ref[6]).max() > 0.05 * np.abs(ref[4]).max()  # the third link moves
+
+
 def test_velocity_verlet_matches_ase_on_aspirin():
     """100 NVE steps of aspirin with harmonic springs, same start and velocities as ASE's
     VelocityVerlet on the same potential (MLFFCalculator): same positions to 1e-8 Å.
