@@ -1,10 +1,19 @@
-"""Small shared helpers: dtype names, unit factors, when to show progress bars."""
+"""Small shared helpers: dtype names, unit factors, when to show progress bars, and the one
+way to write results: :func:`jsonable` / :func:`write_json` (atomic) and
+:func:`numeric_metrics` (what MLflow takes)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from ase import units
 
@@ -19,3 +28,48 @@ KJ_PER_MOL = float(units.kJ / units.mol)
 def show_progress() -> bool:
     """Progress bars on an interactive terminal, quiet under CI."""
     return not os.environ.get("CI") and sys.stderr.isatty()
+
+
+def jsonable(x: Any, *, nan_as_null: bool = True) -> Any:
+    """``x`` as plain JSON values: mappings with str keys, lists for tuples and arrays,
+    Python scalars for numpy ones, str for paths, dicts for dataclasses. With
+    ``nan_as_null`` a NaN/±inf float becomes None (strict JSON: ``null`` = "not reached
+    within the run" in the survival summaries); otherwise it stays a float."""
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v, nan_as_null=nan_as_null) for k, v in x.items()}
+    if is_dataclass(x) and not isinstance(x, type):
+        return jsonable(asdict(x), nan_as_null=nan_as_null)
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [jsonable(v, nan_as_null=nan_as_null) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, Path):
+        return str(x)
+    if nan_as_null and isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_json(path: str | Path, data: Any, *, indent: int = 1, nan_as_null: bool = True) -> Path:
+    """Write :func:`jsonable` ``data`` to ``path`` atomically (a temporary file renamed over
+    it), so that a reader or a crash never sees half a file. Returns the path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(
+        jsonable(data, nan_as_null=nan_as_null), indent=indent, allow_nan=not nan_as_null
+    )
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def numeric_metrics(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The entries of a flat record MLflow can take as metrics: finite numbers as floats
+    (booleans as 1/0), keys prefixed; NaN/±inf, strings and containers are left out."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, (bool, int, float, np.integer, np.floating, np.bool_)) and math.isfinite(
+            v
+        ):
+            out[f"{prefix}{k}"] = float(v)
+    return out

@@ -550,15 +550,15 @@ def test_logrank_with_zero_variance_counts_as_no_evidence():
     assert rows == [{"a": "x", "b": "y", "statistic": 0.0, "p_value": 1.0, "p_holm": 1.0}]
 
 
-def test_json_safe_and_mlflow_metrics():
-    from ase_mlff.metrics.stability import json_safe
+def test_json_values_atomic_write_and_mlflow_metrics(tmp_path):
+    from ase_mlff.utils import jsonable, write_json
 
     x = {
         1: np.float64(NAN),
         "a": [np.int64(3), (float("inf"), -float("inf")), np.array([1.5, NAN])],
         "b": {"c": np.bool_(True), "d": "text", "e": None},
     }
-    out = json_safe(x)
+    out = jsonable(x)
     assert out == {
         "1": None,
         "a": [3, [None, None], [1.5, None]],
@@ -566,6 +566,21 @@ def test_json_safe_and_mlflow_metrics():
     }
     assert type(out["a"][0]) is int and type(out["b"]["c"]) is bool
     json.dumps(out, allow_nan=False)  # strict JSON
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    @dataclass
+    class Row:
+        p: Path
+        t: float
+
+    keep = jsonable({"r": Row(Path("/a/b"), NAN)}, nan_as_null=False)
+    assert keep["r"]["p"] == "/a/b" and math.isnan(keep["r"]["t"])
+    path = write_json(tmp_path / "s.json", {"m": np.float64(NAN), "k": (1, 2)})
+    assert path.read_text() == '{\n "m": null,\n "k": [\n  1,\n  2\n ]\n}'
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
+    write_json(tmp_path / "n.json", {"m": NAN}, nan_as_null=False)
+    assert math.isnan(json.loads((tmp_path / "n.json").read_text())["m"])
     m = survival_metrics(
         {
             "n": np.int64(4),

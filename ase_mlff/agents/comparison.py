@@ -60,6 +60,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ase_mlff.utils import jsonable, write_json
+
 log = logging.getLogger(__name__)
 
 KINDS = ("scratch", "sam", "pretrained", "reweighted", "continued")
@@ -263,7 +265,7 @@ def train_variant(
             md=md,
             **{k: x for k, x in v.continued.items() if k != "md"},
         )
-        extra["rounds"] = _jsonable(cres.rounds)
+        extra["rounds"] = jsonable(cres.rounds, nan_as_null=False)
         extra["stopped_because"] = cres.stopped_because
         done = {"checkpoint": str(cres.final_checkpoint), "history": []}
         stages = {}
@@ -293,7 +295,7 @@ def train_variant(
             info["pretrain_history"] = stages["pretrain"].history
     else:
         info.update(done)
-    (out / DONE).write_text(json.dumps(_jsonable(info), indent=1))
+    write_json(out / DONE, info, nan_as_null=False)
     return info
 
 
@@ -301,22 +303,6 @@ def _starts(data: Path) -> list:
     import ase.io
 
     return ase.io.read(data / "starts.extxyz", ":")
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "__dataclass_fields__"):
-        return _jsonable(asdict(x))
-    return x
 
 
 # ------------------------------------------------------------------------ the agent
@@ -556,19 +542,16 @@ class ComparisonAgent:
             result = ComparisonResult(
                 rows, table, self.out, parent.run_id, best, registered, self.logrank
             )
-        (self.out / "result.json").write_text(
-            json.dumps(
-                _jsonable(
-                    {
-                        "rows": rows,
-                        "best": best,
-                        "registered": registered,
-                        "logrank": self.logrank,
-                        "parent_run_id": result.parent_run_id,
-                    }
-                ),
-                indent=1,
-            )
+        write_json(
+            self.out / "result.json",
+            {
+                "rows": rows,
+                "best": best,
+                "registered": registered,
+                "logrank": self.logrank,
+                "parent_run_id": result.parent_run_id,
+            },
+            nan_as_null=False,
         )
         return result
 

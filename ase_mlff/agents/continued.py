@@ -54,6 +54,7 @@ from ase_mlff.metrics.errors import evaluate
 from ase_mlff.metrics.stability import t_inst_summary
 from ase_mlff.metrics.trajectory import Trajectory
 from ase_mlff.training.config import TrainConfig
+from ase_mlff.utils import jsonable, numeric_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -383,19 +384,7 @@ def _save_atomic(ds: Dataset, path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+    write_json(path, data, nan_as_null=False)
 
 
 # ------------------------------------------------------------------------ loop
@@ -434,7 +423,7 @@ def _md_kwargs(md: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
 
 
 def _check_settings(path: Path, settings: dict[str, Any]) -> None:
-    current = json.loads(json.dumps(settings, default=_json_default))
+    current = jsonable(settings, nan_as_null=False)
     if path.exists():
         old = json.loads(path.read_text())
         diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
@@ -445,14 +434,6 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
             )
     else:
         _write_json(path, current)
-
-
-def _flat_numbers(record: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in record.items()
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-    }
 
 
 def continued_learning(
@@ -710,4 +691,4 @@ def _finish(rec: dict, done: Path, records: list, log_fn, k: int) -> None:
     _write_json(done, rec)
     records.append(rec)
     if log_fn is not None:
-        log_fn(_flat_numbers(rec), step=k)
+        log_fn(numeric_metrics(rec), step=k)

@@ -16,7 +16,6 @@ stream ``(seed, k)``, so starts × seeds are all covered.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import numbers
 import os
@@ -34,7 +33,6 @@ from ase_mlff.graph.geometry import BondGraph, bond_graphs_from_frames
 from ase_mlff.metrics.plots import survival_figure
 from ase_mlff.metrics.stability import (
     KaplanMeier,
-    json_safe,
     kaplan_meier,
     pairwise_logrank,
     survival_curve,
@@ -42,6 +40,7 @@ from ase_mlff.metrics.stability import (
     write_logrank_csv,
     write_survival_csv,
 )
+from ase_mlff.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +319,7 @@ def _write(result: StudyResult, md: dict) -> None:
         "models": result.summaries,
         "logrank": result.logrank,
     }
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
+    write_json(out / "summary.json", summary, indent=2)
     fig = survival_figure(result.km or result.curves)
     fig.savefig(out / "survival.png", dpi=120)
     import matplotlib.pyplot as plt

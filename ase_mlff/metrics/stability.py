@@ -252,7 +252,7 @@ def survival_summary(
     * ``t_inst_median_fs`` (Kaplan–Meier median), ``t_inst_median_fs_lo/_hi`` and
       ``median_reached``. Convention: a median or CI limit not reached within the run
       ("beyond the run": more than half the replicas outlived τ, or the band did) is NaN
-      in this dict and ``null`` in JSON written through :func:`json_safe`;
+      in this dict and ``null`` in JSON written through :func:`ase_mlff.utils.write_json`;
       ``median_reached`` says which case holds;
     * ``rmst_fs`` = ``∫_0^τ S(t) dt`` with the normal interval ``rmst_fs_lo/_hi`` (clipped
       to [0, τ]);
@@ -299,28 +299,13 @@ def survival_summary(
 t_inst_summary = survival_summary
 
 
-def json_safe(x: Any) -> Any:
-    """``x`` with NaN/±inf floats as None and numpy scalars/arrays as Python values, so
-    that ``json.dumps`` writes strict JSON (null for "not reached within the run")."""
-    if isinstance(x, Mapping):
-        return {str(k): json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def survival_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The entries of a :func:`survival_summary` MLflow can take: finite numbers as floats
-    (``median_reached`` as 1/0); a NaN median or limit (not reached) is left out."""
-    out = {}
-    for k, v in summary.items():
-        if isinstance(v, (bool, int, float, np.integer, np.floating)) and math.isfinite(v):
-            out[f"{prefix}{k}"] = float(v)
-    return out
+    """The entries of a :func:`survival_summary` MLflow can take
+    (:func:`ase_mlff.utils.numeric_metrics`: finite numbers, ``median_reached`` as 1/0; a
+    NaN median or limit, not reached, is left out)."""
+    from ase_mlff.utils import numeric_metrics
+
+    return numeric_metrics(summary, prefix)
 
 
 def _holm(p: np.ndarray) -> np.ndarray:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DATASETS
 from ase_mlff.data.splits import held_out_frames
 from ase_mlff.metrics.report import flat_metrics
+from ase_mlff.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -330,20 +330,12 @@ def write_outputs(out, results, figures, models, model_figs, tracker, parent) ->
         w.writeheader()
         w.writerows(rows)
     (out / "summary.md").write_text(summary_markdown(results))
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    write_json(out / "results.json", results, nan_as_null=False)
     for f in ("summary.md", "metrics.csv", "results.json"):
         parent.log_artifact(out / f)
     if (out / "clusters.npz").exists():
         parent.log_artifact(out / "clusters.npz")
     parent.log_metrics({"total_minutes": results["total_minutes"]})
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
 
 
 if __name__ == "__main__":
