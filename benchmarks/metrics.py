@@ -44,7 +44,7 @@ def aspirin_rows(n_frames: int, seed: int):
     from ase_mlff.metrics import bond_forces as bf
     from ase_mlff.metrics import trajectory as tj
     from ase_mlff.metrics.clusters import ConformationClusters, cluster_metrics, exploration
-    from ase_mlff.metrics.distances import h_of_r
+    from ase_mlff.metrics.distance_distribution import h_of_r
     from ase_mlff.metrics.fes import dihedrals, free_energy_1d, free_energy_2d
     from ase_mlff.metrics.forces import element_metrics, force_metrics
 

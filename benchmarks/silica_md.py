@@ -20,7 +20,7 @@ from functools import partial
 
 import torch
 
-from ase_mlff.md.detectors import paper004_detectors
+from ase_mlff.md.detectors import materials_detectors
 from ase_mlff.md.runner import run_md
 from ase_mlff.models import EAM, HybridPotential, build_model
 from ase_mlff.recipes.eam_pretraining import MD_PROTOCOLS, PROFILES, _polymorphs, split_silica
@@ -52,7 +52,7 @@ def main() -> None:
                     check_every=10,
                     record_every=10,
                     detectors=None,
-                    detector_factory=partial(paper004_detectors, window=1000),
+                    detector_factory=partial(materials_detectors, window=1000),
                     dtype=dtype,
                     **MD_PROTOCOLS[ens],
                 )

@@ -7,7 +7,7 @@ from ase.build import molecule
 
 from ase_mlff.forcefields.qforce import qforce_potential, relaxed_species
 from ase_mlff.metrics.diffusion import diffusion_coefficient, msd_windows, unwrap
-from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies
 
 

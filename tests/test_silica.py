@@ -12,7 +12,7 @@ from ase.neighborlist import neighbor_list
 from ase_mlff.data import Dataset
 from ase_mlff.data.silica import POLYMORPHS, silica_polymorph, strained_rattled
 from ase_mlff.graph import Batch
-from ase_mlff.metrics.distances import min_distance_figure, min_pair_distances
+from ase_mlff.metrics.distance_distribution import min_distance_figure, min_pair_distances
 from ase_mlff.models import compute_properties
 from ase_mlff.models.eam import EAM
 from ase_mlff.models.prediction import label_dataset

@@ -28,8 +28,8 @@ from ase_mlff.training.losses import (
 )
 from ase_mlff.training.probe import is_more_stable
 from ase_mlff.training.sam import SAM
+from ase_mlff.training.sample_weights import rbp_weights, rbp_weights_from_forces
 from ase_mlff.training.trainer import apply_freeze, param_groups
-from ase_mlff.training.weights import rbp_weights, rbp_weights_from_forces
 
 torch.set_num_threads(1)  # as the MD test modules (a full run imports them all anyway)
 

@@ -225,7 +225,7 @@ def train_variant(
     elif v.kind == "reweighted":
         from ase_mlff.metrics.clusters import ConformationClusters
         from ase_mlff.models.io import load_model
-        from ase_mlff.training.weights import rbp_weights
+        from ase_mlff.training.sample_weights import rbp_weights
 
         base = Path(variant["base_checkpoint"])
         base_model, _ = load_model(base, dtype=torch.float64)
@@ -573,7 +573,7 @@ class ComparisonAgent:
     def compare(self, labels, trained, evaluation, stab, test) -> tuple[list[dict], dict]:
         """The comparison rows and the parent run's figures."""
         from ase_mlff.metrics.clusters import radar_figure
-        from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+        from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
         from ase_mlff.metrics.plots import (
             force_vs_stability_figure,
             survival_figure,

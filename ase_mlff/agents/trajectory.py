@@ -54,7 +54,7 @@ class TrajectorySpec:
     calculator: dict[str, Any] | None = None
     #: detectors(start images, state) -> list; None: the molecular default (bond length
     #: deviation ``bond_delta``, overlap, ...); must pickle (a module-level function or
-    #: a functools.partial of one, e.g. ``partial(paper004_detectors, window=500)``)
+    #: a functools.partial of one, e.g. ``partial(materials_detectors, window=500)``)
     detector_factory: Callable[..., list] | None = None
 
     def detectors_for_run(self) -> Callable[..., list]:

@@ -308,11 +308,11 @@ class LindemannIndex(_PairDetector):
         self.count = int(data["count"])
 
 
-def paper004_detectors(references: Sequence[Atoms], state: MDState, window: int = 500) -> list:
+def materials_detectors(references: Sequence[Atoms], state: MDState, window: int = 500) -> list:
     """The materials set of paper 004: atom overlap (stops at once) and the Lindemann
     criterion over ``window`` checks (the number of checks of the whole run reproduces the
     paper's average over all time steps), plus non-finite values, forces and temperature.
-    Picklable with ``functools.partial(paper004_detectors, window=...)`` (Ray agents)."""
+    Picklable with ``functools.partial(materials_detectors, window=...)`` (Ray agents)."""
     return [
         NonFinite(),
         AtomOverlap(state),

@@ -9,9 +9,10 @@ On a dataset (paper 002):
 On trajectories (papers 000, 002, 003, 004), over their stable part:
     trajectory  ``Trajectory`` (from Atoms, arrays or a stored study), RMSD/RMSF, contact
                 maps, Lindemann index, minimum distance, max force, energy drift
-    distances   h(r) and MAE_h          rdf        element-pair g(r), MAE_RDF
+    distance_distribution  h(r), MAE_h     rdf        element-pair g(r), MAE_RDF
     diffusion   D from the MSD over all windows    fes        F = −kT ln p, MAE_F
     stability   survival curves, t_inst statistics, force metrics vs t_inst
+    plots       figures of training and stability results
 Of a model (papers 000, 001, 004):
     latent      atom embeddings, t-SNE/UMAP, silhouette scores
     bond_forces bond-length scans F∥, dF∥/dr and roughness; ΔF MAE; force angles

@@ -314,7 +314,7 @@ def stability_report(
     figs: dict[str, Any] = {}
     curves, t_by_model, by_model_traj = {}, {}, {}
     if not periodic and ref_pos is not None:
-        from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+        from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
 
         r_grid, h_ref = h_of_r(ref_pos)
         h_curves = {"reference (test)": h_ref}

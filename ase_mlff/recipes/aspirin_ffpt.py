@@ -42,12 +42,12 @@ import torch
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.data.splits import shipped_split, start_structures
-from ase_mlff.metrics.distances import h_of_r, h_of_r_figure, h_of_r_mae
+from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import learning_curve_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
 from ase_mlff.models.prediction import predict
-from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
+from ase_mlff.recipes._ff_pretraining import add_arguments, settings_from_arguments, train_variants
 from ase_mlff.reference.sampling import rattled_dataset
 
 log = logging.getLogger(__name__)

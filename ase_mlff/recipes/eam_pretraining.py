@@ -389,7 +389,7 @@ def run_md_study(
     from functools import partial
 
     from ase_mlff.agents.study import model_dirs, run_stability_study
-    from ase_mlff.md.detectors import paper004_detectors
+    from ase_mlff.md.detectors import materials_detectors
     from ase_mlff.metrics.trajectory import load_study
 
     t0 = time.perf_counter()
@@ -405,7 +405,7 @@ def run_md_study(
             "record_every": prof["record_every"],
             **MD_PROTOCOLS[ensemble],
         },
-        detector_factory=partial(paper004_detectors, window=max(2, steps // CHECK_EVERY)),
+        detector_factory=partial(materials_detectors, window=max(2, steps // CHECK_EVERY)),
         dtype=prof.get("md_dtype", "float64"),
         device=device,
     )
@@ -532,7 +532,7 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
     from ase_mlff.agents.training import train_variants_parallel
     from ase_mlff.data.perturbation import PAPER_SETTINGS
     from ase_mlff.metrics.bond_forces import force_angle_figure
-    from ase_mlff.metrics.distances import min_distance_figure, min_pair_distances
+    from ase_mlff.metrics.distance_distribution import min_distance_figure, min_pair_distances
     from ase_mlff.metrics.plots import learning_curve_figure
     from ase_mlff.metrics.rdf import rdf_figure, rdf_mae
     from ase_mlff.models import build_model, load_model

@@ -46,7 +46,7 @@ from ase_mlff.metrics.stability import (
     survival_summary,
 )
 from ase_mlff.models.prediction import predict
-from ase_mlff.recipes._ffpt import add_arguments, settings_from_arguments, train_variants
+from ase_mlff.recipes._ff_pretraining import add_arguments, settings_from_arguments, train_variants
 from ase_mlff.reference.sampling import rattled_dataset
 
 log = logging.getLogger(__name__)
