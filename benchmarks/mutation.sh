@@ -65,11 +65,19 @@ for module in "${ORDER[@]}"; do
             bash -c "${runner//$PY -m pytest/$PY -m coverage run --include=$module -m pytest}" >/dev/null
             extra=(--use-coverage)
         fi
-        # mutmut 2.5 sometimes stops half-way on a cache lookup (pony ORM); a rerun
-        # resumes from its cache, so run until no mutant is left untested
-        for _ in 1 2 3 4 5 6; do
+        # mutmut 2.5 sometimes fails half-way on a cache lookup (pony ORM) and then hangs
+        # without running tests: a watchdog stops it after 2 idle minutes (no test
+        # process), and a rerun resumes from the cache, until no mutant is left untested
+        for _ in 1 2 3 4 5 6 7 8; do
             "$BIN/mutmut" run --paths-to-mutate "$module" --tests-dir tests --no-progress \
-                --simple-output "${extra[@]}" --runner "bash -c \"$runner\"" >>"$OUT/$name.log" 2>&1 || true
+                --simple-output "${extra[@]}" --runner "bash -c \"$runner\"" >>"$OUT/$name.log" 2>&1 &
+            pid=$! idle=0
+            while kill -0 "$pid" 2>/dev/null; do
+                sleep 10
+                if pgrep -P "$pid" >/dev/null; then idle=0; else idle=$((idle + 10)); fi
+                if ((idle >= 120)); then kill "$pid" 2>/dev/null || true; fi
+            done
+            wait "$pid" || true
             "$BIN/mutmut" results 2>&1 | grep -q "^Untested" || break
         done
         "$BIN/mutmut" results >"$OUT/$name.txt" 2>&1 || true
