@@ -118,3 +118,59 @@ def test_batched_equals_separate_runs():
             atol=1e-10,
         )
         start += len(a)
+
+
+def test_initial_velocities_are_maxwell_boltzmann_for_each_element():
+    """Equipartition at the start: in a gas of H, C and O atoms the mean kinetic energy per
+    atom is the same for every element, (3/2) k_B T · N_f/(3N), within 4σ (σ = √(3/2) k_B T
+    /√n_el per element); a velocity scale that is wrong in the mass (√(kT·m), kT/m, ...)
+    gives H and O energies apart by ~16x even after the rescale to exactly T. The
+    temperature is also ASE's (``get_temperature`` with ``FixCom``)."""
+    from ase import Atoms, units
+    from ase.constraints import FixCom
+
+    from tests.test_physics_strong import FreeParticles
+
+    rng = np.random.default_rng(0)
+    symbols = "H1000C1000O1000"
+    images = [Atoms(symbols, positions=rng.uniform(0, 80, (3000, 3))) for _ in range(2)]
+    temp = 400.0
+    state = init_state(FreeParticles(), images, temperature_K=temp, seed=2)
+    np.testing.assert_allclose(state.temperature().numpy(), temp, rtol=1e-10)
+    ke_n = 0.5 * state.mass_n * (state.vel_nc**2).sum(dim=1)
+    z = state.batch.numbers_n
+    kt = units.kB * temp
+    expected = 1.5 * kt * (3 * 3000 - 3) / (3 * 3000)
+    for el in (1, 6, 8):
+        ke = ke_n[z == el].numpy()
+        sigma = np.sqrt(1.5) * kt / np.sqrt(len(ke))
+        assert abs(ke.mean() - expected) < 4 * sigma, (el, ke.mean() / expected)
+    a = images[1].copy()
+    a.set_velocities(state.vel_nc[3000:].numpy())
+    a.set_constraint(FixCom())
+    assert a.get_temperature() == pytest.approx(float(state.temperature()[1]), rel=1e-10)
+
+
+def test_replica_streams_depend_only_on_seed_and_replica_id():
+    """A replica's initial velocities (and noise) come from its own stream: the same
+    replica id gives the same velocities alone or in any batch; another id or seed does not.
+    A one-atom replica counts one degree of freedom (no division by zero)."""
+    images = _aspirins(3)
+    model = ElasticNetwork(images)
+    batch = init_state(model, images, temperature_K=300, seed=5, replica_ids=[7, 3, 9])
+    alone = init_state(
+        ElasticNetwork(images[:1]), images[:1], temperature_K=300, seed=5, replica_ids=[3]
+    )
+    n = len(images[0])
+    np.testing.assert_array_equal(batch.vel_nc[n : 2 * n].numpy(), alone.vel_nc.numpy())
+    assert not np.allclose(batch.vel_nc[:n].numpy(), batch.vel_nc[n : 2 * n].numpy())
+    other = init_state(
+        ElasticNetwork(images[:1]), images[:1], temperature_K=300, seed=6, replica_ids=[3]
+    )
+    assert not np.allclose(other.vel_nc.numpy(), alone.vel_nc.numpy())
+    from ase import Atoms
+
+    from tests.test_physics_strong import FreeParticles
+
+    one = init_state(FreeParticles(), [Atoms("Ar", positions=[[0, 0, 0]])], temperature_K=0, seed=0)
+    assert float(one.n_dof_s[0]) == 1.0 and float(one.temperature()[0]) == 0.0
