@@ -117,6 +117,24 @@ def test_force_and_temperature_detectors_flag_only_their_planted_replica():
     assert ExplodingForces()(state).tolist() == [False, False, False, True]
 
 
+def test_non_finite_values_are_flagged_each_on_its_own():
+    """NonFinite flags a NaN position, an infinite force component and an infinite energy,
+    each in its own replica only; a NaN velocity (NaN temperature) is out of the
+    temperature bounds, a NaN force above any force bound."""
+    images = [_aspirin() for _ in range(5)]
+    state = _state(images)
+    pos = state.batch.pos_nc.clone()
+    pos[1 * 21 + 3, 0] = float("nan")
+    state.batch = state.batch.with_positions(pos)
+    state.forces_nc[2 * 21 + 8, 2] = float("-inf")
+    state.energy_s[3] = float("inf")
+    state.vel_nc[4 * 21 + 1, 1] = float("nan")
+    assert NonFinite()(state).tolist() == [False, True, True, True, False]
+    assert TemperatureBounds()(state).tolist() == [False, False, False, False, True]
+    state.forces_nc[4 * 21 + 2, 0] = float("nan")
+    assert ExplodingForces(max_force=1e300)(state).tolist() == [False, False, True, False, True]
+
+
 def test_bond_detector_silent_on_reference_trajectories():
     """Never fires on the shipped GFN2-xTB 500 K trajectories (all 6,000 frames)."""
     ds = load_dataset("aspirin")
