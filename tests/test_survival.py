@@ -676,3 +676,27 @@ def test_force_vs_stability_table_rows_and_refusals():
         force_vs_stability({})
     with pytest.raises(ValueError, match=r"^model 'x' lacks \['t_inst_mean_fs'\]$"):
         force_vs_stability({"x": {"forces_mae": 0.1}})
+
+
+def test_boundaries_of_the_input_checks():
+    """Exactly at the limits: a t_inst or censoring time of τ(1 + 1e-9) is accepted, just
+    beyond it refused; censoring at 0 and run lengths below 1 fs are valid."""
+    from dataclasses import FrozenInstanceError
+
+    edge = 10.0 * (1 + 1e-9)
+    assert kaplan_meier([edge], [False], 10.0).times.tolist() == [10.0]
+    assert kaplan_meier([NAN], [True], 10.0, censor_fs=[edge]).times.tolist() == [10.0]
+    with pytest.raises(ValueError, match="past the run length"):
+        kaplan_meier([10.0 * (1 + 1.5e-9)], [False], 10.0)
+    with pytest.raises(ValueError, match="past the run length"):
+        kaplan_meier([NAN], [True], 10.0, censor_fs=[10.0 * (1 + 1.5e-9)])
+    c = kaplan_meier([NAN, NAN, 0.3], [True, True, False], 0.5, censor_fs=[0.0, 0.2, NAN])
+    np.testing.assert_array_equal(c.times, [0.0, 0.2, 0.3])
+    np.testing.assert_array_equal(c.n_at_risk, [3, 2, 1])
+    assert c.evaluate(0.4) == 0.0
+    km = kaplan_meier([5.0, NAN], [False, True], 10.0)
+    with pytest.raises(FrozenInstanceError):
+        km.total_fs = 20.0  # an estimate is a result: read-only
+    # Greenwood's variance is undefined (0·∞) once S = 0, finite before
+    var = kaplan_meier([1.0, 2.0], [False, False], 5.0).greenwood_variance()
+    assert np.isfinite(var[0]) and np.isnan(var[1])

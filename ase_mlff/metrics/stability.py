@@ -105,7 +105,7 @@ class KaplanMeier:
     n_at_risk: np.ndarray
     n_events: np.ndarray
     total_fs: float
-    confidence: float = 0.95
+    confidence: float
 
     @property
     def n(self) -> int:
