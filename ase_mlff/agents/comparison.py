@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.utils import jsonable, write_json
 
 log = logging.getLogger(__name__)
@@ -438,12 +439,9 @@ class ComparisonAgent:
         from ase_mlff.metrics.trajectory import load_study
 
         s = self.spec
-        md = {
+        md = {  # paper 001's aspirin protocol unless the spec says otherwise
+            **PROTOCOLS["aspirin_langevin"].integration(),
             "steps": 2000,
-            "dt": 0.5,
-            "temperature_K": 500.0,
-            "integrator": "langevin",
-            "friction": 0.002,
             "check_every": 10,
             "record_every": 20,
             "seed": s.seeds[0],

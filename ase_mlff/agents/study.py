@@ -95,24 +95,27 @@ _SET_BY_AGENT |= {"detector_factory", "dtype", "device"}
 
 
 def _check_md(md: dict[str, Any], starts: Sequence[Atoms], checkpoint_every: int | None) -> None:
-    """The ``md`` keywords as run_md would check them, here, before Ray starts."""
+    """The ``md`` keywords as run_md would check them, here, before Ray starts: the
+    protocol's fields (:class:`~ase_mlff.md.protocol.MDProtocol`, checked when it is made)
+    and the run keywords an agent does not set itself."""
     import inspect
+    from dataclasses import fields
 
-    from ase_mlff.md.runner import INTEGRATORS, run_md
+    from ase_mlff.md.protocol import MDProtocol, make_protocol
+    from ase_mlff.md.runner import run_md
     from ase_mlff.md.validation import validate_images, validate_md_parameters
 
-    params = inspect.signature(run_md).parameters
-    unknown = sorted(set(md) - (set(params) - _SET_BY_AGENT))
+    run_kw = set(inspect.signature(run_md).parameters) - _SET_BY_AGENT - {"protocol_fields"}
+    protocol_fields = {f.name for f in fields(MDProtocol)}
+    unknown = sorted(set(md) - run_kw - protocol_fields)
     if unknown:
         raise ValueError(f"md holds keywords that run_md does not take here: {unknown}")
-    if "steps" not in md:
+    if "steps" not in md and not isinstance(md.get("protocol"), (MDProtocol, str)):
         raise ValueError("md needs 'steps' (MD steps per replica)")
-    defaults = {k: p.default for k, p in params.items() if k in ("check_every", "integrator")}
     validate_images(starts, "starts")
+    p = make_protocol(md.get("protocol"), **{k: v for k, v in md.items() if k in protocol_fields})
     validate_md_parameters(
-        integrators=INTEGRATORS,
-        checkpoint_every=checkpoint_every,
-        **{**defaults, **md},
+        steps=p.steps, check_every=p.check_every, checkpoint_every=checkpoint_every
     )
 
 

@@ -8,8 +8,9 @@ viewed as a one-replica :class:`~ase_mlff.md.MDState` and judged by the detector
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +21,11 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
 from ase_mlff.graph.batch import Batch
 from ase_mlff.md.detectors import default_detectors
+from ase_mlff.md.protocol import MDProtocol, make_protocol
 from ase_mlff.md.runner import MDRun, ReplicaResult
 from ase_mlff.md.state import MDState
 from ase_mlff.md.storage import TrajectoryStore
-from ase_mlff.md.validation import validate_md_parameters
+from ase_mlff.md.validation import MDParameterError, validate_images
 
 ASE_INTEGRATORS = ("nve", "langevin", "nose_hoover")
 
@@ -83,41 +85,34 @@ def _dynamics(
 def run_ase_md(
     images: Sequence[Atoms],
     calculator_factory: Callable[[], Calculator],
+    protocol: MDProtocol | str | Mapping[str, Any] | None = None,
     *,
-    steps: int,
-    dt: float = 0.5,
-    integrator: str = "langevin",
-    temperature_K: float = 500.0,
     seed: int = 0,
     replica_ids: Sequence[int] | None = None,
-    check_every: int = 10,
-    record_every: int = 20,
-    friction: float = 0.01,
-    tdamp: float = 50.0,
     detector_factory: Callable = default_detectors,
     detector_cutoff: float = 5.0,
     traj_dir: str | Path | None = None,
+    **protocol_fields: Any,
 ) -> MDRun:
     """Each image a replica, integrated by ASE with a fresh calculator from the factory.
 
-    ``detector_cutoff`` is the radius of the graph the overlap detector looks at. With
-    ``traj_dir`` the stable frames are stored as they pass their checks, as in
-    :func:`~ase_mlff.md.runner.run_md` (no MD-state checkpoints on this path). Bad
-    parameters raise ``ValueError`` before any calculator is made
-    (:func:`~ase_mlff.md.validation.validate_md_parameters`).
+    The protocol is the same :class:`~ase_mlff.md.protocol.MDProtocol` as
+    :func:`~ase_mlff.md.runner.run_md`'s (``protocol`` with ``protocol_fields`` applied);
+    ASE integrates ``nve``, ``langevin`` and ``nose_hoover``. ``detector_cutoff`` is the
+    radius of the graph the overlap detector looks at. With ``traj_dir`` the stable frames
+    are stored as they pass their checks, as in run_md (no MD-state checkpoints on this
+    path). Bad parameters raise ``ValueError`` before any calculator is made.
     """
-    validate_md_parameters(
-        steps=steps,
-        dt=dt,
-        integrator=integrator,
-        integrators=ASE_INTEGRATORS,
-        temperature_K=temperature_K,
-        friction=friction,
-        tdamp=tdamp,
-        check_every=check_every,
-        record_every=record_every,
-        images=images,
-    )
+    p = make_protocol(protocol, **protocol_fields)
+    if p.integrator not in ASE_INTEGRATORS:
+        raise MDParameterError(
+            "integrator",
+            f"unknown integrator {p.integrator!r} for the ASE path; choose from "
+            f"{sorted(ASE_INTEGRATORS)}",
+        )
+    validate_images(images)
+    steps, dt, integrator, temperature_K = p.steps, p.dt, p.integrator, p.temperature_K
+    check_every, record_every, friction, tdamp = p.check_every, p.record_every, p.friction, p.tdamp
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
     settings = {
         "engine": "ase",

@@ -9,9 +9,10 @@ end with the last check it passed, so what is kept is its stable part.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,24 +21,13 @@ from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
-from ase_mlff.md.integrators import (
-    langevin_baoab_step,
-    nose_hoover_chain_step,
-    npt_berendsen_step,
-    velocity_verlet_step,
-)
+from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
 from ase_mlff.md.state import MDState, init_state
 from ase_mlff.md.storage import TrajectoryStore, stored_frames
 from ase_mlff.md.validation import validate_md_parameters
 from ase_mlff.models.base import compute_properties
 
-INTEGRATORS = {
-    "nve": velocity_verlet_step,
-    "langevin": langevin_baoab_step,
-    "nose_hoover": nose_hoover_chain_step,
-    "npt_berendsen": npt_berendsen_step,
-}
-
+__all__ = ["INTEGRATORS", "MDRun", "ReplicaResult", "run_md", "select_replicas"]
 
 CHECKPOINT = "md_state.pt"
 
@@ -190,31 +180,27 @@ class MDRun:
 def run_md(
     model: torch.nn.Module,
     images: Sequence[Atoms],
+    protocol: MDProtocol | str | Mapping[str, Any] | None = None,
     *,
-    steps: int,
-    dt: float = 0.5,
-    integrator: str = "langevin",
-    temperature_K: float = 500.0,
     seed: int = 0,
     replica_ids: Sequence[int] | None = None,
     detectors: Sequence[Detector] | None = None,
-    check_every: int = 10,
-    record_every: int = 20,
-    friction: float = 0.01,
-    tdamp: float = 50.0,
-    taut: float = 500.0,
-    pressure_bar: float = 0.0,
-    taup: float = 1000.0,
-    compressibility: float = 4.57e-5,
-    anisotropic: bool = False,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     progress: bool = False,
     traj_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
+    **protocol_fields: Any,
 ) -> MDRun:
-    """Integrate all ``images`` as replicas for ``steps`` steps of ``dt`` fs.
+    """Integrate all ``images`` as replicas under an MD protocol.
+
+    The protocol (:class:`~ase_mlff.md.protocol.MDProtocol`: integrator, ``dt`` fs, steps,
+    temperature, thermostat and barostat constants, check and record strides) is
+    ``protocol`` (a protocol, the name of one in :data:`~ase_mlff.md.protocol.PROTOCOLS`
+    or a mapping of fields) with ``protocol_fields`` applied, e.g.
+    ``run_md(model, images, steps=2000, integrator="nose_hoover")``. Its defaults are the
+    project's only MD defaults.
 
     ``detectors=None`` uses :func:`~ase_mlff.md.detectors.default_detectors` built on the
     start structures; pass ``[]`` to run without any. With ``traj_dir`` every replica's
@@ -226,31 +212,22 @@ def run_md(
     arguments resumes from it, bit-identically, without losing a stored frame.
 
     ``integrator="npt_berendsen"`` (periodic replicas only) is Berendsen NPT as ASE's
-    ``NPTBerendsen`` (:func:`~ase_mlff.md.integrators.npt_berendsen_step`): ``taut`` and
-    ``taup`` in fs, ``pressure_bar`` in bar, ``compressibility`` in bar⁻¹,
-    ``anisotropic`` for per-cell-vector scaling; every replica has its own cell, recorded
-    with each frame (``ReplicaResult.cell_t33``, ``atoms.cell`` of the stored frames).
+    ``NPTBerendsen`` (:func:`~ase_mlff.md.integrators.npt_berendsen_step`); every replica
+    has its own cell, recorded with each frame (``ReplicaResult.cell_t33``, ``atoms.cell``
+    of the stored frames).
 
-    Every parameter is checked first (:func:`~ase_mlff.md.validation.validate_md_parameters`):
-    a bad one raises ``ValueError`` naming it before the model is evaluated.
+    Every parameter is checked first (the protocol when it is made,
+    :func:`~ase_mlff.md.validation.validate_md_parameters`): a bad one raises
+    ``ValueError`` naming it before the model is evaluated.
     """
+    p = make_protocol(protocol, **protocol_fields)
     validate_md_parameters(
-        steps=steps,
-        dt=dt,
-        integrator=integrator,
-        integrators=INTEGRATORS,
-        temperature_K=temperature_K,
-        friction=friction,
-        tdamp=tdamp,
-        taut=taut,
-        pressure_bar=pressure_bar,
-        taup=taup,
-        compressibility=compressibility,
-        check_every=check_every,
-        record_every=record_every,
+        steps=p.steps,
+        check_every=p.check_every,
         checkpoint_every=checkpoint_every,
         images=images,
     )
+    steps, dt, check_every, record_every = p.steps, p.dt, p.check_every, p.record_every
     if checkpoint_every is not None and traj_dir is None:
         raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
     param = next((q for q in model.parameters() if q.is_floating_point()), None)
@@ -263,43 +240,30 @@ def run_md(
     state = init_state(
         model,
         images,
-        temperature_K=temperature_K,
+        temperature_K=p.temperature_K,
         seed=seed,
         replica_ids=ids,
         dtype=dtype,
         device=device,
     )
     dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
-    step_fn = INTEGRATORS[integrator]
-    kwargs: dict = {"dt": dt}
-    if integrator == "langevin":
-        kwargs.update(temperature_K=temperature_K, friction=friction)
-    elif integrator == "nose_hoover":
-        kwargs.update(temperature_K=temperature_K, tdamp=tdamp)
-    elif integrator == "npt_berendsen":
-        npt = dict(
-            taut=taut,
-            pressure_bar=pressure_bar,
-            taup=taup,
-            compressibility=compressibility,
-            anisotropic=anisotropic,
-        )
-        kwargs.update(temperature_K=temperature_K, **npt)
-
+    step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
     settings = {
-        "integrator": integrator,
+        "integrator": p.integrator,
         "dt_fs": dt,
         "steps": steps,
-        "temperature_K": temperature_K,
+        "temperature_K": p.temperature_K,
         "seed": seed,
         "check_every": check_every,
         "record_every": record_every,
-        "friction": friction,
-        "tdamp": tdamp,
+        "friction": p.friction,
+        "tdamp": p.tdamp,
         "detectors": [d.name for d in dets],
     }
-    if integrator == "npt_berendsen":
-        settings.update(npt)
+    if p.integrator_spec.periodic_only:  # the barostat's constants (older checkpoints: same)
+        settings.update(
+            {k: getattr(p, k) for k in p.integrator_spec.params if k != "temperature_K"}
+        )
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
     resuming = bool(checkpoint_every and ckpt and ckpt.exists())
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None

@@ -40,7 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ase_mlff.md.protocol import PROTOCOLS
+
 log = logging.getLogger(__name__)
+
+#: paper 001's aspirin protocol (Langevin, 2 ps⁻¹, 0.5 fs, 500 K): ase_mlff.md.protocol
+ASPIRIN_MD = PROTOCOLS["aspirin_langevin"].integration()
 
 _VARIANTS = [
     {"name": "scratch", "kind": "scratch", "train": {"lr": 1e-3}},
@@ -68,10 +73,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "md": {
                 "steps": 2000,
                 "replicas": 8,
-                "dt": 0.5,
-                "temperature_K": 500.0,
-                "integrator": "langevin",
-                "friction": 0.002,
+                **ASPIRIN_MD,
                 "record_every": 20,
             },
         },
@@ -97,10 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "md": {
                 "steps": 600_000,
                 "replicas": 16,
-                "dt": 0.5,
-                "temperature_K": 500.0,
-                "integrator": "langevin",
-                "friction": 0.002,
+                **ASPIRIN_MD,
                 "record_every": 200,
             },
             "seeds": [0, 1, 2],

@@ -42,6 +42,7 @@ import torch
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.data.splits import shipped_split, start_structures
+from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import learning_curve_figure
@@ -72,7 +73,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 #: paper 001, Methods: Langevin, friction 2 ps⁻¹, 0.5 fs; aspirin at 500 K (paper 003)
-MD_PROTOCOL = {"dt": 0.5, "integrator": "langevin", "temperature_K": 500.0, "friction": 0.002}
+MD_PROTOCOL = PROTOCOLS["aspirin_langevin"].integration()
 
 STRETCH_A = np.linspace(0.6, 4.0, 35)
 ANGLE_DEG = np.linspace(125.0, 15.0, 23)

@@ -57,6 +57,7 @@ import torch
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_DIR
 from ase_mlff.data.splits import held_out_frames
+from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.training.config import TrainConfig
 from ase_mlff.training.trainer import EV_A3_TO_GPA, stress_errors
 
@@ -126,17 +127,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 #: paper 004 Table 1 (silica): 2,000 K, 2 fs; NVT Langevin, NPT Berendsen (ASE-like)
 MD_PROTOCOLS: dict[str, dict[str, Any]] = {
-    "NVT": {"integrator": "langevin", "dt": 2.0, "temperature_K": 2000.0, "friction": 0.01},
-    "NPT": {
-        "integrator": "npt_berendsen",
-        "dt": 2.0,
-        "temperature_K": 2000.0,
-        "taut": 100.0,
-        "pressure_bar": 1.01325,
-        "taup": 1000.0,
-        # silica: bulk modulus ~37 GPa (quartz) -> 1/(3.7e5 bar)
-        "compressibility": 2.7e-6,
-    },
+    "NVT": PROTOCOLS["silica_nvt"].integration(),
+    "NPT": PROTOCOLS["silica_npt"].integration(),
 }
 CHECK_EVERY = 10
 
@@ -399,11 +391,11 @@ def run_md_study(
         n_replicas=len(images),
         out_dir=out_dir,
         md={
+            **MD_PROTOCOLS[ensemble],
             "steps": steps,
             "seed": seed,
             "check_every": CHECK_EVERY,
             "record_every": prof["record_every"],
-            **MD_PROTOCOLS[ensemble],
         },
         detector_factory=partial(materials_detectors, window=max(2, steps // CHECK_EVERY)),
         dtype=prof.get("md_dtype", "float64"),

@@ -36,6 +36,7 @@ import torch
 
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.splits import shipped_split, start_structures
+from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import _plt, learning_curve_figure
@@ -74,7 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-MD_PROTOCOL = {"dt": 0.5, "integrator": "langevin", "temperature_K": 300.0, "friction": 0.002}
+MD_PROTOCOL = PROTOCOLS["water_langevin"].integration()
 PAIRS = [(8, 8), (8, 1), (1, 1)]
 PAIR_NAMES = ["O–O", "O–H", "H–H"]
 #: the RDF detector reads the MD batch's graph, so r_max is at most the model's cutoff

@@ -1,0 +1,128 @@
+"""The MD protocol (ase_mlff.md.protocol): one frozen, checked set of MD settings with the
+project's only defaults, the integrator registry, and the papers' named protocols."""
+
+import dataclasses
+import inspect
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ase_mlff.md import MDParameterError, run_md
+from ase_mlff.md.ase_driver import run_ase_md
+from ase_mlff.md.protocol import INTEGRATORS, PROTOCOLS, MDProtocol, make_protocol
+from tests.test_md_stability import TemplateSprings, _aspirin
+
+torch.set_num_threads(1)
+
+
+def test_defaults_and_immutability():
+    p = MDProtocol(steps=100)
+    assert (p.integrator, p.dt, p.temperature_K, p.friction) == ("langevin", 0.5, 500.0, 0.01)
+    assert (p.tdamp, p.check_every, p.record_every) == (50.0, 10, 20)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.dt = 1.0
+    q = p.replace(dt=1.0, integrator="nve")
+    assert (q.dt, q.integrator, p.dt) == (1.0, "nve", 0.5)
+
+
+@pytest.mark.parametrize(
+    "changes,param,message",
+    [
+        ({"dt": 0.0}, "dt", "dt must be > 0 fs, got 0.0"),
+        ({"integrator": "verlet"}, "integrator", "unknown integrator 'verlet'"),
+        ({"tdmap": 20.0}, "tdmap", "unknown MD protocol field(s) ['tdmap']"),
+        ({"steps": 0}, "steps", "steps must be an integer >= 1, got 0"),
+        ({"temperature_K": -1.0}, "temperature_K", "temperature_K must be >= 0 K"),
+        ({"anisotropic": "yes"}, "anisotropic", "anisotropic must be True or False"),
+    ],
+)
+def test_a_bad_field_is_named_when_the_protocol_is_made(changes, param, message):
+    with pytest.raises(MDParameterError, match=re.escape(message)) as e:
+        MDProtocol(steps=100).replace(**changes)
+    assert e.value.param == param
+    with pytest.raises(MDParameterError, match=re.escape(message)):  # before the model is used
+        run_md(None, [_aspirin()], **{"steps": 100, **changes})
+
+
+def test_the_registry_matches_the_step_functions():
+    """Each integrator's registered fields are keyword arguments of its step function, and a
+    protocol passes exactly dt and those."""
+    for name, spec in INTEGRATORS.items():
+        sig = inspect.signature(spec.step).parameters
+        assert "dt" in sig and all(p in sig for p in spec.params), name
+        p = MDProtocol(steps=10, integrator=name)
+        assert set(p.step_kwargs()) == {"dt", *spec.params}
+        assert p.integration() == {"integrator": name, **p.step_kwargs()}
+    assert INTEGRATORS["npt_berendsen"].periodic_only
+    assert not any(INTEGRATORS[n].periodic_only for n in ("nve", "langevin", "nose_hoover"))
+
+
+def test_make_protocol_from_a_name_a_mapping_or_fields():
+    assert make_protocol("md17_nose_hoover") is PROTOCOLS["md17_nose_hoover"]
+    p = make_protocol("md17_nose_hoover", steps=20)
+    assert (p.steps, p.integrator, p.dt) == (20, "nose_hoover", 0.5)
+    assert make_protocol({"steps": 5, "dt": 1.0}) == MDProtocol(steps=5, dt=1.0)
+    assert make_protocol({"steps": 5}, dt=2.0).dt == 2.0
+    assert make_protocol(None, steps=7) == MDProtocol(steps=7)
+    with pytest.raises(MDParameterError, match="unknown MD protocol 'md18'"):
+        make_protocol("md18")
+    with pytest.raises(MDParameterError, match="protocol must be an MDProtocol"):
+        make_protocol(3)
+
+
+def test_the_papers_protocols():
+    """As the papers state them: paper 003 (MD17) Nosé–Hoover, 500 K, 0.5 fs, 300 ps;
+    paper 001 Langevin 2 ps⁻¹ at 0.5 fs (aspirin 500 K, water 300 K); paper 004 Table 1
+    silica at 2,000 K with 2 fs steps, NVT Langevin and NPT Berendsen."""
+    md17 = PROTOCOLS["md17_nose_hoover"]
+    assert (md17.integrator, md17.temperature_K, md17.dt, md17.steps * md17.dt) == (
+        "nose_hoover",
+        500.0,
+        0.5,
+        300_000.0,
+    )
+    for name, temp in (("aspirin_langevin", 500.0), ("water_langevin", 300.0)):
+        p = PROTOCOLS[name]
+        assert (p.integrator, p.friction, p.dt, p.temperature_K) == ("langevin", 0.002, 0.5, temp)
+    nvt, npt = PROTOCOLS["silica_nvt"], PROTOCOLS["silica_npt"]
+    assert (nvt.integrator, nvt.dt, nvt.temperature_K) == ("langevin", 2.0, 2000.0)
+    assert (npt.integrator, npt.dt, npt.temperature_K) == ("npt_berendsen", 2.0, 2000.0)
+    assert npt.pressure_bar == pytest.approx(1.01325)  # 1 atm
+
+
+def test_run_md_with_a_protocol_equals_run_md_with_its_fields():
+    start = _aspirin()
+    model = TemplateSprings([start], [20.0])
+    p = MDProtocol(steps=40, dt=0.5, integrator="nose_hoover", temperature_K=400.0, tdamp=30.0)
+    a = run_md(model, [start, start.copy()], p, seed=3, detectors=[])
+    b = run_md(
+        model,
+        [start, start.copy()],
+        steps=40,
+        integrator="nose_hoover",
+        temperature_K=400.0,
+        tdamp=30.0,
+        seed=3,
+        detectors=[],
+    )
+    c = run_md(
+        model,
+        [start, start.copy()],
+        "md17_nose_hoover",
+        steps=40,
+        temperature_K=400.0,
+        tdamp=30.0,
+        seed=3,
+        detectors=[],
+    )
+    for other in (b, c):
+        for ra, rb in zip(a.replicas, other.replicas, strict=True):
+            np.testing.assert_array_equal(ra.positions_tn3, rb.positions_tn3)
+    assert a.settings["integrator"] == "nose_hoover" and a.settings["tdamp"] == 30.0
+
+
+def test_the_ase_path_takes_the_same_protocol_but_not_npt():
+    with pytest.raises(MDParameterError, match="unknown integrator 'npt_berendsen' for the ASE"):
+        run_ase_md([_aspirin()], lambda: None, PROTOCOLS["silica_npt"])
