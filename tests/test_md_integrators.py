@@ -174,3 +174,36 @@ def test_replica_streams_depend_only_on_seed_and_replica_id():
 
     one = init_state(FreeParticles(), [Atoms("Ar", positions=[[0, 0, 0]])], temperature_K=0, seed=0)
     assert float(one.n_dof_s[0]) == 1.0 and float(one.temperature()[0]) == 0.0
+
+
+def test_selecting_replicas_slices_every_declared_field():
+    """MDState.select keeps exactly the chosen replicas' atoms in every per-atom field, their
+    entries in every per-replica field (energy, stress, thermostat, random streams), and a
+    batch of those replicas only; a field added to ATOM_FIELDS/SYSTEM_FIELDS follows."""
+    from dataclasses import fields
+
+    from ase_mlff.md.state import ATOM_FIELDS, SYSTEM_FIELDS
+
+    images = [*_aspirins(1), molecule("CH3CH2OH"), molecule("C6H6")]
+    model = ElasticNetwork(images)
+    state = init_state(model, images, temperature_K=300, seed=1)
+    state = nose_hoover_chain_step(state, model, dt=0.5, temperature_K=300)  # a thermostat
+    state.stress_s33 = torch.arange(27, dtype=torch.float64).reshape(3, 3, 3)
+    keep = torch.tensor([True, False, True])
+    sub = state.select(keep)
+    atoms = np.r_[0:21, 30:42]  # aspirin (21) and benzene (12); ethanol (9) dropped
+    for f in ATOM_FIELDS:
+        np.testing.assert_array_equal(getattr(sub, f).numpy(), getattr(state, f)[atoms].numpy())
+    for f in SYSTEM_FIELDS:
+        np.testing.assert_array_equal(getattr(sub, f).numpy(), getattr(state, f)[[0, 2]].numpy())
+    for k, v in state.thermostat.items():
+        np.testing.assert_array_equal(sub.thermostat[k].numpy(), v[[0, 2]].numpy())
+    assert sub.generators == [state.generators[0], state.generators[2]]
+    np.testing.assert_array_equal(sub.batch.pos_nc.numpy(), state.batch.pos_nc[atoms].numpy())
+    assert sub.batch.n_atoms_s.tolist() == [21, 12] and sub.step == state.step
+    assert set(ATOM_FIELDS) | set(SYSTEM_FIELDS) | {
+        "batch",
+        "step",
+        "generators",
+        "thermostat",
+    } == {f.name for f in __import__("dataclasses").fields(type(state))}

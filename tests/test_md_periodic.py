@@ -98,8 +98,6 @@ def test_rdf_detector():
 
 
 def test_lindemann_keeps_working_after_a_replica_is_dropped():
-    from ase_mlff.md.runner import select_replicas
-
     rng = np.random.default_rng(1)
     state = _state([_crystal(3), _crystal(4)])
     lin = LindemannIndex(state, window=10)
@@ -109,7 +107,7 @@ def test_lindemann_keeps_working_after_a_replica_is_dropped():
         lin(_moved(state, base + torch.as_tensor(rng.normal(scale=0.05, size=base.shape))))
     keep = torch.tensor([False, True])
     lin.select(keep, state)
-    state = select_replicas(state, keep)
+    state = state.select(keep)
     base = state.batch.pos_nc.clone()
     flags = None
     for _ in range(5):  # the kept replica now melts; its accumulated half-window carries over

@@ -19,7 +19,7 @@ from ase_mlff.md.integrators import (
     nose_hoover_conserved,
     velocity_verlet_step,
 )
-from ase_mlff.md.runner import INTEGRATORS, MDRun, ReplicaResult, run_md, select_replicas
+from ase_mlff.md.runner import INTEGRATORS, MDRun, ReplicaResult, run_md
 from ase_mlff.md.state import MDState, init_state, make_generators, remove_com_velocity
 from ase_mlff.md.validation import MDParameterError, validate_md_parameters
 
@@ -41,7 +41,6 @@ __all__ = [
     "energy_drift_report",
     "nve_energy_drift",
     "run_md",
-    "select_replicas",
     "init_nose_hoover_chain",
     "init_state",
     "langevin_baoab_step",

@@ -42,21 +42,47 @@ def scatter_max(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
 
 
 class Detector:
+    """A per-replica judgement. A subclass declares its per-replica tensors in
+    ``per_system`` (first dimension = replicas; None allowed) and what it accumulates over a
+    run in ``accumulators``; selecting replicas and saving or restoring a checkpoint are then
+    generic (:meth:`select`, :meth:`state_dict`, :meth:`load_state_dict`)."""
+
     name = "detector"
+    #: attributes indexed by replica, kept in step with the replicas that remain
+    per_system: tuple[str, ...] = ()
+    #: attributes a windowed detector accumulates; saved in the MD checkpoint
+    accumulators: tuple[str, ...] = ()
 
     def __call__(self, state: MDState) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def select(self, keep_s: Tensor, state: MDState) -> None:
         """Drop replicas where ``keep_s`` is False (``state`` is the state before dropping)."""
+        for f in self.per_system:
+            v = getattr(self, f)
+            if v is not None:
+                setattr(self, f, v[keep_s])
 
     def state_dict(self) -> dict:
         """What the detector has accumulated during the run (windowed detectors), saved in
         the MD checkpoint so that a resumed run judges exactly as an uninterrupted one."""
-        return {}
+        return {
+            f: v.detach().cpu() if isinstance(v := getattr(self, f), Tensor) else v
+            for f in self.accumulators
+        }
 
     def load_state_dict(self, data: dict) -> None:
         """Restore :meth:`state_dict` (after the replicas were selected as saved)."""
+        for f in self.accumulators:
+            old, new = getattr(self, f), data[f]
+            if isinstance(old, Tensor):
+                if new.shape != old.shape:
+                    raise ValueError(
+                        f"the saved {self.name} accumulator {f!r} belongs to other replicas "
+                        f"(shape {tuple(new.shape)}, this run {tuple(old.shape)})"
+                    )
+                new = new.to(old)
+            setattr(self, f, new)
 
 
 class NonFinite(Detector):
@@ -95,10 +121,13 @@ class TemperatureBounds(Detector):
 
 
 class _PairDetector(Detector):
-    """Shared bookkeeping of detectors defined on fixed atom pairs of each replica."""
+    """Shared bookkeeping of detectors defined on fixed atom pairs of each replica; per-pair
+    attributes are declared in ``per_pair`` and selected with their replicas."""
 
     pairs_2p: Tensor  # global atom indices in the current batch
     pair_sys_p: Tensor
+    #: attributes indexed by pair (first dimension = pairs)
+    per_pair: tuple[str, ...] = ()
 
     def _distances(self, state: MDState) -> Tensor:
         """(P,) pair distances, the exact minimum image in periodic replicas."""
@@ -116,10 +145,9 @@ class _PairDetector(Detector):
         new_sys = torch.cumsum(keep_s.long(), 0) - 1
         self.pairs_2p = new_index_n[self.pairs_2p[:, keep_p]]
         self.pair_sys_p = new_sys[self.pair_sys_p[keep_p]]
-        self._select_pairs(keep_p, keep_s)
-
-    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
-        pass
+        for f in self.per_pair:
+            setattr(self, f, getattr(self, f)[keep_p])
+        super().select(keep_s, state)
 
 
 class BondLengthDeviation(_PairDetector):
@@ -137,6 +165,7 @@ class BondLengthDeviation(_PairDetector):
     """
 
     name = "bond_length"
+    per_pair = ("b_p",)
 
     def __init__(
         self,
@@ -174,9 +203,6 @@ class BondLengthDeviation(_PairDetector):
     def __call__(self, state: MDState) -> Tensor:
         return self.deviation(state) > self.delta
 
-    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
-        self.b_p = self.b_p[keep_p]
-
 
 class AtomOverlap(Detector):
     """Unstable when two atoms come closer than ``fraction`` × the initial minimum distance.
@@ -186,6 +212,7 @@ class AtomOverlap(Detector):
     """
 
     name = "atom_overlap"
+    per_system = ("threshold_s",)
 
     def __init__(self, state: MDState, fraction: float = 0.5) -> None:
         self.fraction = fraction
@@ -201,9 +228,6 @@ class AtomOverlap(Detector):
 
     def __call__(self, state: MDState) -> Tensor:
         return self.min_distance(state) < self.threshold_s
-
-    def select(self, keep_s: Tensor, state: MDState) -> None:
-        self.threshold_s = self.threshold_s[keep_s]
 
 
 def default_detectors(
@@ -246,6 +270,8 @@ class LindemannIndex(_PairDetector):
     """
 
     name = "lindemann"
+    per_pair = ("s1", "s2")
+    accumulators = ("s1", "s2", "count")
 
     def __init__(
         self, state: MDState, window: int = 50, local: float = 0.25, global_: float = 0.2
@@ -294,19 +320,6 @@ class LindemannIndex(_PairDetector):
         self._reset(state)
         return flags
 
-    def _select_pairs(self, keep_p: Tensor, keep_s: Tensor) -> None:
-        self.s1, self.s2 = self.s1[keep_p], self.s2[keep_p]
-
-    def state_dict(self) -> dict:
-        return {"s1": self.s1.detach().cpu(), "s2": self.s2.detach().cpu(), "count": self.count}
-
-    def load_state_dict(self, data: dict) -> None:
-        if data["s1"].shape != self.s1.shape:
-            raise ValueError("the saved Lindemann accumulators belong to other replicas")
-        self.s1 = data["s1"].to(self.s1)
-        self.s2 = data["s2"].to(self.s2)
-        self.count = int(data["count"])
-
 
 def materials_detectors(references: Sequence[Atoms], state: MDState, window: int = 500) -> list:
     """The materials set of paper 004: atom overlap (stops at once) and the Lindemann
@@ -332,6 +345,8 @@ class RDFDeviation(Detector):
     """
 
     name = "rdf"
+    per_system = ("acc",)
+    accumulators = ("acc", "count")
 
     def __init__(
         self,
@@ -369,13 +384,3 @@ class RDFDeviation(Detector):
         flags = self.deviation(self.acc / self.count) > self.delta
         self.acc, self.count = None, 0
         return flags
-
-    def select(self, keep_s: Tensor, state: MDState) -> None:
-        if self.acc is not None:
-            self.acc = self.acc[keep_s]
-
-    def state_dict(self) -> dict:
-        return {"acc": None if self.acc is None else self.acc.detach().cpu(), "count": self.count}
-
-    def load_state_dict(self, data: dict) -> None:
-        self.acc, self.count = data["acc"], int(data["count"])

@@ -19,7 +19,6 @@ import torch
 from ase import Atoms
 from tqdm import tqdm
 
-from ase_mlff.graph.batch import Batch
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
 from ase_mlff.md.state import MDState, init_state
@@ -27,7 +26,7 @@ from ase_mlff.md.storage import TrajectoryStore, stored_frames
 from ase_mlff.md.validation import validate_md_parameters
 from ase_mlff.models.base import compute_properties
 
-__all__ = ["INTEGRATORS", "MDRun", "ReplicaResult", "run_md", "select_replicas"]
+__all__ = ["INTEGRATORS", "MDRun", "ReplicaResult", "run_md"]
 
 CHECKPOINT = "md_state.pt"
 
@@ -79,7 +78,7 @@ def _load_checkpoint(
         det.select(keep, state0)
     for det, det_state in zip(dets, data.get("detectors", [])):
         det.load_state_dict(det_state)
-    state = select_replicas(state0, keep)
+    state = state0.select(keep)
     dev, dt = state.batch.device, state.batch.dtype
     for g, g_state in zip(state.generators, data["generators"]):
         g.set_state(g_state)
@@ -96,34 +95,6 @@ def _load_checkpoint(
         thermostat={k: v.to(dev) for k, v in data["thermostat"].items()},
     )
     return state, list(data["active"]), stopped
-
-
-def select_replicas(state: MDState, keep_s: torch.Tensor) -> MDState:
-    """The state restricted to the replicas where ``keep_s`` is True."""
-    b = state.batch
-    keep_n = keep_s[b.system_n]
-    batch = Batch.from_arrays(
-        b.numbers_n[keep_n],
-        b.pos_nc[keep_n],
-        b.n_atoms_s[keep_s],
-        b.cell_s33[keep_s],
-        b.pbc_s3[keep_s],
-        cutoff=b.cutoff,
-        dtype=b.dtype,
-        device=b.device,
-    )
-    keep_list = keep_s.tolist()
-    return replace(
-        state,
-        batch=batch,
-        vel_nc=state.vel_nc[keep_n],
-        mass_n=state.mass_n[keep_n],
-        forces_nc=state.forces_nc[keep_n],
-        energy_s=state.energy_s[keep_s],
-        generators=[g for g, k in zip(state.generators, keep_list) if k],
-        thermostat={k: v[keep_s] for k, v in state.thermostat.items()},
-        stress_s33=None if state.stress_s33 is None else state.stress_s33[keep_s],
-    )
 
 
 @dataclass
@@ -326,7 +297,7 @@ def run_md(
                     det.select(keep, state)
                 active = [r for r, k in zip(active, keep.tolist()) if k]
                 if active:
-                    state = select_replicas(state, keep)
+                    state = state.select(keep)
             if checkpoint_every and (state.step % checkpoint_every == 0 or not active):
                 _save_checkpoint(ckpt, state, active, stopped, settings, dets)
     if checkpoint_every and active:

@@ -18,10 +18,18 @@ from torch import Tensor
 from ase_mlff.graph.batch import Batch
 from ase_mlff.models.base import compute_properties, scatter_sum
 
+#: the :class:`MDState` fields indexed by atom (first dimension = atoms of the batch)
+ATOM_FIELDS = ("vel_nc", "mass_n", "forces_nc")
+#: the fields indexed by replica (first dimension = replicas; None allowed); the
+#: ``generators`` list and every ``thermostat`` tensor are per replica as well
+SYSTEM_FIELDS = ("energy_s", "stress_s33")
+
 
 @dataclass
 class MDState:
-    """Positions live in ``batch``; everything else is per atom (n) or per replica (s).
+    """Positions live in ``batch``; everything else is per atom (n) or per replica (s), as
+    declared in :data:`ATOM_FIELDS` and :data:`SYSTEM_FIELDS`, so that :meth:`select` (and
+    anything else that slices replicas) is generic over the fields.
 
     Attributes:
         batch: the replicas as one :class:`~ase_mlff.graph.Batch` (positions, graph).
@@ -62,6 +70,34 @@ class MDState:
     def temperature(self) -> Tensor:
         """(S,) instantaneous temperatures, K."""
         return 2.0 * self.kinetic_energy() / (self.n_dof_s * units.kB)
+
+    def select(self, keep_s: Tensor) -> MDState:
+        """The state of the replicas where ``keep_s`` (S,) is True, every declared field
+        sliced (the batch and its graph rebuilt for the kept replicas)."""
+        b = self.batch
+        keep_n = keep_s[b.system_n]
+        batch = Batch.from_arrays(
+            b.numbers_n[keep_n],
+            b.pos_nc[keep_n],
+            b.n_atoms_s[keep_s],
+            b.cell_s33[keep_s],
+            b.pbc_s3[keep_s],
+            cutoff=b.cutoff,
+            dtype=b.dtype,
+            device=b.device,
+        )
+        changes = {f: getattr(self, f)[keep_n] for f in ATOM_FIELDS}
+        for f in SYSTEM_FIELDS:
+            v = getattr(self, f)
+            changes[f] = None if v is None else v[keep_s]
+        keep_list = keep_s.tolist()
+        return replace(
+            self,
+            batch=batch,
+            generators=[g for g, k in zip(self.generators, keep_list) if k],
+            thermostat={k: v[keep_s] for k, v in self.thermostat.items()},
+            **changes,
+        )
 
 
 def remove_com_velocity(vel_nc: Tensor, mass_n: Tensor, system_n: Tensor, n_sys: int) -> Tensor:
