@@ -86,7 +86,7 @@ def build_run(
     :func:`ase_mlff.training.finetune.run_stage`). ``info["refit_atomref"]`` tells the
     :class:`~ase_mlff.training.trainer.Trainer` whether to fit the reference energies.
     """
-    from ase_mlff.models import build_model, load_model
+    from ase_mlff.models import build_model
 
     if (train is None) != (val is None):
         raise ValueError("give both train and val, or neither (then cfg.data is used)")
@@ -112,20 +112,12 @@ def build_run(
     model = build_model({"species": species, **cfg.model})
     info["refit_atomref"] = True
     if init_from is not None:
-        from ase_mlff.training.finetune import refit_reference_energies
+        from ase_mlff.training.finetune import start_from_checkpoint
 
         dtype = DTYPES[cfg.train.dtype]
-        pre, _ = load_model(init_from, device=cfg.train.device, dtype=dtype)
-        if type(pre) is not type(model) or pre.config != model.config:
-            raise ValueError(
-                f"the checkpoint {init_from} holds a different model ({pre.config}) than the "
-                f"configured one ({model.config}); starting from it needs the same architecture"
-            )
-        model.load_state_dict(pre.state_dict())
-        model.to(device=cfg.train.device, dtype=dtype)
-        stats = refit_reference_energies(model, train, device=cfg.train.device, dtype=dtype)
-        info["init_from"] = str(init_from)
-        info.update({f"refit_{k}": v for k, v in stats.items()})
+        info.update(
+            start_from_checkpoint(model, init_from, train, device=cfg.train.device, dtype=dtype)
+        )
         info["refit_atomref"] = False
     return model, train, val, info
 

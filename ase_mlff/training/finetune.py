@@ -86,6 +86,30 @@ def refit_reference_energies(
     return stats
 
 
+def start_from_checkpoint(
+    model: torch.nn.Module,
+    checkpoint: str | Path,
+    train,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> dict[str, Any]:
+    """Load the weights of ``checkpoint`` into ``model`` (same architecture and config, or a
+    ValueError naming both) and refit its per-element reference energies on ``train`` (see
+    the module doc). Returns the refit statistics (``refit_*``) and ``init_from``; the
+    trainer must then not fit the reference energies again (``refit_atomref=False``)."""
+    pre, _ = load_model(checkpoint, device=device, dtype=dtype)
+    if type(pre) is not type(model) or pre.config != model.config:
+        raise ValueError(
+            f"the checkpoint {checkpoint} holds a different model ({pre.config}) than the "
+            f"one to train ({model.config}); starting from it needs the same architecture"
+        )
+    model.load_state_dict(pre.state_dict())
+    model.to(device=device, dtype=dtype)
+    stats = refit_reference_energies(model, train, device=device, dtype=dtype)
+    return {**{f"refit_{k}": v for k, v in stats.items()}, "init_from": str(checkpoint)}
+
+
 @dataclass
 class StageResult:
     """One finished stage: the trainer's result, or a summary re-read from disk."""
@@ -145,21 +169,7 @@ def run_stage(
     extra: dict[str, Any] = {}
     refit = True
     if init_from is not None:
-        pre, _ = load_model(init_from, device=cfg.device, dtype=dtype)
-        if type(pre) is not type(model) or pre.config != model.config:
-            raise ValueError(
-                f"the checkpoint {init_from} holds a different model ({pre.config}) than the "
-                f"one to fine-tune ({model.config}); fine-tuning needs the same architecture"
-            )
-        model.load_state_dict(pre.state_dict())
-        model.to(device=cfg.device, dtype=dtype)
-        extra = {
-            f"refit_{k}": v
-            for k, v in refit_reference_energies(
-                model, train, device=cfg.device, dtype=dtype
-            ).items()
-        }
-        extra["init_from"] = str(init_from)
+        extra = start_from_checkpoint(model, init_from, train, device=cfg.device, dtype=dtype)
         refit = False
     trainer = Trainer(
         model,
