@@ -229,3 +229,21 @@ def test_the_shipped_split_rule_holds_out_whole_trajectories():
     assert held_out_frames("mine", ds) is None
     other = shipped_split("mine", ds, 50, 10, seed=3)
     assert len(other.test) == len(ds) - 60 and set(traj[other.test]) != {4}
+
+
+def test_pretraining_holdout_is_five_percent_seeded_and_disjoint():
+    from ase_mlff.data.splits import holdout_split
+
+    ds = load_dataset("aspirin")[np.arange(101)]
+    ds.extra_s["frame"] = np.arange(101)
+    train, val = holdout_split(ds, seed=4)
+    assert (len(train), len(val)) == (96, 5)  # 101 // 20 = 5
+    t, v = train.extra_s["frame"], val.extra_s["frame"]
+    assert sorted(np.concatenate([t, v]).tolist()) == list(range(101))
+    order = np.random.default_rng(4).permutation(101)
+    np.testing.assert_array_equal(v, order[:5])  # the permutation's first 5 % are held out
+    st, sv = holdout_split(ds, seed=4, sort=True)
+    np.testing.assert_array_equal(sv.extra_s["frame"], np.sort(v))
+    np.testing.assert_array_equal(st.extra_s["frame"], np.sort(t))
+    assert len(holdout_split(ds[np.arange(10)], seed=0)[1]) == 1  # at least one frame
+    assert not np.array_equal(holdout_split(ds, seed=5)[1].extra_s["frame"], v)

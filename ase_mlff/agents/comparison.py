@@ -199,16 +199,15 @@ def train_variant(
         stages = {"train": res}
     elif v.kind == "pretrained":
         from ase_mlff.data import load_dataset
+        from ase_mlff.data.splits import holdout_split
 
-        pt = load_dataset(v.pretrain_data)
-        order = np.random.default_rng(seed).permutation(len(pt))
-        n_val = max(1, len(pt) // 20)
+        pt_train, pt_val = holdout_split(load_dataset(v.pretrain_data), seed)
         pcfg = TrainConfig(**{**spec.train, **v.pretrain, "seed": seed})
         _, pre = run_stage(
             "pretrain",
             build_model(model_cfg),
-            pt[order[n_val:]],
-            pt[order[:n_val]],
+            pt_train,
+            pt_val,
             pcfg,
             out / "pretrain",
         )

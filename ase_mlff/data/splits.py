@@ -81,6 +81,18 @@ def split_dataset(ds, cfg: Any) -> Split:
     raise ValueError(f"unknown split {cfg.split!r}: use 'random' or 'trajectory'")
 
 
+def holdout_split(ds, seed: int = 0, *, sort: bool = False) -> tuple:
+    """``(train, val)`` of a pre-training set: a seeded random 5 % (at least one frame) held
+    out for validation, the rest for training. ``sort`` keeps each part in the set's frame
+    order (otherwise in the permutation's order)."""
+    order = np.random.default_rng(seed).permutation(len(ds))
+    n_val = max(1, len(ds) // 20)
+    train, val = order[n_val:], order[:n_val]
+    if sort:
+        train, val = np.sort(train), np.sort(val)
+    return ds[train], ds[val]
+
+
 def held_out_frames(name: str, ds) -> np.ndarray | None:
     """Indices of the held-out (test) frames of the shipped set ``name``: the frames of its
     test trajectories; None for a set without a shipped trajectory split."""

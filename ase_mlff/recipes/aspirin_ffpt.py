@@ -41,7 +41,7 @@ import torch
 
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DIR
-from ase_mlff.data.splits import shipped_split, start_structures
+from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
 from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
 from ase_mlff.metrics.errors import error_metrics
@@ -208,10 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gaff_err = error_metrics(p_gaff["energy"], p_gaff["forces"], test)
         parent.log_metrics({f"gaff_test_{k}": v for k, v in gaff_err.items()})
         results["gaff_test"] = gaff_err
-        rng = np.random.default_rng(a.seed)
-        order = rng.permutation(len(pt_data))
-        n_pt_val = max(1, len(pt_data) // 20)
-        pt_train, pt_val = pt_data[order[n_pt_val:]], pt_data[order[:n_pt_val]]
+        pt_train, pt_val = holdout_split(pt_data, a.seed)
 
         # ---------------------------------------------------------- 2-3. the variants
         v = train_variants(model_cfg, (pt_train, pt_val), (train, val), cfgs, out, tracker, parent)

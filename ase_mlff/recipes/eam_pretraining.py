@@ -56,7 +56,7 @@ import torch
 
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DATASETS, SHIPPED_DIR
-from ase_mlff.data.splits import held_out_frames
+from ase_mlff.data.splits import held_out_frames, holdout_split
 from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.training.config import TrainConfig
 from ase_mlff.training.trainer import EV_A3_TO_GPA, stress_errors
@@ -233,13 +233,12 @@ def _train_variant(
         hist, best = {kind: res.history}, res.best_dir
     elif kind == "eam_pretrained":
         pre_data = Dataset.load_npz(paths["pretrain"])
-        order = np.random.default_rng(0).permutation(len(pre_data))
-        n_v = max(1, len(pre_data) // 20)
+        pre_train, pre_val = holdout_split(pre_data, 0, sort=True)
         _, pre = run_stage(
             "pretrain",
             build_model(model_cfg),
-            pre_data[np.sort(order[n_v:])],
-            pre_data[np.sort(order[:n_v])],
+            pre_train,
+            pre_val,
             TrainConfig(**cfgs["pretrain"]),
             out_dir / "pretrain",
         )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ase_mlff.data import Dataset, load_dataset
-from ase_mlff.data.splits import shipped_split, start_structures
+from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
 from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics
@@ -201,11 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             pt_data.save_npz(path)
         parent.log_dict(pt_data.provenance, "pretrain_data_provenance.json")
-        order = np.random.default_rng(a.seed).permutation(len(pt_data))
-        n_pt_val = max(1, len(pt_data) // 20)
         v = train_variants(
             model_cfg,
-            (pt_data[order[n_pt_val:]], pt_data[order[:n_pt_val]]),
+            holdout_split(pt_data, a.seed),
             (train, val),
             cfgs,
             out,
