@@ -98,34 +98,16 @@ def iter_predictions(
 
 
 def predict(
-    model: torch.nn.Module,
-    dataset,
-    *,
-    stress: bool = False,
-    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float64",
-    batch_size: int | None = None,
-    desc: str | None = None,
+    model: torch.nn.Module, dataset, *, stress: bool = False, **options: Any
 ) -> dict[str, np.ndarray]:
     """``energy`` (S,) eV, ``forces`` (N, 3) eV/Å and with ``stress`` (S, 3, 3) eV/Å³ for
-    every frame of ``dataset``, float64 (see :func:`iter_predictions`; ``batch_size``
-    frames per call instead of ``chunk_atoms`` atoms when given)."""
+    every frame of ``dataset``, float64. ``options`` are :func:`iter_predictions`'
+    (``chunk_atoms``, or ``batch_size`` frames per call; ``device``, ``dtype``, ``desc``)."""
     energy = np.empty(len(dataset))
     forces = np.empty((int(np.sum(dataset.n_atoms_s)), 3))
     stress_s33 = np.empty((len(dataset), 3, 3)) if stress else None
     ptr = dataset.ptr_s
-    it = iter_predictions(
-        model,
-        dataset,
-        stress=stress,
-        chunk_atoms=chunk_atoms,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        desc=desc,
-    )
-    for lo, hi, out in it:
+    for lo, hi, out in iter_predictions(model, dataset, stress=stress, **options):
         energy[lo:hi] = out["energy"]
         forces[ptr[lo] : ptr[hi]] = out["forces"]
         if stress:
@@ -158,31 +140,18 @@ class _Frames:
 
 
 def predict_frames(
-    model: torch.nn.Module,
-    atoms,
-    positions_snc: np.ndarray,
-    *,
-    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float64",
-    desc: str | None = None,
+    model: torch.nn.Module, atoms, positions_snc: np.ndarray, **options: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Energies (S,) eV and forces (S, N, 3) eV/Å of frames of one system (``atoms``'
-    numbers, cell and pbc) at the positions ``positions_snc`` (S, N, 3)."""
+    numbers, cell and pbc) at the positions ``positions_snc`` (S, N, 3); ``options`` as
+    :func:`predict`'s."""
     positions_snc = np.asarray(positions_snc, dtype=np.float64)
     if positions_snc.ndim != 3 or positions_snc.shape[1:] != (len(atoms), 3):
         raise ValueError(
             f"positions must be (frames, {len(atoms)}, 3) for this system, "
             f"got {positions_snc.shape}"
         )
-    p = predict(
-        model,
-        _Frames(atoms, positions_snc),
-        chunk_atoms=chunk_atoms,
-        device=device,
-        dtype=dtype,
-        desc=desc,
-    )
+    p = predict(model, _Frames(atoms, positions_snc), **options)
     return p["energy"], p["forces"].reshape(positions_snc.shape)
 
 
@@ -191,28 +160,18 @@ def label_dataset(
     dataset,
     *,
     stress: bool | None = None,
-    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float64",
     desc: str | None = "labelling",
+    **options: Any,
 ):
     """A copy of ``dataset`` whose energies, forces (and stress) are ``potential``'s.
 
-    ``stress=None`` computes the stress when every frame is periodic in 3-D. Everything
-    else (positions, cells, weights, config types, extra arrays) is kept;
-    ``provenance["labels"]`` names the potential and the time it took."""
+    ``stress=None`` computes the stress when every frame is periodic in 3-D; ``options``
+    as :func:`predict`'s. Everything else (positions, cells, weights, config types, extra
+    arrays) is kept; ``provenance["labels"]`` names the potential and the time it took."""
     if stress is None:
         stress = bool(dataset.pbc_s3.all())
     t0 = time.perf_counter()
-    p = predict(
-        potential,
-        dataset,
-        stress=stress,
-        chunk_atoms=chunk_atoms,
-        device=device,
-        dtype=dtype,
-        desc=desc,
-    )
+    p = predict(potential, dataset, stress=stress, desc=desc, **options)
     labelled = dataset.subset(np.arange(len(dataset)))
     labelled.energy_s, labelled.forces_nc = p["energy"], p["forces"]
     labelled.stress_s33 = p.get("stress")

@@ -117,8 +117,7 @@ def perturbed_dataset(
     (not in the paper). Pulls of up to 2 × d_pull move bonded atoms through each other,
     and an EAM's Morse wall then gives forces of 10⁴-10⁵ eV/Å (silica, Table A.1 row:
     measured); ``provenance["dropped_frames"]`` counts what was dropped."""
-    images = perturbed_structures(
-        dataset.to_atoms_list(with_labels=False),
+    settings = dict(
         n_aug=n_aug,
         n_pairs=n_pairs,
         d_pull_max=d_pull_max,
@@ -126,20 +125,14 @@ def perturbed_dataset(
         d_pert_max=d_pert_max,
         seed=seed,
     )
+    images = perturbed_structures(dataset.to_atoms_list(with_labels=False), **settings)
     for a in images:
         a.info["config_type"] = "perturbed"
     ds = Dataset.from_atoms(
         images,
         provenance={
             "sampling": "two-step perturbation, paper 004 Algorithm 1",
-            "settings": dict(
-                n_aug=n_aug,
-                n_pairs=n_pairs,
-                d_pull_max=d_pull_max,
-                n_sites=n_sites,
-                d_pert_max=d_pert_max,
-                seed=seed,
-            ),
+            "settings": settings,
             "n_source_frames": len(dataset),
         },
     )
