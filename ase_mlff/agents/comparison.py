@@ -429,12 +429,6 @@ class ComparisonAgent:
         import ase.io
 
         from ase_mlff.agents.study import run_stability_study
-        from ase_mlff.metrics.stability import (
-            kaplan_meier,
-            pairwise_logrank,
-            survival_curve,
-            t_inst_summary,
-        )
         from ase_mlff.metrics.trajectory import load_study
 
         s = self.spec
@@ -448,8 +442,7 @@ class ComparisonAgent:
         md.update({k: v for k, v in s.md.items() if k != "replicas"})
         study_dir = self.out / "stability"
         models = [checkpoints[k] for k in checkpoints]
-        rows = _read_study(study_dir, models)
-        if rows is None:
+        if _read_study(study_dir, models) is None:  # not run yet, or other models
             starts = ase.io.read(self.out / "data" / "starts.extxyz", ":")
             run_stability_study(
                 models,
@@ -460,28 +453,26 @@ class ComparisonAgent:
                 dtype=self.dtype,
                 device=self.device,
             )
-            rows = _read_study(study_dir, models)
-        total_fs = json.loads((study_dir / "summary.json").read_text())["total_fs"]
+        from ase_mlff.agents.study import load_study_result, model_dirs
+
+        res = load_study_result(study_dir, models)
         trajs = load_study(study_dir)
         out = {}
-        from ase_mlff.agents.study import model_dirs
-
         dirs = model_dirs(models)
+        label_of = {ckpt: label for label, ckpt in checkpoints.items()}
         for label, ckpt in checkpoints.items():
-            mine = [r for r in rows if r["model"] == ckpt]
+            mine = [r for r in res.rows if r["model"] == ckpt]
             t = np.array([r["t_inst_fs"] for r in mine], float)
             stable = np.array([r["stable"] for r in mine], bool)
             out[label] = {
-                "summary": t_inst_summary(t, stable, total_fs),
-                "km": kaplan_meier(t, stable, total_fs),
-                "curve": survival_curve(t, stable, total_fs),
-                "t_inst": np.where(stable, total_fs, t),
+                "summary": res.summaries[ckpt],
+                "km": res.km[ckpt],
+                "curve": res.curves[ckpt],
+                "t_inst": np.where(stable, res.total_fs, t),
                 "stable": stable,
                 "trajectories": trajs.get(dirs[ckpt], []),
             }
-        self.logrank = pairwise_logrank(
-            {label: (v["t_inst"], v["stable"]) for label, v in out.items()}, total_fs
-        )
+        self.logrank = [{**r, "a": label_of[r["a"]], "b": label_of[r["b"]]} for r in res.logrank]
         return out
 
     def run(self) -> ComparisonResult:

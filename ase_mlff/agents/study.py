@@ -16,6 +16,7 @@ stream ``(seed, k)``, so starts × seeds are all covered.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import numbers
 import os
@@ -285,6 +286,16 @@ def read_t_inst(out_dir: str | Path) -> list[dict[str, Any]]:
         r["t_inst_fs"] = float(t) if t not in ("", "None") else float("nan")
         r["stable"] = r["stable"] in ("True", "true", "1")
     return rows
+
+
+def load_study_result(out_dir: str | Path, models: Sequence[str] | None = None) -> StudyResult:
+    """A finished study read back from ``out_dir`` (``t_inst.csv`` and the run length in
+    ``summary.json``) with its survival statistics (:func:`summarize_study`): the one way
+    the comparison agent and the evaluation report read a study."""
+    out = Path(out_dir)
+    rows = read_t_inst(out)
+    total_fs = float(json.loads((out / "summary.json").read_text())["total_fs"])
+    return summarize_study(StudyResult(rows=rows, total_fs=total_fs, out_dir=out), models)
 
 
 def summarize_study(result: StudyResult, models: Sequence[str] | None = None) -> StudyResult:

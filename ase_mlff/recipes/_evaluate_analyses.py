@@ -294,19 +294,18 @@ def stability_report(
     force metrics."""
     import json
 
-    from ase_mlff.agents.study import model_dirs
+    from ase_mlff.agents.study import load_study_result, model_dirs
     from ase_mlff.metrics import trajectory as tj
     from ase_mlff.metrics.plots import force_vs_stability_figure, survival_figure
     from ase_mlff.metrics.stability import (
         force_vs_stability,
         force_vs_stability_table,
-        kaplan_meier,
-        t_inst_summary,
     )
 
     summary = json.loads((Path(stability_dir) / "summary.json").read_text())
-    total_fs = float(summary["total_fs"])
     study = study_rows(stability_dir, specs, model_dirs(specs))
+    result = load_study_result(stability_dir)
+    total_fs = result.total_fs
     trajs = tj.load_study(stability_dir, models=[s["dir"] for s in study.values()])
     periodic = bool(np.any(test.pbc_s3))
     ref_pos = _frames(test) if test.same_molecule() else None
@@ -323,8 +322,8 @@ def stability_report(
         rows = info["rows"]
         t = np.array([r["t_inst_fs"] for r in rows], float)
         stable = np.array([r["stable"] for r in rows], bool)
-        m: dict[str, Any] = t_inst_summary(t, stable, total_fs)
-        curves[name] = kaplan_meier(t, stable, total_fs)
+        m: dict[str, Any] = dict(result.summaries[rows[0]["model"]])
+        curves[name] = result.km[rows[0]["model"]]
         t_by_model[name] = np.where(stable, total_fs, t)
         runs = trajs.get(info["dir"], [])
         by_model_traj[name] = runs
