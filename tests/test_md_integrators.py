@@ -174,6 +174,9 @@ def test_replica_streams_depend_only_on_seed_and_replica_id():
 
     one = init_state(FreeParticles(), [Atoms("Ar", positions=[[0, 0, 0]])], temperature_K=0, seed=0)
     assert float(one.n_dof_s[0]) == 1.0 and float(one.temperature()[0]) == 0.0
+    # a cold start is still exactly at its temperature (no threshold below which it is 0 K)
+    cold = init_state(model, images, temperature_K=0.5, seed=5)
+    np.testing.assert_allclose(cold.temperature().numpy(), 0.5, rtol=1e-10)
 
 
 def test_selecting_replicas_slices_every_declared_field():

@@ -246,3 +246,37 @@ def test_quartz_matches_ase_nptberendsen(silica_model, anisotropic, every):
     if anisotropic:  # the three cell vectors were scaled by different factors
         ratio = np.linalg.norm(atoms.cell[:], axis=1) / np.linalg.norm(start.cell[:], axis=1)
         assert np.ptp(ratio) > 1e-4
+
+
+def test_instantaneous_pressure_and_berendsen_factors_against_ase(model):
+    """The pressure of replicas with velocities is ASE's -tr(σ)/3 with the ideal-gas term
+    (``get_stress(include_ideal_gas=True)``), in bar; the Berendsen velocity factors are
+    √(1 + (T₀/T − 1) dt/τ_T) clipped to [0.9, 1.1] as in ASE, for a cold and a hot replica;
+    a state without stress is refused by name."""
+    from ase_mlff.md.integrators import berendsen_velocity_scale, instantaneous_stress
+
+    starts = [_cu(0.97), _cu(1.03, seed=1), _cu(1.0, seed=2)]
+    state = init_state(model, starts, temperature_K=600.0, seed=4)
+    with pytest.raises(ValueError, match=r"^the state carries no stress \(start NPT with"):
+        instantaneous_stress(state)
+    kw = dict(dt=1.0, temperature_K=600.0, taut=100.0, taup=1e9, compressibility=0.0)
+    state = npt_berendsen_step(state, model, **kw)
+    p = instantaneous_pressure_bar(state).numpy()
+    for k, a in enumerate(starts):
+        a = a.copy()
+        n = len(a)
+        a.positions = state.batch.pos_nc[k * n : (k + 1) * n].numpy()
+        a.set_cell(state.batch.cell_s33[k].numpy())
+        a.set_velocities(state.vel_nc[k * n : (k + 1) * n].numpy())
+        a.calc = MLFFCalculator(model)
+        ase_p = -np.trace(a.get_stress(voigt=False, include_ideal_gas=True)) / 3 / units.bar
+        assert p[k] == pytest.approx(ase_p, rel=1e-9)
+    assert p[0] > 0 > p[1]  # compressed and stretched copper
+    scale = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    scale[0], scale[1] = (1.0 / 600.0) ** 0.5, (1e4 / 600.0) ** 0.5  # 1 K, 10,000 K, 600 K
+    state.vel_nc = state.vel_nc * scale[state.batch.system_n][:, None]
+    lam = berendsen_velocity_scale(state, dt=1.0, temperature_K=600.0, taut=2.0).numpy()
+    t = state.temperature().numpy()
+    raw = np.sqrt(1 + (600.0 / t - 1) * 1.0 / 2.0)
+    np.testing.assert_allclose(lam, np.clip(raw, 0.9, 1.1), rtol=1e-12)
+    assert lam[0] == 1.1 and lam[1] == 0.9 and 0.9 < lam[2] < 1.1  # both bounds reached

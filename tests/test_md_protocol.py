@@ -12,15 +12,37 @@ import torch
 from ase_mlff.md import MDParameterError, run_md
 from ase_mlff.md.ase_driver import run_ase_md
 from ase_mlff.md.protocol import INTEGRATORS, PROTOCOLS, MDProtocol, make_protocol
+from ase_mlff.md.state import init_state
 from tests.test_md_stability import TemplateSprings, _aspirin
 
 torch.set_num_threads(1)
 
 
 def test_defaults_and_immutability():
+    """The documented defaults (docs/md.md), and the step functions' keyword defaults are
+    the protocol's: one set of MD defaults."""
+    from ase_mlff.md.integrators import init_nose_hoover_chain
+
     p = MDProtocol(steps=100)
     assert (p.integrator, p.dt, p.temperature_K, p.friction) == ("langevin", 0.5, 500.0, 0.01)
     assert (p.tdamp, p.check_every, p.record_every) == (50.0, 10, 20)
+    assert (p.taut, p.pressure_bar, p.taup, p.compressibility, p.anisotropic) == (
+        500.0,
+        0.0,
+        1000.0,
+        4.57e-5,
+        False,
+    )
+    for spec in INTEGRATORS.values():
+        sig = inspect.signature(spec.step).parameters
+        for name in spec.params:
+            if sig[name].default is not inspect.Parameter.empty:
+                assert sig[name].default == getattr(p, name), (spec.name, name)
+    assert inspect.signature(init_nose_hoover_chain).parameters["tdamp"].default == p.tdamp
+    start = _aspirin()
+    state = init_state(TemplateSprings([start], [20.0]), [start], temperature_K=300, seed=0)
+    chain = init_nose_hoover_chain(state, temperature_K=300.0).thermostat
+    assert chain["v_xi"].shape == (1, 3)  # a chain of three links by default
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.dt = 1.0
     q = p.replace(dt=1.0, integrator="nve")

@@ -29,6 +29,17 @@ from torch import Tensor
 from ase_mlff.md.state import MDState, randn_per_replica, remove_com_velocity
 from ase_mlff.models.base import compute_properties
 
+#: The MD defaults, defined once: the step functions' keyword defaults and the fields of
+#: :class:`~ase_mlff.md.protocol.MDProtocol` are these names.
+FRICTION = 0.01  # fs⁻¹, the papers' Langevin friction (paper 001 uses 2 ps⁻¹ = 0.002)
+TDAMP = 50.0  # fs, Nosé–Hoover chain time constant τ
+CHAIN_LENGTH = 3  # Nosé–Hoover chain links
+TAUT = 500.0  # fs, Berendsen thermostat time τ_T (ASE's NPTBerendsen example)
+PRESSURE_BAR = 0.0  # bar, Berendsen target pressure P₀
+TAUP = 1000.0  # fs, Berendsen barostat time τ_P
+COMPRESSIBILITY = 4.57e-5  # bar⁻¹, water's (ASE's NPTBerendsen default)
+ANISOTROPIC = False  # isotropic cell scaling
+
 
 def _forces(
     state: MDState, model: torch.nn.Module, pos_nc: Tensor, cell_s33: Tensor | None = None
@@ -66,7 +77,7 @@ def langevin_baoab_step(
     *,
     dt: float,
     temperature_K: float,
-    friction: float = 0.01,
+    friction: float = FRICTION,
 ) -> MDState:
     """One Langevin step, B A O A B; ``friction`` γ in fs⁻¹.
 
@@ -121,7 +132,7 @@ def _nhc_half_step(state: MDState, h: float, kT: float) -> MDState:
 
 
 def init_nose_hoover_chain(
-    state: MDState, *, temperature_K: float, tdamp: float = 50.0, chain_length: int = 3
+    state: MDState, *, temperature_K: float, tdamp: float = TDAMP, chain_length: int = CHAIN_LENGTH
 ) -> MDState:
     """Chain variables: Q₁ = N_f k_B T τ², Q_k = k_B T τ² (τ = ``tdamp`` fs)."""
     kT = units.kB * temperature_K
@@ -141,8 +152,8 @@ def nose_hoover_chain_step(
     *,
     dt: float,
     temperature_K: float,
-    tdamp: float = 50.0,
-    chain_length: int = 3,
+    tdamp: float = TDAMP,
+    chain_length: int = CHAIN_LENGTH,
 ) -> MDState:
     """One NHC step: chain half step, velocity Verlet, chain half step.
 
@@ -209,11 +220,11 @@ def npt_berendsen_step(
     *,
     dt: float,
     temperature_K: float,
-    taut: float = 500.0,
-    pressure_bar: float = 0.0,
-    taup: float = 1000.0,
-    compressibility: float = 4.57e-5,
-    anisotropic: bool = False,
+    taut: float = TAUT,
+    pressure_bar: float = PRESSURE_BAR,
+    taup: float = TAUP,
+    compressibility: float = COMPRESSIBILITY,
+    anisotropic: bool = ANISOTROPIC,
     barostat_every: int = 1,
 ) -> MDState:
     """One Berendsen NPT step over all replicas, each with its own cell.

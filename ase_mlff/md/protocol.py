@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as _replace
 from typing import Any
 
+from ase_mlff.md import integrators
 from ase_mlff.md.integrators import (
     langevin_baoab_step,
     nose_hoover_chain_step,
@@ -67,21 +68,23 @@ class MDProtocol:
 
     The field defaults are the project's only MD defaults: Langevin BAOAB at 500 K and
     0.5 fs with γ = 0.01 fs⁻¹ (the papers' friction), the Nosé–Hoover chain with τ = 50 fs,
-    Berendsen NPT with ASE's constants. Fields an integrator does not use are kept (and
-    recorded) but have no effect: :meth:`step_kwargs` passes the used ones only.
+    Berendsen NPT with ASE's constants (the constants are named in
+    :mod:`ase_mlff.md.integrators`, whose step functions take the same defaults). Fields
+    an integrator does not use are kept (and recorded) but have no effect:
+    :meth:`step_kwargs` passes the used ones only.
     """
 
     steps: int
     dt: float = 0.5
     integrator: str = "langevin"
     temperature_K: float = 500.0
-    friction: float = 0.01
-    tdamp: float = 50.0
-    taut: float = 500.0
-    pressure_bar: float = 0.0
-    taup: float = 1000.0
-    compressibility: float = 4.57e-5
-    anisotropic: bool = False
+    friction: float = integrators.FRICTION
+    tdamp: float = integrators.TDAMP
+    taut: float = integrators.TAUT
+    pressure_bar: float = integrators.PRESSURE_BAR
+    taup: float = integrators.TAUP
+    compressibility: float = integrators.COMPRESSIBILITY
+    anisotropic: bool = integrators.ANISOTROPIC
     check_every: int = 10
     record_every: int = 20
 

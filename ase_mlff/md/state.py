@@ -108,7 +108,7 @@ def remove_com_velocity(vel_nc: Tensor, mass_n: Tensor, system_n: Tensor, n_sys:
 
 
 def make_generators(
-    seed: int, replica_ids: Sequence[int], device: torch.device | str = "cpu"
+    seed: int, replica_ids: Sequence[int], device: torch.device | str
 ) -> list[torch.Generator]:
     """One generator per replica; replica r's stream depends only on (seed, r).
 
