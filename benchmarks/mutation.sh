@@ -47,6 +47,14 @@ declare -A COVERAGE=([ase_mlff/training/trainer.py]=1)
 ORDER=(ase_mlff/md/integrators.py ase_mlff/md/state.py ase_mlff/training/sam.py
        ase_mlff/training/trainer.py ase_mlff/md/detectors.py ase_mlff/metrics/stability.py)
 
+descendants() {
+    local c
+    for c in $(pgrep -P "$1"); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+
 mkdir -p "$OUT"
 echo "results: $OUT"
 for module in "${ORDER[@]}"; do
@@ -78,8 +86,13 @@ for module in "${ORDER[@]}"; do
             pid=$! idle=0
             while kill -0 "$pid" 2>/dev/null; do
                 sleep 10
-                if pgrep -P "$pid" >/dev/null; then idle=0; else idle=$((idle + 10)); fi
-                if ((idle >= 120)); then kill "$pid" 2>/dev/null || true; fi
+                # a test process anywhere below mutmut (it runs them from a worker process)
+                if descendants "$pid" | xargs -r ps -o args= -p 2>/dev/null | grep -q pytest; then
+                    idle=0
+                else
+                    idle=$((idle + 10))
+                fi
+                if ((idle >= 120)); then pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null || true; fi
             done
             wait "$pid" || true
             "$BIN/mutmut" results 2>&1 | grep -q "^Untested" || break
