@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/mutation.sh                 # every module below
 #   bash benchmarks/mutation.sh md/detectors    # only the modules whose path contains this
+#   OUT=runs/mutation/<run> RESUME=1 bash benchmarks/mutation.sh md/detectors   # go on
 #
 # mutmut 2 writes each mutant into the source file it tests, so this never runs in the
 # work tree: per module it copies the repository (without .venv, runs/, MLflow stores) to
@@ -61,11 +62,15 @@ for module in "${ORDER[@]}"; do
     [[ -n "$FILTER" && "$module" != *"$FILTER"* ]] && continue
     name="$(echo "$module" | tr '/' '_' | sed 's/\.py$//')"
     work="$OUT/work/$name"
-    rm -rf "$work"
-    mkdir -p "$work"
-    (cd "$ROOT" && tar --exclude=./.venv --exclude=./runs --exclude=./mlartifacts \
-        --exclude='./*.db' --exclude='*/__pycache__' --exclude=./.mutmut-cache -cf - .) \
-        | tar -xf - -C "$work"
+    if [[ -n "${RESUME:-}" && -f "$work/.mutmut-cache" ]]; then
+        echo "   resuming in $work (its own copy of the code and tests)"
+    else
+        rm -rf "$work"
+        mkdir -p "$work"
+        (cd "$ROOT" && tar --exclude=./.venv --exclude=./runs --exclude=./mlartifacts \
+            --exclude='./*.db' --exclude='*/__pycache__' --exclude=./.mutmut-cache -cf - .) \
+            | tar -xf - -C "$work"
+    fi
     runner="${TESTS[$module]}"
     echo "== $(date +%H:%M:%S) $module  <-  $runner"
     (
