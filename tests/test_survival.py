@@ -700,3 +700,79 @@ def test_boundaries_of_the_input_checks():
     # Greenwood's variance is undefined (0·∞) once S = 0, finite before
     var = kaplan_meier([1.0, 2.0], [False, False], 5.0).greenwood_variance()
     assert np.isfinite(var[0]) and np.isnan(var[1])
+
+
+def test_band_limits_where_survival_is_one_or_falls_to_zero_at_once():
+    """Where S = 1 (a replica censored before any instability) the band is [1, 1]; when
+    every replica fails at the first event S = 0 at once and the upper limit is the
+    previous one, 1."""
+    km = kaplan_meier([NAN, 6.0, 8.0], [True, False, False], 10.0, censor_fs=[2.0, NAN, NAN])
+    assert km.times[0] == 2.0 and km.survival[0] == 1.0
+    assert (km.lower[0], km.upper[0]) == (1.0, 1.0)
+    assert not np.isnan(np.concatenate([km.lower, km.upper])).any()
+    allfail = kaplan_meier([5.0, 5.0, 5.0], [False] * 3, 10.0)
+    assert (allfail.survival[0], allfail.lower[0], allfail.upper[0]) == (0.0, 0.0, 1.0)
+
+
+def test_rmst_variance_with_interior_censoring_and_a_short_tau():
+    """Σ A_i² d_i/(n_i(n_i − d_i)) goes on past a censoring-only time; τ' below 1 fs is
+    valid."""
+    km = kaplan_meier(
+        [NAN, 4.0, 6.0, NAN], [True, False, False, True], 10.0, censor_fs=[2.0, NAN, NAN, 10.0]
+    )
+    # S: 1 on [0, 4), 2/3 on [4, 6), 1/3 on [6, 10]; at risk 3 at t=4, 2 at t=6
+    area, var = km.rmst()
+    assert area == pytest.approx(4 + 2 * 2 / 3 + 4 / 3)
+    a4, a6 = 2 * 2 / 3 + 4 / 3, 4 / 3
+    assert var == pytest.approx(a4**2 / (3 * 2) + a6**2 / (2 * 1))
+    assert km.rmst(0.5) == (0.5, 0.0)
+
+
+def test_wilson_default_and_holm_cap_and_logrank_in_either_order():
+    from ase_mlff.metrics.stability import _holm, wilson_interval
+
+    ci = stats.binomtest(3, 10).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(3, 10) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    np.testing.assert_allclose(_holm(np.array([0.6, 0.9])), [1.0, 1.0])  # 1.2 capped at 1
+    early = (np.linspace(1, 10, 20), np.zeros(20, bool))
+    late = (np.full(20, NAN), np.ones(20, bool))
+    ab = pairwise_logrank({"early": early, "late": late}, 50.0)[0]
+    ba = pairwise_logrank({"late": late, "early": early}, 50.0)[0]
+    assert ba["p_value"] == pytest.approx(ab["p_value"], rel=1e-12) and ba["p_value"] < 0.01
+    assert ba["statistic"] == pytest.approx(-ab["statistic"], rel=1e-12)
+    # a single instability in all is still tested (not taken as "no evidence")
+    one = pairwise_logrank(
+        {"a": ([3.0, NAN], [False, True]), "b": ([NAN, NAN], [True, True])}, 10.0
+    )
+    ref = stats.logrank(
+        stats.CensoredData(uncensored=[3.0], right=[10.0]), stats.CensoredData(right=[10.0, 10.0])
+    )
+    assert one[0]["p_value"] == pytest.approx(ref.pvalue, rel=1e-12) and one[0]["p_value"] < 1
+
+
+def test_survival_curve_default_grid_and_tables_of_several_rows():
+    from ase_mlff.metrics.stability import force_vs_stability, logrank_markdown
+
+    times, frac = survival_curve([5.0], [False], 10.0)
+    assert len(times) == len(frac) == 200
+    rows = [
+        {"a": "x", "b": "y", "statistic": 1.0, "p_value": 0.5, "p_holm": 1.0},
+        {"a": "x", "b": "z", "statistic": -3.0, "p_value": 0.002, "p_holm": 0.004},
+    ]
+    lines = logrank_markdown(rows).splitlines()
+    assert lines[2:] == ["| x | y | 1.00 | 0.5 | 1 |", "| x | z | -3.00 | 0.002 | 0.004 |"]
+    # every force metric present is correlated, also after one that is missing
+    models = {
+        n: {"forces_mae": m, "fnm_mae": f, "fnm_max_err": g, "t_inst_mean_fs": t}
+        for n, m, f, g, t in (
+            ("a", 0.1, 0.01, 0.3, 500.0),
+            ("b", 0.2, 0.03, 0.2, 300.0),
+            ("c", 0.3, 0.02, 0.1, 100.0),
+        )
+    }
+    corr = force_vs_stability(models)["correlation"]
+    assert set(corr) == {"forces_mae", "fnm_mae", "fnm_max_err"}
+    assert corr["fnm_mae"]["spearman_rho"] == pytest.approx(
+        stats.spearmanr([0.01, 0.03, 0.02], [500, 300, 100]).statistic
+    )
+    assert corr["fnm_max_err"]["spearman_rho"] == pytest.approx(1.0)
