@@ -18,6 +18,7 @@ from ase_mlff.md.detectors import (
     ExplodingForces,
     NonFinite,
     TemperatureBounds,
+    default_detectors,
 )
 from ase_mlff.md.runner import run_md
 from ase_mlff.models.base import Potential, scatter_sum
@@ -133,6 +134,50 @@ def test_non_finite_values_are_flagged_each_on_its_own():
     assert TemperatureBounds()(state).tolist() == [False, False, False, False, True]
     state.forces_nc[4 * 21 + 2, 0] = float("nan")
     assert ExplodingForces(max_force=1e300)(state).tolist() == [False, False, True, False, True]
+
+
+def test_detector_thresholds_names_and_refusals_at_their_limits():
+    """Defaults and exact boundaries: a force component of 100.5 eV/Å is above the default
+    100 and exactly 100 is not; 0.5 K and exactly 0.1 K / 1e5 K are inside the default
+    temperature bounds; the reasons recorded are the documented names; Δ = 0 is refused;
+    a given bond reference is used (its lengths, not the start structure's)."""
+    from ase_mlff.graph.geometry import bond_graph
+    from ase_mlff.md import LindemannIndex
+
+    images = [_aspirin() for _ in range(4)]
+    state = _state(images)
+    state.forces_nc[:] = 0.0
+    state.forces_nc[0 * 21 + 3, 0] = 100.5
+    state.forces_nc[1 * 21 + 3, 1] = -100.0
+    assert ExplodingForces()(state).tolist() == [True, False, False, False]
+    scale = torch.tensor(
+        [(0.5 / 300) ** 0.5, (0.1 / 300) ** 0.5, (1e5 / 300) ** 0.5, 1.0], dtype=torch.float64
+    )
+    state.vel_nc = state.vel_nc * scale.double()[state.batch.system_n][:, None]
+    np.testing.assert_allclose(state.temperature().numpy(), [0.5, 0.1, 1e5, 300], rtol=1e-9)
+    t = state.temperature()
+    lo, hi = float(t[1]), float(t[2])
+    flags = TemperatureBounds(low_K=lo, high_K=hi)(state).tolist()
+    assert flags == [False, False, False, False]  # exactly at the bounds is inside
+    assert TemperatureBounds()(state).tolist()[0] is False  # 0.5 K is above the default 0.1 K
+    names = [d.name for d in default_detectors(images, state)]
+    assert names == ["non_finite", "bond_length", "atom_overlap", "exploding_forces", "temperature"]
+    with pytest.raises(
+        ValueError, match="^the bond deviation threshold delta must be positive, got 0.0$"
+    ):
+        BondLengthDeviation(images, delta=0.0)
+    g = bond_graph(images[0])
+    longer = type(g)(g.numbers, g.bonds, g.lengths + 0.3, "test: every bond 0.3 Å longer")
+    det = BondLengthDeviation(images, reference=longer)
+    np.testing.assert_allclose(det.deviation(state).numpy(), 0.3, atol=1e-9)
+    lin = LindemannIndex(state, window=3)
+    lin(state)
+    saved = lin.state_dict()
+    other = LindemannIndex(_state(images[:2]), window=3)
+    with pytest.raises(
+        ValueError, match=r"^the saved lindemann accumulator 's1' belongs to other replicas \(shape"
+    ):
+        other.load_state_dict(saved)
 
 
 def test_bond_detector_silent_on_reference_trajectories():
