@@ -776,3 +776,45 @@ def test_survival_curve_default_grid_and_tables_of_several_rows():
         stats.spearmanr([0.01, 0.03, 0.02], [500, 300, 100]).statistic
     )
     assert corr["fnm_max_err"]["spearman_rho"] == pytest.approx(1.0)
+
+
+def test_force_vs_stability_table_formats_and_degenerate_correlations():
+    """The table's header, three-decimal digits of the force columns (meV), a row with a
+    stable fraction but no replica count (shown as —), one correlation line per metric; a
+    rank correlation is NaN (p too) for fewer than three models or a constant column, and
+    computed when a column spans exactly 1."""
+    from ase_mlff.metrics.stability import force_vs_stability, force_vs_stability_table
+
+    models = {
+        "a": {"forces_mae": 0.5, "fnm_mae": 0.0025, "t_inst_mean_fs": 100.0},
+        "b": {"forces_mae": 1.0, "fnm_mae": 0.5, "t_inst_mean_fs": 101.0},
+        "c": {
+            "forces_mae": 0.0,
+            "fnm_mae": 1.0,
+            "t_inst_mean_fs": 100.5,
+            "fraction_stable": 0.5,
+            "fraction_stable_lo": 0.1,
+            "fraction_stable_hi": 0.9,
+        },
+    }
+    res = force_vs_stability(models)
+    lines = force_vs_stability_table(res).splitlines()
+    assert lines[0] == (
+        "| model | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | stable [95 % CI] | "
+        "mean t_inst = RMST (fs) [95 % CI] | h(r) MAE |"
+    )
+    assert lines[2] == "| b | 1000.0 | nan | 500.00 | — | 101 | nan |"
+    assert lines[3] == "| a | 500.0 | nan | 2.50 | — | 100 | nan |"
+    assert lines[4] == "| c | 0.0 | nan | 1000.00 | — | 100 | nan |"
+    assert [line[:22] for line in lines[6:]] == ["- forces_mae vs mean t", "- fnm_mae vs mean t_in"]
+    # forces_mae spans exactly 1 (0 to 1) and t_inst exactly 1 fs (100 to 101): computed
+    for key, x in (("forces_mae", [0.5, 1.0, 0.0]), ("fnm_mae", [0.0025, 0.5, 1.0])):
+        ref = stats.spearmanr(x, [100.0, 101.0, 100.5])
+        assert res["correlation"][key]["spearman_rho"] == pytest.approx(ref.statistic)
+        assert res["correlation"][key]["p_value"] == pytest.approx(ref.pvalue)
+    flat = {k: {**v, "forces_mae": 0.2} for k, v in models.items()}
+    for corr in (
+        force_vs_stability(flat)["correlation"]["forces_mae"],
+        force_vs_stability({k: models[k] for k in "ab"})["correlation"]["forces_mae"],
+    ):
+        assert math.isnan(corr["spearman_rho"]) and math.isnan(corr["p_value"])
