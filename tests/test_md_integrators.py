@@ -210,3 +210,23 @@ def test_selecting_replicas_slices_every_declared_field():
         "generators",
         "thermostat",
     } == {f.name for f in fields(type(state))}  # every field declared: none forgotten
+
+
+def test_replica_streams_follow_the_documented_seed_recipe():
+    """Replica r's generator is seeded with SeedSequence([seed, r]).generate_state(1,
+    uint64)[0] mod (2⁶³ − 1) (numpy, computed here), whatever else is in the batch; a
+    state made without streams still selects replicas."""
+    from ase_mlff.md.state import MDState, make_generators
+
+    ids = list(range(24))
+    gens = make_generators(7, ids, "cpu")
+    for r, g in zip(ids, gens, strict=True):
+        state = np.random.SeedSequence([7, r]).generate_state(1, dtype=np.uint64)[0]
+        assert g.initial_seed() == int(state) % (2**63 - 1), r
+    images = _aspirins(2)
+    s = init_state(ElasticNetwork(images), images, temperature_K=300, seed=0)
+    bare = MDState(
+        batch=s.batch, vel_nc=s.vel_nc, mass_n=s.mass_n, forces_nc=s.forces_nc, energy_s=s.energy_s
+    )
+    one = bare.select(torch.tensor([False, True]))
+    assert one.generators == [] and one.batch.n_systems == 1
