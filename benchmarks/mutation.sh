@@ -70,6 +70,7 @@ for module in "${ORDER[@]}"; do
         (cd "$ROOT" && tar --exclude=./.venv --exclude=./runs --exclude=./mlartifacts \
             --exclude='./*.db' --exclude='*/__pycache__' --exclude=./.mutmut-cache -cf - .) \
             | tar -xf - -C "$work"
+        cp "$work/$module" "$work/.pristine_source"
     fi
     runner="${TESTS[$module]}"
     echo "== $(date +%H:%M:%S) $module  <-  $runner"
@@ -86,6 +87,8 @@ for module in "${ORDER[@]}"; do
         # without running tests: a watchdog stops it after 2 idle minutes (no test
         # process), and a rerun resumes from the cache, until no mutant is left untested
         for _ in 1 2 3 4 5 6 7 8; do
+            # a mutmut stopped mid-mutant leaves the mutant on disk: start from the pristine copy
+            cp .pristine_source "$module" && rm -f "$module.bak"
             "$BIN/mutmut" run --paths-to-mutate "$module" --tests-dir tests --no-progress \
                 --simple-output "${extra[@]}" --runner "bash -c \"($runner) || exit 1\"" >>"$OUT/$name.log" 2>&1 &
             pid=$! idle=0
