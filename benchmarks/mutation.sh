@@ -23,8 +23,8 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 FILTER="${1:-}"
 OUT="${OUT:-$ROOT/runs/mutation/$(date +%Y%m%d-%H%M%S)}"
 
-if ! "$PY" -c "import mutmut, coverage" 2>/dev/null; then
-    "$PY" -m pip install "mutmut>=2.4,<3" "coverage>=7"
+if ! "$PY" -c "import mutmut, whatthepatch" 2>/dev/null; then
+    "$PY" -m pip install "mutmut>=2.4,<3" whatthepatch
 fi
 BIN="$(dirname "$PY")"
 PYTEST="$PY -m pytest -x -q -p no:cacheprovider"
@@ -42,9 +42,12 @@ declare -A TESTS=(
     [ase_mlff/training/sam.py]="$PYTEST tests/test_training_variants.py -k 'sam and not data_parallel'"
     [ase_mlff/training/trainer.py]="$PYTEST tests/test_training_variants.py -k 'formula_on_one_batch or bit_identical'"
 )
-# The issue asks for the SAM and resume paths of the trainer, not the whole Trainer: only
-# the lines these tests execute are mutated (coverage.py measures them first).
-declare -A COVERAGE=([ase_mlff/training/trainer.py]=1)
+# For the trainer, the SAM and resume paths only (not validation, the probe, logging): the
+# lines of these functions are mutated (benchmarks/mutation_lines.py writes the patch that
+# mutmut's --use-patch-file reads).
+declare -A ONLY=(
+    [ase_mlff/training/trainer.py]="Trainer._save_state Trainer.try_resume Trainer.train_epoch Trainer.__init__:self.sam"
+)
 ORDER=(ase_mlff/md/integrators.py ase_mlff/md/state.py ase_mlff/training/sam.py
        ase_mlff/training/trainer.py ase_mlff/md/detectors.py ase_mlff/metrics/stability.py)
 
@@ -78,10 +81,10 @@ for module in "${ORDER[@]}"; do
         cd "$work"
         export PYTHONPATH="$work" OMP_NUM_THREADS=1
         extra=()
-        if [[ -n "${COVERAGE[$module]:-}" ]]; then
+        if [[ -n "${ONLY[$module]:-}" ]]; then
             # shellcheck disable=SC2086
-            bash -c "${runner//$PY -m pytest/$PY -m coverage run --include=$module -m pytest}" >/dev/null
-            extra=(--use-coverage)
+            "$PY" "$ROOT/benchmarks/mutation_lines.py" "$module" ${ONLY[$module]} >.only.patch
+            extra=(--use-patch-file .only.patch)
         fi
         # mutmut 2.5 sometimes fails half-way on a cache lookup (pony ORM) and then hangs
         # without running tests: a watchdog stops it after 2 idle minutes (no test
