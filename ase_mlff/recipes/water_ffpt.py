@@ -39,7 +39,8 @@ from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
 from ase_mlff.md.protocol import PROTOCOLS
 from ase_mlff.metrics.diffusion import diffusion_coefficient
 from ase_mlff.metrics.errors import error_metrics
-from ase_mlff.metrics.plots import _plt, learning_curve_figure
+from ase_mlff.metrics.plots import learning_curve_figure
+from ase_mlff.metrics.rdf import rdf_figure, rdf_mae, rdf_of_frames
 from ase_mlff.metrics.stability import (
     format_ci,
     logrank_markdown,
@@ -84,47 +85,17 @@ RDF_DELTA = 3.0  # paper 003, water
 
 
 def reference_rdf(ds: Dataset, stride: int = 4) -> np.ndarray:
-    """(P, n_bins) element-pair RDFs of the reference frames."""
-    from ase_mlff.graph import Batch
-    from ase_mlff.metrics.rdf import rdf
-
+    """(P, n_bins) element-pair RDFs of the reference frames (every ``stride``-th, at most
+    200), on the grid the RDF detector uses."""
     frames = np.arange(0, len(ds), stride)[:200]
-    b = Batch.from_dataset(ds, frames, cutoff=R_MAX, dtype=torch.float64, labels=False)
-    return rdf(b, PAIRS, R_MAX, N_BINS)[1]
+    return rdf_of_frames(ds[frames].to_atoms_list(with_labels=False), PAIRS, R_MAX, N_BINS)[1]
 
 
 def rdf_of_positions(pos_tnc: np.ndarray, like) -> np.ndarray:
     """RDFs (P, n_bins) of frames with the numbers and cell of the Atoms ``like``."""
-    from ase_mlff.graph import Batch
-    from ase_mlff.metrics.rdf import rdf
-
-    t = len(pos_tnc)
-    b = Batch.from_arrays(
-        np.tile(like.numbers, t),
-        pos_tnc.reshape(-1, 3),
-        np.full(t, len(like)),
-        np.repeat(np.asarray(like.cell[:])[None], t, axis=0),
-        np.repeat(like.pbc[None], t, axis=0),
-        cutoff=R_MAX,
-        dtype=torch.float64,
-    )
-    return rdf(b, PAIRS, R_MAX, N_BINS)[1]
-
-
-def rdf_figure(r: np.ndarray, curves: dict[str, np.ndarray]):
-    plt = _plt()
-    fig, ax = plt.subplots(1, 3, figsize=(11, 3.2))
-    for name, g in curves.items():
-        for p in range(3):
-            ax[p].plot(r, g[p], label=name, lw=1.2)
-    for p in range(3):
-        ax[p].set_title(PAIR_NAMES[p])
-        ax[p].set_xlabel("r (Å)")
-        ax[p].grid(alpha=0.3)
-    ax[0].set_ylabel("g(r)")
-    ax[0].legend()
-    fig.tight_layout()
-    return fig
+    return rdf_of_frames(
+        pos_tnc, PAIRS, R_MAX, N_BINS, numbers=like.numbers, cell=np.asarray(like.cell[:])
+    )[1]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -263,10 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if pos:
                 g = np.mean([rdf_of_positions(p_, starts[0]) for p_ in pos], axis=0)
                 curves[name] = g
-                dr = R_MAX / N_BINS
-                res["rdf_mae"] = {
-                    n: float(np.abs(g[k] - g_ref[k]).sum() * dr) for k, n in enumerate(PAIR_NAMES)
-                }
+                res["rdf_mae"] = dict(zip(PAIR_NAMES, map(float, rdf_mae(g, g_ref, R_MAX))))
                 span = min(len(p_) for p_ in pos)
                 if span >= 3:  # windows of half the stable span, all of them averaged
                     frame_fs = record_every * MD_PROTOCOL["dt"]
@@ -293,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             v.handles[name].log_artifact(v.checkpoints[name], "checkpoint")
             parent.log_metrics({f"{name}.{k}": x for k, x in flat.items()})
 
-        figures = {"rdf.png": rdf_figure(r, curves)}
+        panels = {n: {m: g[k] for m, g in curves.items()} for k, n in enumerate(PAIR_NAMES)}
+        figures = {"rdf.png": rdf_figure(r, panels)}
         for name, hist in v.histories.items():
             for stage, h in hist.items():
                 if h:
