@@ -67,6 +67,7 @@ for module in "${ORDER[@]}"; do
     work="$OUT/work/$name"
     if [[ -n "${RESUME:-}" && -f "$work/.mutmut-cache" ]]; then
         echo "   resuming in $work (its own copy of the code and tests)"
+        [[ -f "$work/.pristine_source" ]] || git -C "$ROOT" show "HEAD:$module" >"$work/.pristine_source"
     else
         rm -rf "$work"
         mkdir -p "$work"
@@ -103,7 +104,7 @@ for module in "${ORDER[@]}"; do
                 else
                     idle=$((idle + 10))
                 fi
-                if ((idle >= 120)); then pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null || true; fi
+                if ((idle >= 120)); then pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; fi
             done
             wait "$pid" || true
             "$BIN/mutmut" results 2>&1 | grep -q "^Untested" || break
