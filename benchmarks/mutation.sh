@@ -50,6 +50,11 @@ declare -A ONLY=(
 )
 ORDER=(ase_mlff/md/integrators.py ase_mlff/md/state.py ase_mlff/training/sam.py
        ase_mlff/training/trainer.py ase_mlff/md/detectors.py ase_mlff/metrics/stability.py)
+# ONLY_LINES=A-B restricts a run to those lines of the module, e.g. to run the two halves
+# of a long module in two runs at once (each on its own work copy, OUT apart)
+if [[ -n "${ONLY_LINES:-}" && -n "$FILTER" ]]; then
+    for m in "${ORDER[@]}"; do if [[ "$m" == *"$FILTER"* ]]; then ONLY[$m]="lines:$ONLY_LINES"; fi; done
+fi
 
 descendants() {
     local c

@@ -5,7 +5,8 @@
         Trainer._save_state Trainer.try_resume Trainer.train_epoch Trainer.__init__:self.sam
 
 ``Class.method`` takes the whole method; ``Class.method:target`` only the assignments to
-``target`` inside it. The patch is printed (unified diff, the module against itself with
+``target`` inside it; ``lines:A-B`` the lines A to B (to split a long module between two
+mutmut runs). The patch is printed (unified diff, the module against itself with
 those lines removed)."""
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def line_ranges(path: str, names: list[str]) -> list[tuple[int, int]]:
     tree = ast.parse(open(path).read())
     out = []
     for name in names:
+        if name.startswith("lines:"):
+            a, b = name.removeprefix("lines:").split("-")
+            out.append((int(a), int(b)))
+            continue
         qual, _, target = name.partition(":")
         cls, _, meth = qual.partition(".")
         node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)

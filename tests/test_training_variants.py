@@ -15,7 +15,7 @@ from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.graph.batch import Batch
 from ase_mlff.metrics.clusters import ConformationClusters
 from ase_mlff.metrics.forces import element_metrics, force_metrics
-from ase_mlff.models import PaiNN, SchNet
+from ase_mlff.models import CheckpointError, PaiNN, SchNet
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import load_model
 from ase_mlff.training import ExperimentConfig, TrainConfig, Trainer
@@ -179,22 +179,32 @@ def _hand_loss(model, batch, energy_weight, force_weight):
     )
 
 
-def _hand_sam_steps(model, batch, cfg, rho, n_steps):
+def _hand_sam_steps(model, batch, cfg, rho, n_steps, batches=None):
     """n SAM steps by hand: g₁ = ∇L(w), ε = ρ g₁/‖g₁‖, g₂ = ∇L(w + ε), AdamW from w
-    with g₂ (torch.optim.AdamW on a copy). Returns the copy and the losses (L(w), L(w+ε))."""
+    with g₂ (torch.optim.AdamW on a copy). ``batches`` (one per step) replaces ``batch``;
+    a batch with ``weight_s`` uses the weighted loss. Returns the copy and the losses
+    (L(w), L(w+ε))."""
     model = copy.deepcopy(model).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses = []
-    for _ in range(n_steps):
-        loss = _hand_loss(model, batch, cfg.energy_weight, cfg.force_weight)
+
+    def loss_of(b):
+        if b.weight_s is None:
+            return _hand_loss(model, b, cfg.energy_weight, cfg.force_weight)
+        out = compute_properties(model, b, forces=True, training=True)
+        return _weighted_mse_by_hand(out, b, cfg.energy_weight, cfg.force_weight, None)
+
+    for k in range(n_steps):
+        b = batch if batches is None else batches[k]
+        loss = loss_of(b)
         g1 = torch.autograd.grad(loss, params)
         norm = torch.sqrt(sum((g**2).sum() for g in g1))
         w = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, g in zip(params, g1):
                 p.add_(rho * g / norm)
-        loss_pert = _hand_loss(model, batch, cfg.energy_weight, cfg.force_weight)
+        loss_pert = loss_of(b)
         g2 = torch.autograd.grad(loss_pert, params)
         with torch.no_grad():
             for p, w0, g in zip(params, w, g2):
@@ -203,6 +213,52 @@ def _hand_sam_steps(model, batch, cfg, rho, n_steps):
         opt.step()
         losses.append((float(loss.detach()), float(loss_pert.detach())))
     return model, losses
+
+
+def test_trainer_sam_epoch_of_several_weighted_batches_by_hand(frames, tmp_path):
+    """One epoch of 5 frames with unequal frame weights in batches of 2 (2 + 2 + 1, in the
+    trainer's shuffled order): each batch is one weighted SAM + AdamW step by hand, and the
+    epoch's losses are the frame-weighted means over the batches (1e-12); a one-frame
+    epoch reports its single loss."""
+    ds, _, val = frames
+    train = ds[:5]
+    train.weight_s = np.array([1.0, 3.0, 0.5, 2.0, 1.5])
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=2,
+        lr=1e-2,
+        weight_decay=1e-2,
+        dtype="float64",
+        grad_clip=None,
+        optimizer="sam",
+        sam_rho=0.05,
+        threads=1,
+    )
+    tr = Trainer(_tiny(), train, val, cfg, tmp_path / "sam")
+    start = copy.deepcopy(tr.model)
+    perm = copy.deepcopy(tr.rng).permutation(len(train))
+    row = tr.train_epoch()
+    v = frame_weights(train, "mse")
+    batches = []
+    for lo in range(0, 5, 2):
+        idx = perm[lo : lo + 2]
+        b = Batch.from_dataset(train, idx, cutoff=start.cutoff, dtype=torch.float64)
+        b.weight_s = torch.as_tensor(v[idx], dtype=torch.float64)
+        batches.append(b)
+    ref, losses = _hand_sam_steps(start, None, cfg, cfg.sam_rho, 3, batches=batches)
+    for (name, p), q in zip(tr.model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-12, msg=name)
+    sizes = np.array([2, 2, 1])
+    for key, col in (("train_loss", 0), ("train_loss_perturbed", 1)):
+        expected = float(np.dot(sizes, [x[col] for x in losses]) / 5)
+        assert row[key] == pytest.approx(expected, rel=1e-12)
+    one = Trainer(_tiny(), train[:1], val, cfg, tmp_path / "one")
+    start1 = copy.deepcopy(one.model)
+    row1 = one.train_epoch()
+    b1 = Batch.from_dataset(train[:1], [0], cutoff=start1.cutoff, dtype=torch.float64)
+    b1.weight_s = torch.ones(1, dtype=torch.float64)
+    _, l1 = _hand_sam_steps(start1, None, cfg, cfg.sam_rho, 1, batches=[b1])
+    assert row1["train_loss"] == pytest.approx(l1[0][0], rel=1e-12)
 
 
 def test_trainer_sam_step_is_the_formula_on_one_batch(frames, tmp_path):
@@ -262,7 +318,48 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
         return Trainer(model, train, val, cfg, out, refit_atomref=False).fit()
 
     full = fit(4, tmp_path / "full")
-    assert fit(2, tmp_path / "resumed").epochs_run == 2
+    half = fit(2, tmp_path / "resumed")
+    assert half.epochs_run == 2
+    # a new trainer in that directory does resume: epoch, bests, patience, history, weights
+    probe = Trainer(
+        _float32_exact_atomref(train),
+        train,
+        val,
+        TrainConfig(epochs=4, **base),
+        tmp_path / "resumed",
+        refit_atomref=False,
+    )
+    assert probe.try_resume() is True
+    saved = torch.load(tmp_path / "resumed" / "trainer_state.pt", weights_only=True)
+    assert probe.epoch == 2 and probe.best_epoch == saved["best_epoch"]
+    assert probe.best_val == saved["best_val"] and probe.bad_epochs == saved["bad_epochs"]
+    assert probe.history == half.history
+    w_half = load_model(half.last_dir)[0].state_dict()
+    for k, w in probe.model.state_dict().items():
+        assert torch.equal(w, w_half[k].to(w)), k
+    fresh = Trainer(
+        _float32_exact_atomref(train),
+        train,
+        val,
+        TrainConfig(epochs=4, **base),
+        tmp_path / "fresh",
+        refit_atomref=False,
+    )
+    assert fresh.try_resume() is False and fresh.epoch == 0
+    shutil.copytree(tmp_path / "resumed", tmp_path / "broken")
+    (tmp_path / "broken" / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    broken = Trainer(
+        _float32_exact_atomref(train),
+        train,
+        val,
+        TrainConfig(epochs=4, **base),
+        tmp_path / "broken",
+        refit_atomref=False,
+    )
+    with pytest.raises(
+        CheckpointError, match=r"^cannot resume from .*; delete it or choose another --out$"
+    ):
+        broken.try_resume()
     resumed = fit(4, tmp_path / "resumed")
     assert resumed.epochs_run == 4
 
