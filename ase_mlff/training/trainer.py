@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -321,7 +322,8 @@ class Trainer:
         try:
             model, _ = load_model(self.out_dir / "last", device=self.device, dtype=self.dtype)
             state = torch.load(state_file, weights_only=True, map_location=self.device)
-        except (CheckpointError, RuntimeError, EOFError) as err:
+        except (CheckpointError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            # a truncated or overwritten state file: say so, naming the directory
             raise CheckpointError(
                 f"cannot resume from {self.out_dir}: {err}; delete it or choose another --out"
             ) from err
