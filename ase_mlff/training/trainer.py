@@ -323,9 +323,11 @@ class Trainer:
             model, _ = load_model(self.out_dir / "last", device=self.device, dtype=self.dtype)
             state = torch.load(state_file, weights_only=True, map_location=self.device)
         except (CheckpointError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-            # a truncated or overwritten state file: say so, naming the directory
+            # a truncated or overwritten state file: say so in one line, naming the directory
+            first = (str(err).strip().splitlines() or [""])[0][:200]
             raise CheckpointError(
-                f"cannot resume from {self.out_dir}: {err}; delete it or choose another --out"
+                f"cannot resume from {self.out_dir}: last/ or {STATE_FILE} cannot be read "
+                f"({type(err).__name__}: {first}); delete it or choose another --out"
             ) from err
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
