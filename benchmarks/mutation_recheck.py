@@ -92,15 +92,18 @@ def recheck(work: Path, command: str) -> dict:
     (work / "confirmed_survivors.diff").write_text("\n".join(diffs))
     c = counts(work)
     total = sum(c.values())
+    tested = total - c.get("untested", 0)
+    # a survivor whose diff no longer applies mutated code that is gone: counted as not killed
     still = len(confirmed) + len(not_applied)
     return {
         "work": str(work),
         "mutants": total,
+        "tested": tested,
         "mutmut": c,
         "rechecked_killed": len(killed),
         "confirmed_survivors": confirmed,
         "not_applied": not_applied,
-        "kill_rate": round((total - still) / total, 4) if total else None,
+        "kill_rate": round((tested - still) / tested, 4) if tested else None,
     }
 
 
