@@ -27,7 +27,9 @@ if ! "$PY" -c "import mutmut, whatthepatch" 2>/dev/null; then
     "$PY" -m pip install "mutmut>=2.4,<3" whatthepatch
 fi
 BIN="$(dirname "$PY")"
-PYTEST="$PY -m pytest -x -q -p no:cacheprovider"
+# mutmut's own timeout never fires for a test that prints nothing (an endless MD loop), so
+# every test command has a wall-clock limit; a mutant that hangs the tests is caught
+PYTEST="timeout ${MUTANT_TIMEOUT:-600} $PY -m pytest -x -q -p no:cacheprovider"
 
 # module -> the tests that cover it. Fast tests run first and -x stops at the first
 # failure, so a killed mutant costs seconds; the few slow tests (whole shipped datasets)
