@@ -87,8 +87,15 @@ def test_no_coupling_keeps_the_volume(model, off):
 def test_molecules_are_refused(model):
     cluster = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5]])
     state = init_state(model, [cluster], temperature_K=0.0, seed=0)
-    with pytest.raises(ValueError, match="periodic"):
+    message = (
+        "NPT needs every replica periodic in 3-D with a cell; molecules (no cell) "
+        "cannot be simulated at constant pressure — use an NVT/NVE integrator"
+    )
+    with pytest.raises(ValueError, match=f"^{message}$"):
         npt_berendsen_step(state, model, dt=1.0, temperature_K=300.0)
+    crystal = init_state(model, [_cu()], temperature_K=0.0, seed=0)
+    with pytest.raises(ValueError, match="^barostat_every must be positive$"):
+        npt_berendsen_step(crystal, model, dt=1.0, temperature_K=300.0, barostat_every=0)
 
 
 @pytest.mark.parametrize("anisotropic", [False, True])
