@@ -34,6 +34,16 @@ from ase_mlff.training.trainer import apply_freeze, param_groups
 torch.set_num_threads(1)  # as the MD test modules (a full run imports them all anyway)
 
 FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-2}
+#: SAM in float64 without clipping: the trainer's steps are reproduced by hand to 1e-12
+SAM_FLOAT64 = dict(
+    lr=1e-2,
+    weight_decay=1e-2,
+    dtype="float64",
+    grad_clip=None,
+    optimizer="sam",
+    sam_rho=0.05,
+    threads=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -223,17 +233,7 @@ def test_trainer_sam_epoch_of_several_weighted_batches_by_hand(frames, tmp_path)
     ds, _, val = frames
     train = ds[:5]
     train.weight_s = np.array([1.0, 3.0, 0.5, 2.0, 1.5])
-    cfg = TrainConfig(
-        epochs=1,
-        batch_size=2,
-        lr=1e-2,
-        weight_decay=1e-2,
-        dtype="float64",
-        grad_clip=None,
-        optimizer="sam",
-        sam_rho=0.05,
-        threads=1,
-    )
+    cfg = TrainConfig(epochs=1, batch_size=2, **SAM_FLOAT64)
     tr = Trainer(_tiny(), train, val, cfg, tmp_path / "sam")
     start = copy.deepcopy(tr.model)
     perm = copy.deepcopy(tr.rng).permutation(len(train))
@@ -267,17 +267,7 @@ def test_trainer_sam_step_is_the_formula_on_one_batch(frames, tmp_path):
     trainer uses is ``sam_rho`` (ρ x 10 moves the weights by ~1e-2)."""
     ds, _, val = frames
     train = ds[:4]
-    cfg = TrainConfig(
-        epochs=2,
-        batch_size=4,
-        lr=1e-2,
-        weight_decay=1e-2,
-        dtype="float64",
-        grad_clip=None,
-        optimizer="sam",
-        sam_rho=0.05,
-        threads=1,
-    )
+    cfg = TrainConfig(epochs=2, batch_size=4, **SAM_FLOAT64)
     tr = Trainer(_tiny(), train, val, cfg, tmp_path / "sam")
     start = copy.deepcopy(tr.model)  # after the trainer's atomref fit and float64 cast
     rows = [tr.train_epoch() for _ in range(2)]
