@@ -42,9 +42,13 @@ def counts(work: Path) -> dict[str, int]:
 
 
 def survivor_ids(work: Path) -> list[int]:
+    """The reported survivors; ``PART=k/n`` in the environment takes every n-th from the
+    k-th (to re-check in n processes at once)."""
     with sqlite3.connect(work / ".mutmut-cache") as db:
         rows = db.execute("select id from Mutant where status = 'bad_survived'").fetchall()
-    return sorted(r[0] for r in rows)
+    ids = sorted(r[0] for r in rows)
+    k, n = (int(x) for x in os.environ.get("PART", "0/1").split("/"))
+    return ids[k::n]
 
 
 def recheck(work: Path, command: str) -> dict:
@@ -89,7 +93,9 @@ def recheck(work: Path, command: str) -> dict:
                 diffs.append(f"# mutant {mid}\n{diff}")
             else:
                 killed.append(mid)
-    (work / "confirmed_survivors.diff").write_text("\n".join(diffs))
+    part = os.environ.get("PART", "0/1").replace("/", "of")
+    name = "confirmed_survivors.diff" if part == "0of1" else f"confirmed_survivors.{part}.diff"
+    (work / name).write_text("\n".join(diffs))
     c = counts(work)
     total = sum(c.values())
     tested = total - c.get("untested", 0)
