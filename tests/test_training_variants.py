@@ -307,18 +307,15 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
         model = _float32_exact_atomref(train)
         return Trainer(model, train, val, cfg, out, refit_atomref=False).fit()
 
+    def trainer_in(out):
+        cfg = TrainConfig(epochs=4, **base)
+        return Trainer(_float32_exact_atomref(train), train, val, cfg, out, refit_atomref=False)
+
     full = fit(4, tmp_path / "full")
     half = fit(2, tmp_path / "resumed")
     assert half.epochs_run == 2
     # a new trainer in that directory does resume: epoch, bests, patience, history, weights
-    probe = Trainer(
-        _float32_exact_atomref(train),
-        train,
-        val,
-        TrainConfig(epochs=4, **base),
-        tmp_path / "resumed",
-        refit_atomref=False,
-    )
+    probe = trainer_in(tmp_path / "resumed")
     assert probe.try_resume() is True
     saved = torch.load(tmp_path / "resumed" / "trainer_state.pt", weights_only=True)
     assert probe.epoch == 2 and probe.best_epoch == saved["best_epoch"]
@@ -327,25 +324,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
     w_half = load_model(half.last_dir)[0].state_dict()
     for k, w in probe.model.state_dict().items():
         assert torch.equal(w, w_half[k].to(w)), k
-    fresh = Trainer(
-        _float32_exact_atomref(train),
-        train,
-        val,
-        TrainConfig(epochs=4, **base),
-        tmp_path / "fresh",
-        refit_atomref=False,
-    )
+    fresh = trainer_in(tmp_path / "fresh")
     assert fresh.try_resume() is False and fresh.epoch == 0
     shutil.copytree(tmp_path / "resumed", tmp_path / "broken")
     (tmp_path / "broken" / "trainer_state.pt").write_bytes(b"not a checkpoint")
-    broken = Trainer(
-        _float32_exact_atomref(train),
-        train,
-        val,
-        TrainConfig(epochs=4, **base),
-        tmp_path / "broken",
-        refit_atomref=False,
-    )
+    broken = trainer_in(tmp_path / "broken")
     with pytest.raises(
         CheckpointError, match=r"^cannot resume from .*; delete it or choose another --out$"
     ):
