@@ -1,5 +1,7 @@
 """Periodic-system observables and detectors: RDF vs ASE, Lindemann and RDF criteria."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from ase.geometry import get_distances
 from ase.geometry.rdf import get_rdf
 
 from ase_mlff.graph import Batch
-from ase_mlff.md.detectors import LindemannIndex, RDFDeviation
+from ase_mlff.md.detectors import LindemannIndex, RDFDeviation, materials_detectors
 from ase_mlff.md.state import MDState
 from ase_mlff.metrics.rdf import rdf
 
@@ -245,3 +247,105 @@ def test_rdf_detector_judges_each_window_on_its_own_frames():
             np.testing.assert_allclose(g_spb[r].numpy(), g, rtol=1e-9, atol=1e-9)
             expected_dev = (np.abs(g - g_ref).sum(axis=1) * dr).max()
             assert float(dev[r]) == pytest.approx(expected_dev, rel=1e-9)
+
+
+# ------------------------------------------------- defaults, each criterion alone, limits
+def _lindemann_probe_frames():
+    """Three replicas whose Lindemann indices are known: H2 whose distance alternates
+    1 ± 0.22 (q_i = q = 0.22: only the global bound 0.2 is crossed), H2 at 1 ± 0.1
+    (neither) and a 6-atom cluster in which one atom oscillates by ± 0.9 Å (its q_i ≈
+    0.36 > 0.25, the global q ≈ 0.12: only the local bound is crossed)."""
+    from ase import Atoms
+
+    fixed = np.array([[0, 0, 0], [1.5, 0, 0], [0, 1.5, 0], [1.5, 1.5, 0], [0.75, 0.75, 1.2]])
+    mover = np.array([0.75, 0.75, -1.0])
+    images = [
+        Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]]),
+        Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]]),
+        Atoms("H6", positions=np.vstack([fixed, mover])),
+    ]
+
+    def frame(k):
+        s = (-1) ** k
+        h2 = [[0, 0, 0], [1 + 0.22 * s, 0, 0], [0, 0, 0], [1 + 0.1 * s, 0, 0]]
+        return torch.tensor(np.vstack([h2, fixed, mover + [0, 0, -0.9 * s]]))
+
+    return images, frame
+
+
+def test_lindemann_defaults_each_criterion_alone_and_exact_limits():
+    """Paper 004's defaults (a window of 50 checks, local 0.25, global 0.2; 500 checks in
+    ``materials_detectors``): nothing before the window ends, then the local-only and the
+    global-only replicas both flag (either criterion suffices). An index exactly at its
+    bound does not flag, the next float below it does."""
+    images, frame = _lindemann_probe_frames()
+    state = _state(images)
+    probe = LindemannIndex(state, window=10**6)
+    lin = LindemannIndex(state)
+    flags = [lin(_moved(state, frame(k))).tolist() for k in range(50)]
+    assert flags[:49] == [[False] * 3] * 49
+    assert flags[49] == [True, False, True]
+    for k in range(50):
+        probe(_moved(state, frame(k)))
+    q_n, q_s = probe.indices(state)
+    q_local = [float(q_n[0:2].max()), float(q_n[2:4].max()), float(q_n[4:].max())]
+    assert q_local[0] < 0.25 < q_local[2] and q_s[2] < 0.2 < q_s[0]  # the design above
+    # each bound exactly at the largest index of its kind, then one float below it
+    loc, glob = max(q_local), float(q_s.max())
+    for kw, expected in (
+        (dict(local=loc, global_=1.0), [False, False, False]),
+        (dict(local=math.nextafter(loc, 0.0), global_=1.0), [False, False, True]),
+        (dict(local=1.0, global_=glob), [False, False, False]),
+        (dict(local=1.0, global_=math.nextafter(glob, 0.0)), [True, False, False]),
+    ):
+        det = LindemannIndex(state, window=50, **kw)
+        for k in range(50):
+            out = det(_moved(state, frame(k)))
+        assert out.tolist() == expected, kw
+    dets = materials_detectors(images, state)
+    names = [d.name for d in dets]
+    assert names == ["non_finite", "atom_overlap", "lindemann", "exploding_forces", "temperature"]
+    lin500 = dets[2]
+    flags = [lin500(_moved(state, frame(k))).tolist() for k in range(500)]
+    assert flags[:499] == [[False] * 3] * 499 and flags[499] == [True, False, True]
+
+
+def test_rdf_detector_select_and_resume_mid_window_match_a_run_without_them():
+    """Three replicas, windows of 3 checks. After 2 checks replica 0 is dropped and the
+    detector is saved (``state_dict``) and restored into a new one: the window it then
+    completes judges replicas 1 and 2 exactly as a detector that saw only them."""
+    rng = np.random.default_rng(3)
+    pairs = [(11, 11), (11, 17), (17, 17)]
+    _, g_ref = rdf(
+        Batch.from_atoms([_crystal(k, 0.08) for k in range(2)], cutoff=5.0, dtype=torch.float64),
+        pairs,
+        5.0,
+        50,
+    )
+    squeezed = _crystal(8, 0.08)
+    squeezed.set_cell(squeezed.cell * 0.85, scale_atoms=True)
+    images = [_crystal(5, 0.08), _crystal(6, 0.08), squeezed]
+    frames = [
+        [torch.as_tensor(a.positions + rng.normal(scale=0.03, size=(64, 3))) for a in images]
+        for _ in range(3)
+    ]
+    kw = dict(r_max=5.0, window=3, delta=1.0)
+    full, alone = _state(images), _state(images[1:])
+    det, only = _RecordingRDF(pairs, g_ref, **kw), _RecordingRDF(pairs, g_ref, **kw)
+    assert det.name == "rdf"
+    for f in frames[:2]:
+        assert not det(_moved(full, torch.cat(f))).any()
+        assert not only(_moved(alone, torch.cat(f[1:]))).any()
+    keep = torch.tensor([False, True, True])
+    det.select(keep, full)
+    full = full.select(keep)
+    saved = det.state_dict()
+    assert saved["count"] == 2 and saved["acc"].shape == (2, 3, 50)
+    resumed = _RecordingRDF(pairs, g_ref, **kw)
+    resumed.load_state_dict(saved)
+    flags = resumed(_moved(full, torch.cat(frames[2][1:])))
+    assert flags.tolist() == only(_moved(alone, torch.cat(frames[2][1:]))).tolist()
+    assert flags.tolist() == [False, True]
+    for a, b in zip(resumed.judged[0][1:], only.judged[0][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert resumed.count == 0 and resumed.acc is None  # reset for the next window

@@ -180,6 +180,41 @@ def test_detector_thresholds_names_and_refusals_at_their_limits():
         other.load_state_dict(saved)
 
 
+def test_bond_and_overlap_criteria_at_their_exact_limits():
+    """H2 whose given reference bond is 1.0 Å. Through ``default_detectors`` (default
+    Δ = 0.5 Å, ``bond_reference`` given, so not the start structures, whose bond is
+    1.5 Å): exactly 1.5 Å is still stable, 1.5 + 1e-9 Å is not. AtomOverlap's threshold
+    is ½ × each replica's starting minimum distance from ASE (H2 and four rattled
+    aspirins), and it flags a pair below it only."""
+    from ase import Atoms
+
+    from ase_mlff.graph.geometry import BondGraph
+    from ase_mlff.md.state import MDState
+
+    start = [Atoms("H2", positions=[[0, 0, 0], [d, 0, 0]]) for d in (1.5, 1.5 + 1e-9)]
+    b = Batch.from_atoms(start, cutoff=5.0, dtype=torch.float64)
+    z = torch.zeros_like(b.pos_nc)
+    one = torch.ones(len(z), dtype=torch.float64)
+    state = MDState(batch=b, vel_nc=z, mass_n=one, forces_nc=z.clone(), energy_s=z[:2, 0])
+    ref = BondGraph(np.array([1, 1]), np.array([[0, 1]]), np.array([1.0]), "test: 1.0 Å")
+    dets = {d.name: d for d in default_detectors(start, state, bond_reference=ref)}
+    assert dets["bond_length"].deviation(state)[0] == 0.5
+    assert dets["bond_length"](state).tolist() == [False, True]
+    overlap = dets["atom_overlap"]
+    np.testing.assert_allclose(overlap.threshold_s.numpy(), [0.75, 0.75 + 5e-10], rtol=1e-15)
+    pos = b.pos_nc.clone()
+    pos[1, 0], pos[3, 0] = 0.76, 0.74
+    state.batch = b.with_positions(pos)
+    assert overlap(state).tolist() == [False, True]
+
+    images = [_aspirin() for _ in range(4)]
+    for k, a in enumerate(images):
+        a.rattle(0.05, seed=k)
+    ase_min = [a.get_all_distances()[np.triu_indices(len(a), 1)].min() for a in images]
+    got = AtomOverlap(_state(images)).threshold_s.numpy()
+    np.testing.assert_allclose(got, 0.5 * np.array(ase_min), rtol=1e-12)
+
+
 def test_bond_detector_silent_on_reference_trajectories():
     """Never fires on the shipped GFN2-xTB 500 K trajectories (all 6,000 frames)."""
     ds = load_dataset("aspirin")

@@ -5,6 +5,7 @@ against one process for SAM + a balanced loss + the probe."""
 
 import copy
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -259,6 +260,39 @@ def test_trainer_sam_epoch_of_several_weighted_batches_by_hand(frames, tmp_path)
     b1.weight_s = torch.ones(1, dtype=torch.float64)
     _, l1 = _hand_sam_steps(start1, None, cfg, cfg.sam_rho, 1, batches=[b1])
     assert row1["train_loss"] == pytest.approx(l1[0][0], rel=1e-12)
+    assert row1["train_loss_perturbed"] == pytest.approx(l1[0][1], rel=1e-12)
+
+
+def test_trainer_element_balanced_loss_and_a_diverging_sam_step(frames, tmp_path):
+    """loss="element_balanced" in the Trainer: the first batch's loss is λ_E mean(ΔE/N)²
+    + λ_F Σ_i b_i |ΔF_i|² / (3N) with b_i = N / (3 N_Z) for aspirin's three elements
+    (C9H8O4), written out here; plain mse differs by far more than the tolerance. A SAM
+    radius that sends the perturbed loss to infinity stops with a one-line message that
+    names the SAM step."""
+    ds, _, val = frames
+    train = ds[:4]
+    cfg = TrainConfig(epochs=1, batch_size=4, loss="element_balanced", **SAM_FLOAT64)
+    tr = Trainer(_tiny(), train, val, cfg, tmp_path / "balanced")
+    start = copy.deepcopy(tr.model)
+    row = tr.train_epoch()
+    batch = Batch.from_dataset(train, np.arange(4), cutoff=start.cutoff, dtype=torch.float64)
+    out = {k: v.detach() for k, v in compute_properties(start, batch, forces=True).items()}
+    counts = {6: 9, 1: 8, 8: 4}
+    b_n = torch.tensor([21 / (3 * counts[int(z)]) for z in batch.numbers_n], dtype=torch.float64)
+    de = (out["energy"] - batch.energy_s) / batch.n_atoms_s
+    df2 = ((out["forces"] - batch.forces_nc) ** 2).sum(dim=1)
+    e_term = cfg.energy_weight * (de**2).mean()
+    balanced = e_term + cfg.force_weight * (b_n * df2).sum() / (3 * len(b_n))
+    plain = e_term + cfg.force_weight * df2.sum() / (3 * len(b_n))
+    assert row["train_loss"] == pytest.approx(float(balanced), rel=1e-12)
+    assert abs(float(balanced / plain) - 1) > 1e-3
+    wild = TrainConfig(epochs=1, batch_size=4, **{**SAM_FLOAT64, "sam_rho": 1e300})
+    with pytest.raises(
+        FloatingPointError,
+        match=r"^non-finite loss at the SAM-perturbed weights at epoch 1, batch 0; "
+        r"lower sam_rho or the learning rate or check the data$",
+    ):
+        Trainer(_tiny(), train, val, wild, tmp_path / "wild").train_epoch()
 
 
 def test_trainer_sam_step_is_the_formula_on_one_batch(frames, tmp_path):
@@ -294,7 +328,7 @@ def _float32_exact_atomref(train):
     return m
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path, caplog):
     """4 epochs straight vs 2 epochs, then a new Trainer resuming to 4 in the same out
     dir (3 shuffled batches per epoch): the same weights, AdamW moments, scheduler,
     numpy RNG and history, bit for bit. Resuming without the optimizer state (Adam
@@ -316,7 +350,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
     assert half.epochs_run == 2
     # a new trainer in that directory does resume: epoch, bests, patience, history, weights
     probe = trainer_in(tmp_path / "resumed")
-    assert probe.try_resume() is True
+    with caplog.at_level(logging.INFO, logger="ase_mlff.training.trainer"):
+        assert probe.try_resume() is True
+    assert f"resumed from {tmp_path / 'resumed'} at epoch 2" in caplog.messages
     saved = torch.load(tmp_path / "resumed" / "trainer_state.pt", weights_only=True)
     assert probe.epoch == 2 and probe.best_epoch == saved["best_epoch"]
     assert probe.best_val == saved["best_val"] and probe.bad_epochs == saved["bad_epochs"]
@@ -326,6 +362,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(frames, tmp_path):
         assert torch.equal(w, w_half[k].to(w)), k
     fresh = trainer_in(tmp_path / "fresh")
     assert fresh.try_resume() is False and fresh.epoch == 0
+    # a state without its last/ checkpoint (killed between the two writes) is not resumed
+    shutil.copytree(tmp_path / "resumed", tmp_path / "no_last")
+    shutil.rmtree(tmp_path / "no_last" / "last")
+    assert trainer_in(tmp_path / "no_last").try_resume() is False
     shutil.copytree(tmp_path / "resumed", tmp_path / "broken")
     (tmp_path / "broken" / "trainer_state.pt").write_bytes(b"not a checkpoint")
     broken = trainer_in(tmp_path / "broken")
@@ -620,8 +660,12 @@ def test_probe_most_stable_selection_and_resume(frames, tmp_path):
     loaded, _ = load_model(out / "most_stable")
     for k, p in loaded.state_dict().items():  # fit() left the selected weights in memory
         torch.testing.assert_close(tr.model.state_dict()[k], p)
-    # resume: two more epochs, the probed history is kept
+    # resume: the most stable epoch so far comes back with the state, and two more
+    # epochs keep the probed history
     cfg4 = TrainConfig(**{**FAST, "epochs": 4}, **probe, select_by="stability")
+    again = Trainer(_tiny(), train, val, cfg4, out, probe_images=starts)
+    assert again.most_stable == {} and again.try_resume() is True
+    assert again.most_stable == tr.most_stable and again.most_stable["epoch"] == expected
     tr4 = Trainer(_tiny(), train, val, cfg4, out, probe_images=starts)
     res4 = tr4.fit()
     assert res4.epochs_run == 4 and len(res4.history) == 4

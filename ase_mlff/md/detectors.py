@@ -192,7 +192,6 @@ class BondLengthDeviation(_PairDetector):
         self.pairs_2p = torch.as_tensor(np.concatenate(pairs, axis=1), device=device)
         self.b_p = torch.as_tensor(np.concatenate(lengths), device=device)
         self.pair_sys_p = torch.as_tensor(np.concatenate(sys_p), device=device)
-        self.n_systems = len(references)
 
     def deviation(self, state: MDState) -> Tensor:
         """(S,) max |r_ij − b_ij| over each replica's bonds, Å (0 for a replica with none)."""
@@ -215,7 +214,6 @@ class AtomOverlap(Detector):
     per_system = ("threshold_s",)
 
     def __init__(self, state: MDState, fraction: float = 0.5) -> None:
-        self.fraction = fraction
         self.threshold_s = fraction * self.min_distance(state)
 
     @staticmethod

@@ -382,7 +382,12 @@ class Trainer:
                     loss_pert = self._loss_and_grads(batch, b_n, norms, s_norm)
                 finally:
                     self.sam.restore()
-                self._check_finite(loss_pert, k, "at the SAM-perturbed weights ")
+                self._check_finite(
+                    loss_pert,
+                    k,
+                    "at the SAM-perturbed weights ",
+                    "lower sam_rho or the learning rate",
+                )
                 total_sharp += float(loss_pert) * len(frames)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -428,11 +433,13 @@ class Trainer:
             loss = torch.zeros((), dtype=torch.float64, device=self.device)
         return self._all_reduce_grads(loss.detach())
 
-    def _check_finite(self, loss: torch.Tensor, k: int, where: str = "") -> None:
+    def _check_finite(
+        self, loss: torch.Tensor, k: int, where: str = "", hint: str = "lower the learning rate"
+    ) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss {where}at epoch {self.epoch + 1}, batch {k}; "
-                "lower the learning rate or check the data"
+                f"{hint} or check the data"
             )
 
     def _from_rank0(self, values: dict[str, float]) -> dict[str, float]:
