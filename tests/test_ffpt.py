@@ -1,5 +1,7 @@
 """Rattling, batched labelling and pre-train -> fine-tune (paper 001)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +14,12 @@ from ase_mlff.metrics.errors import evaluate
 from ase_mlff.models import SchNet
 from ase_mlff.reference.sampling import rattled_dataset
 from ase_mlff.training import TrainConfig
-from ase_mlff.training.finetune import (
+from ase_mlff.training.finetune import paper_schedule
+from ase_mlff.training.stage import (
     DONE_FILE,
-    paper_schedule,
     refit_reference_energies,
     run_stage,
+    start_from_checkpoint,
 )
 
 
@@ -87,6 +90,7 @@ def test_pretrain_then_finetune(tmp_path, water_sets):
         tmp_path / "pt",
     )
     assert pre.epochs_run == 4 and (tmp_path / "pt" / DONE_FILE).exists()
+    pre_model_e_ref = pre_model.atomref.e_ref.detach().clone()
     scale = float(pre_model.atomref.scale)
     before = evaluate(pre_model, ft, dtype=torch.float64)
     # refitting the reference energies removes the offset, leaves the forces as they were
@@ -119,9 +123,23 @@ def test_pretrain_then_finetune(tmp_path, water_sets):
         tmp_path / "ft",
         init_from=pre.best_dir,
     )
-    assert again.best_epoch == fine.best_epoch
+    assert again.best_epoch == fine.best_epoch and again.history == fine.history
     for p, q in zip(again_model.parameters(), ft_model.parameters()):
         torch.testing.assert_close(p, q)
+    # a longer budget continues the stage from its last state: epochs 5-6 only
+    longer = replace(paper_schedule(cfg, "finetune"), epochs=6)
+    _, more = run_stage("finetune", tiny_model(), ft[:100], ft[100:], longer, tmp_path / "ft")
+    assert more.epochs_run == 6 and [r["epoch"] for r in more.history] == list(range(1, 7))
+
+    def timeless(h):
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]
+
+    assert timeless(more.history[:4]) == timeless(fine.history)
+    # continued training on the same labels keeps the checkpoint's reference energies
+    kept = tiny_model()
+    info = start_from_checkpoint(kept, pre.best_dir, ft[:100], refit=False)
+    assert info == {"init_from": str(pre.best_dir)}
+    torch.testing.assert_close(kept.atomref.e_ref, pre_model_e_ref, rtol=0, atol=0)
 
 
 def test_finetune_needs_the_same_architecture(tmp_path, water_sets):

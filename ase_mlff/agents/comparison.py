@@ -171,7 +171,7 @@ def train_variant(
     ``variant_done.json``: the checkpoint, the history and what was done."""
     from ase_mlff.models import build_model
     from ase_mlff.training.config import TrainConfig
-    from ase_mlff.training.finetune import run_stage
+    from ase_mlff.training.stage import run_stage
 
     out, data = Path(out_dir), Path(data_dir)
     if (out / DONE).exists():

@@ -23,7 +23,7 @@ recruited too. Each round k:
 The loop stops after ``rounds`` rounds, or at the first round whose MD has a fraction of
 stable replicas >= ``target_fraction_stable`` (that round then adds nothing), or when a
 round finds no frame to add. A finished round is recorded in ``round_k/round_done.json``
-and skipped when the loop is run again (as :func:`ase_mlff.training.finetune.run_stage`);
+and skipped when the loop is run again (as :func:`ase_mlff.training.stage.run_stage`);
 a round interrupted after its labelling resumes at the training (``round_k/md_done.json``),
 and the training itself resumes from its checkpoints.
 
@@ -466,7 +466,7 @@ def continued_learning(
             training conformations (kept fixed over the rounds, as in the paper, so
             "unexplored" is always relative to the original data).
         starts: MD start structures (the clusters' molecule).
-        cfg: the training of each round (e.g. :func:`~ase_mlff.training.finetune.
+        cfg: the training of each round (e.g. :func:`~ase_mlff.training.stage.
             paper_schedule` ``(cfg, "finetune")``); every round starts a new optimiser.
         rounds: the most rounds to run.
         md: ``run_md`` keywords (``steps`` required; ``dt``, ``temperature_K``,
@@ -498,7 +498,7 @@ def continued_learning(
     from ase_mlff.agents.labelling import label_frames
     from ase_mlff.calculators.mlff import resolve_model_path
     from ase_mlff.models.io import load_model
-    from ase_mlff.training.trainer import Trainer
+    from ase_mlff.training.stage import run_stage
     from ase_mlff.utils import DTYPES
 
     reference = dict(reference or {"name": "tblite"})
@@ -640,19 +640,19 @@ def continued_learning(
         rec.update({f"val_before_{m}": v for m, v in evaluate(model, val, **ev).items()})
         rec.update({f"added_before_{m}": v for m, v in evaluate(model, added, **ev).items()})
         t0 = time.perf_counter()
-        trainer = Trainer(
+        trained, res = run_stage(
+            f"round_{k}",
             model,
             new_train,
             val,
             cfg,
             rdir / "train",
+            fit_reference_energies=False,  # the same level of theory: keep e_ref
             metadata={"continued_round": k, "init_from": str(current)},
-            refit_atomref=False,
         )
-        res = trainer.fit()
         rec["seconds_train"] = time.perf_counter() - t0
-        rec.update({f"val_{m}": v for m, v in evaluate(trainer.model, val, **ev).items()})
-        rec.update({f"added_{m}": v for m, v in evaluate(trainer.model, added, **ev).items()})
+        rec.update({f"val_{m}": v for m, v in evaluate(trained, val, **ev).items()})
+        rec.update({f"added_{m}": v for m, v in evaluate(trained, added, **ev).items()})
         rec.update(
             train_size=len(new_train),
             best_epoch=res.best_epoch,

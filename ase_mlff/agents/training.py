@@ -51,7 +51,6 @@ import torch
 
 from ase_mlff.training.config import ExperimentConfig
 from ase_mlff.training.trainer import TrainResult
-from ase_mlff.utils import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +73,14 @@ def build_run(
     *,
     train=None,
     val=None,
-    init_from: str | Path | None = None,
 ) -> tuple[torch.nn.Module, Any, Any, dict[str, Any]]:
-    """The data and the model of one training run: ``(model, train, val, info)``.
+    """The data and the fresh model of one training run: ``(model, train, val, info)``.
 
     Without ``train``/``val`` the data come from ``cfg.data`` and are split as in
     :func:`ase_mlff.recipes.train.run`. The model is built from ``cfg.model`` (species from
     the data unless given) with ``torch.manual_seed(cfg.train.seed)`` first, so every process
-    builds the same initial weights. ``init_from``: a checkpoint of the same architecture
-    whose weights start the run, its reference energies refitted on ``train`` (as in
-    :func:`ase_mlff.training.finetune.run_stage`). ``info["refit_atomref"]`` tells the
-    :class:`~ase_mlff.training.trainer.Trainer` whether to fit the reference energies.
+    builds the same initial weights. A checkpoint to start from is loaded by
+    :func:`~ase_mlff.training.stage.run_stage`.
     """
     from ase_mlff.models import build_model
 
@@ -110,15 +106,6 @@ def build_run(
         info["data"] = {"name": "given", "n_train": len(train), "n_val": len(val)}
     torch.manual_seed(cfg.train.seed)
     model = build_model({"species": species, **cfg.model})
-    info["refit_atomref"] = True
-    if init_from is not None:
-        from ase_mlff.training.finetune import start_from_checkpoint
-
-        dtype = DTYPES[cfg.train.dtype]
-        info.update(
-            start_from_checkpoint(model, init_from, train, device=cfg.train.device, dtype=dtype)
-        )
-        info["refit_atomref"] = False
     return model, train, val, info
 
 
@@ -140,29 +127,30 @@ def _fit(
     metadata: dict[str, Any] | None = None,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Build and fit one run in this process (one rank of a group, or alone)."""
-    from ase_mlff.training.trainer import Trainer
+    """Build and fit one run in this process (one rank of a group, or alone), through
+    :func:`~ase_mlff.training.stage.run_stage`."""
+    from ase_mlff.training.stage import run_stage
 
     t0 = time.perf_counter()
-    model, train, val, info = build_run(cfg, train=train, val=val, init_from=init_from)
-    refit = info.pop("refit_atomref")
+    model, train, val, info = build_run(cfg, train=train, val=val)
     meta = {**info, **(metadata or {})}
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out_dir / "config.yaml")
 
     def fit(log_fn=None) -> TrainResult:
-        trainer = Trainer(
+        _, res = run_stage(
+            out_dir.name,
             model,
             train,
             val,
             cfg.train,
             out_dir,
-            metadata=meta,
+            init_from=init_from,
             log_fn=log_fn,
-            refit_atomref=refit,
+            metadata=meta,
         )
-        return trainer.fit()
+        return res
 
     if tracking is None or not write:
         res, run_id = fit(), None
@@ -282,7 +270,8 @@ def train_distributed(
     ``train.device`` is replaced by the worker's device (CPU, or its GPU with
     ``use_gpu``); on CPU each worker uses ``cpus_per_worker`` torch threads. ``train``/``val``
     (Datasets) replace ``cfg.data`` and are shipped to every worker; for large sets prefer
-    ``cfg.data``, which every worker loads itself. ``init_from``: see :func:`build_run`.
+    ``cfg.data``, which every worker loads itself. ``init_from``: a checkpoint to start
+    from (:func:`~ase_mlff.training.stage.run_stage`).
     ``experiment``: rank 0 logs the run to MLflow (``tracking_uri``, default: the driver's
     :func:`~ase_mlff.tracking.default_tracking_uri`). ``timeout_s``: of the process group's
     collectives.

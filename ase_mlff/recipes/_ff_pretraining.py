@@ -12,7 +12,8 @@ from typing import Any
 from ase_mlff.data import Dataset
 from ase_mlff.models import build_model
 from ase_mlff.training.config import TrainConfig
-from ase_mlff.training.finetune import paper_schedule, run_stage
+from ase_mlff.training.finetune import paper_schedule
+from ase_mlff.training.stage import run_stage
 
 
 @dataclass

@@ -18,7 +18,7 @@ Variants, each an MLflow child run under one parent run:
 - ``eam_pretrained``: the training frames perturbed ``n_aug`` times (Algorithm 1, Table A.1
   silica/TorchMD-NET row: 5 rounds, 4 pulled pairs and 5 displaced sites, strengths
   [1.0, 0.0) Å), labelled by the fitted EAM (energy, forces, stress), the MLIP pre-trained
-  on them and fine-tuned on the quantum data (:func:`ase_mlff.training.finetune.run_stage`);
+  on them and fine-tuned on the quantum data (:func:`ase_mlff.training.stage.run_stage`);
 - ``hybrid``: E = E_MLIP + E_EAM (appendix B), the fitted EAM and a fresh MLIP trained
   jointly on the quantum data.
 
@@ -218,7 +218,7 @@ def _train_variant(
 ) -> dict[str, Any]:
     """Train one MLIP variant in this process; returns its checkpoint and histories."""
     from ase_mlff.models import HybridPotential, build_model, load_model
-    from ase_mlff.training.finetune import run_stage
+    from ase_mlff.training.stage import run_stage
 
     torch.set_num_threads(1)
     train, val = Dataset.load_npz(paths["train"]), Dataset.load_npz(paths["val"])
@@ -529,7 +529,7 @@ def run(a: argparse.Namespace, variants: list[str], ensembles: list[str]) -> dic
     from ase_mlff.models import build_model, load_model
     from ase_mlff.models.eam import decomposition_figure
     from ase_mlff.tracking import Tracker
-    from ase_mlff.training.finetune import run_stage
+    from ase_mlff.training.stage import run_stage
 
     prof = PROFILES[a.profile]
     fraction = a.fraction if a.fraction is not None else prof["fraction"]

@@ -36,7 +36,7 @@ from ase_mlff.models import build_model
 from ase_mlff.models.io import META
 from ase_mlff.models.prediction import predict
 from ase_mlff.training.config import ExperimentConfig
-from ase_mlff.training.trainer import Trainer
+from ase_mlff.training.stage import run_stage
 from ase_mlff.utils import DTYPES
 
 log = logging.getLogger(__name__)
@@ -139,14 +139,14 @@ def run(
             "mlflow_run_id": run_h.run_id,
             "command": command,
         }
-        trainer = Trainer(
-            model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
+        trained, result = run_stage(
+            "train", model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
         )
-        run_h.log_params({f"atomref.{k}": v for k, v in trainer.atomref_stats.items()})
-        result = trainer.fit()
+        atomref = {k.removeprefix("atomref_"): v for k, v in result.extra.items()}
+        run_h.log_params({f"atomref.{k}": v for k, v in atomref.items()})
         t0 = time.perf_counter()
         pred = predict(
-            trainer.model,
+            trained,
             test,
             batch_size=cfg.train.eval_batch_size,
             device=cfg.train.device,

@@ -15,7 +15,7 @@ frames whose F_mae^(n) exceeds the global F_mae of all frames) and r_k = RBP_k /
 then every frame s of cluster k gets w_s = m_k / mean_s' m_k(s') (mean 1 over the frames).
 All RBP_k = 0 (no frame above the global mean) gives w ≡ 1. Fine-tuning is then the usual
 :class:`~ase_mlff.training.trainer.Trainer` on the same data with ``dataset.weight_s = w``
-(the loss honours ``weight_s``), e.g. via :func:`~ase_mlff.training.finetune.run_stage` with
+(the loss honours ``weight_s``), e.g. via :func:`~ase_mlff.training.stage.run_stage` with
 ``init_from`` the original model.
 """
 
