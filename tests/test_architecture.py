@@ -55,3 +55,50 @@ def test_the_contract_breaks_on_a_planted_upward_import(tmp_path, module, plante
     assert res.returncode != 0
     assert "0 kept, 1 broken" in res.stdout
     assert module.replace("/", ".").removesuffix(".py") in res.stdout
+
+
+#: private modules a test may import, with the reason
+PRIVATE_MODULES_ALLOWED = {
+    # the opt-in allocator tuning: its test checks that `import ase_mlff` does not apply it
+    "ase_mlff._malloc",
+}
+
+
+def private_imports(source: str) -> list[str]:
+    """Names a test module imports from ``ase_mlff`` that are private: a module or a name
+    whose last part starts with ``_`` (``from ase_mlff.x import _y``, ``import
+    ase_mlff._x``), the allowed modules above excepted."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ase_mlff"):
+            mod = node.module
+            if any(p.startswith("_") for p in mod.split(".")) and mod not in (
+                PRIVATE_MODULES_ALLOWED
+            ):
+                found.append(mod)
+            found += [f"{mod}.{a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "ase_mlff" and any(p.startswith("_") for p in parts):
+                    if a.name not in PRIVATE_MODULES_ALLOWED:
+                        found.append(a.name)
+    return found
+
+
+def test_tests_import_only_public_names():
+    """Tests use the library as users do: no private module or name of ``ase_mlff``
+    (e.g. a recipe's helpers) is imported by a test."""
+    bad = {
+        p.name: names
+        for p in sorted((ROOT / "tests").glob("*.py"))
+        if (names := private_imports(p.read_text()))
+    }
+    assert bad == {}
+    planted = "from ase_mlff.recipes._helpers import x\nfrom ase_mlff.metrics import _y\n"
+    assert private_imports(planted) == ["ase_mlff.recipes._helpers", "ase_mlff.metrics._y"]
+    assert private_imports("import ase_mlff._malloc\nimport ase_mlff.md._x as m\n") == [
+        "ase_mlff.md._x"
+    ]

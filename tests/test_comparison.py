@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ase_mlff.agents.comparison import _best
+from ase_mlff.agents.comparison import best_by_criterion
 
 
 def _expected_best(rows):
@@ -164,7 +164,7 @@ def _row(model, fraction, t_inst, mae):
     ],
 )
 def test_best_variant_is_the_criterion(rows, best):
-    assert _best(rows) == best == _expected_best(rows)
+    assert best_by_criterion(rows) == best == _expected_best(rows)
 
 
 def test_best_variant_matches_the_criterion_on_random_tables_with_ties():
@@ -180,4 +180,4 @@ def test_best_variant_matches_the_criterion_on_random_tables_with_ties():
             )
             for i in range(n)
         ]
-        assert _best(rows) == _expected_best(rows), rows
+        assert best_by_criterion(rows) == _expected_best(rows), rows

@@ -152,7 +152,7 @@ def test_evaluate_rejects_a_directory_that_is_not_a_study(tmp_path):
 
 def test_aspirin_torsions_are_bonded_chains(aspirin):
     from ase_mlff.metrics.bond_forces import covalent_bonds
-    from ase_mlff.recipes._evaluate_analyses import ASPIRIN_DIHEDRALS
+    from ase_mlff.metrics.model_analyses import ASPIRIN_DIHEDRALS
 
     bonds = {tuple(sorted(map(int, b))) for b in covalent_bonds(aspirin)}
     for quad in ASPIRIN_DIHEDRALS.values():
@@ -163,17 +163,15 @@ def test_aspirin_torsions_are_bonded_chains(aspirin):
 def test_periodic_observables_of_water_frames():
     """The periodic branch of the report: the reference frames themselves, read as a
     trajectory, give RDFs close to the reference and a positive O self-diffusion."""
-    from types import SimpleNamespace
-
     from ase_mlff.data import load_dataset
+    from ase_mlff.metrics.stable_observables import periodic_observables
     from ase_mlff.metrics.trajectory import Trajectory
-    from ase_mlff.recipes._evaluate_analyses import _periodic_observables
 
     ds = load_dataset("water")
     test, run = ds[np.arange(0, 40)], ds[np.arange(0, 80)]
     traj = Trajectory.from_atoms(run.to_atoms_list(with_labels=False), dt_fs=50.0)
     res = {"models": {"m": {}}}
-    figs = _periodic_observables({"m": [traj]}, test, res, SimpleNamespace())
+    figs = periodic_observables({"m": [traj]}, test, res)
     m = res["models"]["m"]
     assert set(figs) == {"rdf.png"}
     for pair in ("OO", "HO", "HH"):
@@ -198,7 +196,7 @@ def test_evaluate_rejects_bad_bonds_and_torsions_before_work(tmp_path, args, mes
 
 
 def test_study_rows_match_models_by_path_and_survive_moved_checkpoints(tmp_path):
-    from ase_mlff.recipes._evaluate_analyses import study_rows
+    from ase_mlff.agents.evaluation import study_rows
 
     (tmp_path / "t_inst.csv").write_text(
         "model,replica_id,t_inst_fs,reason,stable,frames,start_index,traj_dir\n"

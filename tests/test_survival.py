@@ -231,7 +231,7 @@ def test_logrank_identical_different_and_no_events():
 
 
 def test_study_writer_outputs(tmp_path):
-    from ase_mlff.agents.study import StudyResult, _write, summarize_study
+    from ase_mlff.agents.study import StudyResult, write_study_files, summarize_study
 
     rows = []
     for model, ts in (("good", [NAN, NAN, NAN, 40.0]), ("bad", [5.0, 10.0, 10.0, NAN])):
@@ -246,7 +246,7 @@ def test_study_writer_outputs(tmp_path):
                 }
             )
     res = summarize_study(StudyResult(rows=rows, total_fs=50.0, out_dir=tmp_path))
-    _write(res, {"steps": 100, "dt": 0.5})
+    write_study_files(res, {"steps": 100, "dt": 0.5})
 
     summary = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: no NaN
     assert summary["total_fs"] == 50.0 and list(summary["models"]) == ["good", "bad"]
@@ -301,7 +301,7 @@ def test_survival_figure_old_and_new_curve_forms():
 
 
 def test_comparison_table_shows_intervals_and_logrank():
-    from ase_mlff.agents.comparison import SURVIVAL_KEYS, _best, comparison_markdown
+    from ase_mlff.agents.comparison import SURVIVAL_KEYS, best_by_criterion, comparison_markdown
 
     t1, t2 = np.array([5.0, 10.0, 15.0, NAN]), np.array([NAN, NAN, NAN, 40.0])
     groups = {"m1": (t1, np.isnan(t1)), "m2": (t2, np.isnan(t2))}
@@ -330,15 +330,15 @@ def test_comparison_table_shows_intervals_and_logrank():
     assert "> run [" in m2  # median of m2 not reached within the run
     assert f"{rows[1]['rmst_fs']:.0f} [" in m2
     assert "| m1 | m2 |" in table and "Holm" in table
-    assert _best(rows) == "m2"  # the selection criterion still works on these keys
+    assert best_by_criterion(rows) == "m2"  # the selection criterion still works on these keys
 
 
 def test_holm_step_down_keeps_adjusted_p_monotone():
-    from ase_mlff.metrics.stability import _holm
+    from ase_mlff.metrics.stability import holm_adjust
 
     # sorted 0.01, 0.03, 0.04 -> ×3, ×2, ×1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
-    np.testing.assert_allclose(_holm(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
-    np.testing.assert_allclose(_holm(np.array([0.5, 0.9])), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(holm_adjust(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm_adjust(np.array([0.5, 0.9])), [1.0, 1.0])  # capped at 1
 
 
 def test_band_where_survival_reaches_zero_and_all_stable():
@@ -729,11 +729,11 @@ def test_rmst_variance_with_interior_censoring_and_a_short_tau():
 
 
 def test_wilson_default_and_holm_cap_and_logrank_in_either_order():
-    from ase_mlff.metrics.stability import _holm, wilson_interval
+    from ase_mlff.metrics.stability import holm_adjust, wilson_interval
 
     ci = stats.binomtest(3, 10).proportion_ci(confidence_level=0.95, method="wilson")
     assert wilson_interval(3, 10) == pytest.approx((ci.low, ci.high), rel=1e-12)
-    np.testing.assert_allclose(_holm(np.array([0.6, 0.9])), [1.0, 1.0])  # 1.2 capped at 1
+    np.testing.assert_allclose(holm_adjust(np.array([0.6, 0.9])), [1.0, 1.0])  # 1.2 capped at 1
     early = (np.linspace(1, 10, 20), np.zeros(20, bool))
     late = (np.full(20, NAN), np.ones(20, bool))
     ab = pairwise_logrank({"early": early, "late": late}, 50.0)[0]

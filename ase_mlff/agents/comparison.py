@@ -514,7 +514,7 @@ class ComparisonAgent:
             for f in ("comparison.md", "comparison.csv", "spec.json"):
                 parent.log_artifact(self.out / f)
             handles = self.log_children(tracker, parent, labels, trained, evaluation, stab, rows)
-            best = _best(rows)
+            best = best_by_criterion(rows)
             registered = None
             if best is not None:
                 name = s.register_as or f"{s.name}-best"
@@ -695,7 +695,7 @@ def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
     return rows if {r["model"] for r in rows} == set(models) else None
 
 
-def _best(rows: list[dict]) -> str | None:
+def best_by_criterion(rows: list[dict]) -> str | None:
     """The model chosen by :data:`CRITERION`."""
     ok = [r for r in rows if np.isfinite(r["forces_mae"])]
     if not ok:

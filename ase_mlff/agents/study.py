@@ -221,7 +221,7 @@ def run_stability_study(
             )
     rows.sort(key=lambda r: (r["model"], r["replica_id"]))
     result = summarize_study(StudyResult(rows=rows, total_fs=total_fs, out_dir=out), models)
-    _write(result, md)
+    write_study_files(result, md)
     return result
 
 
@@ -317,7 +317,9 @@ def summarize_study(result: StudyResult, models: Sequence[str] | None = None) ->
     return result
 
 
-def _write(result: StudyResult, md: dict) -> None:
+def write_study_files(result: StudyResult, md: dict) -> None:
+    """Write a finished study's ``t_inst.csv``, survival curves and summary into its
+    ``out_dir`` (``md``: the MD protocol, recorded in the summary)."""
     out = result.out_dir
     with open(out / "t_inst.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(result.rows[0]))

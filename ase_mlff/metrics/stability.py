@@ -308,7 +308,7 @@ def survival_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, 
     return numeric_metrics(summary, prefix)
 
 
-def _holm(p: np.ndarray) -> np.ndarray:
+def holm_adjust(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values: with p sorted ascending, ``p̃_(i) =
     max_{j ≤ i} min(1, (m − j + 1) p_(j))`` (i, j from 1)."""
     p = np.asarray(p, float)
@@ -353,7 +353,7 @@ def pairwise_logrank(
                 stat, p = (stat if math.isfinite(stat) else 0.0), 1.0
         rows.append({"a": str(a), "b": str(b), "statistic": stat, "p_value": p})
     if rows:
-        for r, q in zip(rows, _holm(np.array([r["p_value"] for r in rows]))):
+        for r, q in zip(rows, holm_adjust(np.array([r["p_value"] for r in rows]))):
             r["p_holm"] = float(q)
     return rows
 

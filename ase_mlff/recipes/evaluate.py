@@ -102,12 +102,31 @@ def load_models(specs: list[str], dtype: torch.dtype, device: str) -> dict[str, 
     return models
 
 
+def analysis_options(a: argparse.Namespace):
+    """The analysis flags as :class:`~ase_mlff.metrics.model_analyses.AnalysisOptions`."""
+    from ase_mlff.metrics.model_analyses import AnalysisOptions
+
+    return AnalysisOptions(
+        data=a.data,
+        latent_data=tuple(a.latent_data or ()),
+        latent_frames=a.latent_frames,
+        bonds=a.bonds,
+        dihedrals=a.dihedrals,
+        reference_frame=a.reference_frame,
+        n_nearest=a.n_nearest,
+        seed=a.seed,
+        device=a.device,
+        dtype=a.dtype,
+    )
+
+
 def check_inputs(a, specs: list[str], test: Dataset, molecule: bool) -> None:
     """Fail before any work: a study that holds none of the models, bonds or torsions that
     do not exist in the molecule (a ring bond cannot be scanned by rigid translation)."""
+    from ase_mlff.agents.evaluation import study_rows
     from ase_mlff.agents.study import model_dirs
     from ase_mlff.metrics.bond_forces import bond_fragment
-    from ase_mlff.recipes._evaluate_analyses import fes_dihedrals, scan_bonds, study_rows
+    from ase_mlff.metrics.model_analyses import fes_dihedrals, scan_bonds
 
     if a.stability is not None:
         study_rows(a.stability, specs, model_dirs(specs))
@@ -209,9 +228,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures.update(comparison_figures(results, clusters, train, test))
 
         if not a.no_analyses:
-            from ase_mlff.recipes._evaluate_analyses import model_analyses
+            from ase_mlff.agents.evaluation import reference_calculator
+            from ase_mlff.metrics.model_analyses import model_analyses
 
-            ana, ana_figs, per_model_figs = model_analyses(models, test, preds, a, molecule)
+            reference = reference_calculator(a.reference_calculator, test)
+            ana, ana_figs, per_model_figs = model_analyses(
+                models, test, preds, analysis_options(a), molecule, reference=reference
+            )
             results["analyses"] = ana
             for name, sc in ana.pop("scalars").items():
                 results["models"][name].setdefault("scalars", {}).update(sc)
@@ -220,10 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 model_figs[name].update(f)
 
         if a.stability is not None:
-            from ase_mlff.recipes._evaluate_analyses import stability_report
+            from ase_mlff.agents.evaluation import stability_report
 
             forces = {n: r["global"] for n, r in results["models"].items()}
-            st, st_figs = stability_report(a.stability, specs, models, test, clusters, a, forces)
+            opts = analysis_options(a)
+            st, st_figs = stability_report(a.stability, specs, models, test, clusters, opts, forces)
             results["stability"] = st
             figures.update(st_figs)
 
@@ -286,11 +310,11 @@ def summary_markdown(results: dict[str, Any]) -> str:
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "analyses" in results:
-        from ase_mlff.recipes._evaluate_analyses import analyses_markdown
+        from ase_mlff.metrics.model_analyses import analyses_markdown
 
         lines += ["", analyses_markdown(results["analyses"])]
     if "stability" in results:
-        from ase_mlff.recipes._evaluate_analyses import stability_markdown
+        from ase_mlff.metrics.stable_observables import stability_markdown
 
         lines += ["", stability_markdown(results["stability"])]
     return "\n".join(lines) + "\n"
