@@ -495,38 +495,15 @@ def continued_learning(
         errors on the added frames before / after training (``added_before_*``),
         ``best_epoch``, ``epochs_run``, timings.
     """
-    from ase_mlff.agents.labelling import label_frames
     from ase_mlff.calculators.mlff import resolve_model_path
-    from ase_mlff.models.io import load_model
-    from ase_mlff.training.stage import run_stage
-    from ase_mlff.utils import DTYPES
 
     reference = dict(reference or {"name": "tblite"})
-    if not reference.get("name"):
-        raise ValueError(f"reference must be a calculator spec with a 'name', got {reference!r}")
-    starts = list(starts)
-    if not starts:
-        raise ValueError("no MD start structures given (starts is empty)")
-    check_molecule(starts, clusters, "start structure")
-    if len(train) == 0 or len(val) == 0:
-        raise ValueError("training and validation sets must not be empty")
-    if int(rounds) < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    if target_fraction_stable is not None and not 0.0 < target_fraction_stable <= 1.0:
-        raise ValueError(f"target_fraction_stable must be in (0, 1], got {target_fraction_stable}")
-    if max_new_per_round is not None and int(max_new_per_round) < 1:
-        raise ValueError(f"max_new_per_round must be >= 1 (or None), got {max_new_per_round}")
-    if int(n_before_instability) < 0 or int(stride) < 1:
-        raise ValueError("n_before_instability must be >= 0 and stride >= 1")
     md = dict(md or {"steps": 1000})
-    md_kwargs, n_replicas = _md_kwargs(md)
-    n_replicas = len(starts) if n_replicas is None else int(n_replicas)
-    if n_replicas < 1:
-        raise ValueError(f"md n_replicas must be >= 1, got {n_replicas}")
-    images = [starts[k % len(starts)] for k in range(n_replicas)]
+    images, md_kwargs = _checked_inputs(
+        reference, starts, clusters, train, val, rounds, target_fraction_stable,
+        max_new_per_round, n_before_instability, stride, md,
+    )  # fmt: skip
     base = resolve_model_path(model_dir)
-    dtype = DTYPES[cfg.dtype]
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_dict = {k: v for k, v in asdict(cfg).items() if k not in _CFG_VOLATILE}
@@ -550,93 +527,183 @@ def continued_learning(
             },
         },
     )
+    loop = _Loop(
+        out=out,
+        train=train,
+        val=val,
+        cfg=cfg,
+        clusters=clusters,
+        reference=reference,
+        images=images,
+        md_kwargs=md_kwargs,
+        selection={
+            "n_before_instability": n_before_instability,
+            "max_frames": max_new_per_round,
+            "stride": stride,
+        },
+        n_label_tasks=n_label_tasks,
+        target_fraction_stable=target_fraction_stable,
+        log_fn=log_fn,
+    )
+    return loop.run(base, int(rounds))
 
-    records: list[dict[str, Any]] = []
-    current = base
-    train_path: Path | None = None  # cumulative training set of the last finished round
-    stopped = "rounds"
-    for k in range(1, int(rounds) + 1):
-        rdir = out / f"round_{k}"
-        done = rdir / ROUND_DONE
-        if done.exists():
-            rec = json.loads(done.read_text())
-            records.append(rec)
-            log.info("continued learning: round %d already finished in %s: skipped", k, rdir)
-            if rec.get("stopped"):
-                stopped = rec["stopped"]
-                break
-            current = out / rec["model_out"]
-            train_path = out / rec["train_file"]
-            continue
-        rdir.mkdir(parents=True, exist_ok=True)
-        rec: dict[str, Any] = {"round": k, "model_in": _rel(current, out), "stopped": None}
 
-        # ---- 1-3: MD, selection, labelling (skipped when an interrupted round did them)
-        if (rdir / MD_DONE).exists():
-            rec.update(json.loads((rdir / MD_DONE).read_text()))
-            added = Dataset.load_npz(rdir / "added.npz") if rec["n_added"] else None
-            log.info("round %d: MD and labelling already done, resuming at the training", k)
-        else:
-            prev_train = train if train_path is None else Dataset.load_npz(train_path)
-            model_md, _ = load_model(current, device=md_kwargs["device"], dtype=md_kwargs["dtype"])
-            t0 = time.perf_counter()
-            run = run_md(model_md, images, traj_dir=rdir / "md", **md_kwargs)
-            rec["seconds_md"] = time.perf_counter() - t0
-            stable = np.array([r.stable for r in run.replicas])
-            summary = t_inst_summary(run.t_inst(), stable, run.steps * run.dt_fs)
-            rec.update(summary)
-            rec["t_inst_fs"] = [float(t) for t in run.t_inst()]
-            rec["reasons"] = [r.reason for r in run.replicas]
-            sel = select_frames(
-                run,
-                clusters,
-                n_before_instability=n_before_instability,
-                max_frames=max_new_per_round,
-                stride=stride,
-                templates=images,
-            )
-            counts = sel.counts()
-            rec.update(
-                n_frames_md=sel.n_frames_seen,
-                fraction_unexplored=sel.unexplored_fraction,
-                n_candidates=sel.n_candidates,
-                n_added=len(sel),
-                n_added_unexplored=counts[UNEXPLORED],
-                n_added_pre_instability=counts[PRE_INSTABILITY],
-                n_added_both=counts[BOTH],
-            )
-            if target_fraction_stable is not None and summary["fraction_stable"] >= float(
-                target_fraction_stable
-            ):
-                rec.update(stopped="target_reached", n_added=0, model_out=rec["model_in"])
-            elif not len(sel):
-                rec.update(stopped="no_new_frames", model_out=rec["model_in"])
+def _checked_inputs(
+    reference, starts, clusters, train, val, rounds, target_fraction_stable,
+    max_new_per_round, n_before_instability, stride, md,
+) -> tuple[list[Atoms], dict[str, Any]]:  # fmt: skip
+    """Every argument of :func:`continued_learning` checked before any work; returns the
+    MD start structures (one per replica) and the ``run_md`` keywords."""
+    if not reference.get("name"):
+        raise ValueError(f"reference must be a calculator spec with a 'name', got {reference!r}")
+    starts = list(starts)
+    if not starts:
+        raise ValueError("no MD start structures given (starts is empty)")
+    check_molecule(starts, clusters, "start structure")
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("training and validation sets must not be empty")
+    if int(rounds) < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if target_fraction_stable is not None and not 0.0 < target_fraction_stable <= 1.0:
+        raise ValueError(f"target_fraction_stable must be in (0, 1], got {target_fraction_stable}")
+    if max_new_per_round is not None and int(max_new_per_round) < 1:
+        raise ValueError(f"max_new_per_round must be >= 1 (or None), got {max_new_per_round}")
+    if int(n_before_instability) < 0 or int(stride) < 1:
+        raise ValueError("n_before_instability must be >= 0 and stride >= 1")
+    md_kwargs, n_replicas = _md_kwargs(md)
+    n_replicas = len(starts) if n_replicas is None else int(n_replicas)
+    if n_replicas < 1:
+        raise ValueError(f"md n_replicas must be >= 1, got {n_replicas}")
+    return [starts[k % len(starts)] for k in range(n_replicas)], md_kwargs
+
+
+@dataclass
+class _Loop:
+    """The rounds of :func:`continued_learning`, each (1) MD from the current model,
+    (2) frame selection, (3) labelling, (4) training; a round's record is written when it
+    ends (``round_k/round_done.json``) and after step 3 (``md_done.json``), the points a
+    rerun resumes from."""
+
+    out: Path
+    train: Dataset
+    val: Dataset
+    cfg: TrainConfig
+    clusters: ConformationClusters
+    reference: dict[str, Any]
+    images: list[Atoms]
+    md_kwargs: dict[str, Any]
+    selection: dict[str, Any]
+    n_label_tasks: int | None
+    target_fraction_stable: float | None
+    log_fn: Callable[..., None] | None
+
+    def run(self, base: Path, rounds: int) -> ContinuedResult:
+        records: list[dict[str, Any]] = []
+        current = base
+        train_path: Path | None = None  # cumulative training set of the last finished round
+        stopped = "rounds"
+        for k in range(1, rounds + 1):
+            rdir = self.out / f"round_{k}"
+            done = rdir / ROUND_DONE
+            if done.exists():
+                rec = json.loads(done.read_text())
+                records.append(rec)
+                log.info("continued learning: round %d already finished in %s: skipped", k, rdir)
+                if rec.get("stopped"):
+                    stopped = rec["stopped"]
+                    break
+                current = self.out / rec["model_out"]
+                train_path = self.out / rec["train_file"]
+                continue
+            rdir.mkdir(parents=True, exist_ok=True)
+            rec: dict[str, Any] = {"round": k, "model_in": _rel(current, self.out), "stopped": None}
+            added = self._explore(k, rdir, rec, current, train_path)
             if rec["stopped"]:
                 log.info("round %d: %s, loop ends", k, rec["stopped"])
-                for key in ("n_added_unexplored", "n_added_pre_instability", "n_added_both"):
-                    rec[key] = 0
-                _finish(rec, done, records, log_fn, k)
+                _finish(rec, done, records, self.log_fn, k)
                 stopped = rec["stopped"]
                 break
-            t0 = time.perf_counter()
-            added = label_frames(
-                sel.images,
-                reference,
-                n_label_tasks,
-                extra_keys=EXTRA_KEYS,
-                provenance={"continued_round": k, "selection": counts},
-            )
-            rec["seconds_label"] = time.perf_counter() - t0
-            new_train = append_frames(prev_train, added, k)
-            _save_atomic(added, rdir / "added.npz")
-            _save_atomic(new_train, rdir / "train.npz")
-            rec["train_file"] = _rel(rdir / "train.npz", out)
-            _write_json(rdir / MD_DONE, rec)  # the round resumes after this point
+            current = self._train(k, rdir, rec, current, added)
+            _finish(rec, done, records, self.log_fn, k)
+            train_path = self.out / rec["train_file"]
+        return ContinuedResult(
+            rounds=records,
+            final_checkpoint=current,
+            final_train=train_path,
+            stopped_because=stopped,
+            out_dir=self.out,
+        )
 
-        # ---- 4: continue training from the current weights
-        new_train = Dataset.load_npz(out / rec["train_file"])
-        model, _ = load_model(current, device=cfg.device, dtype=dtype)
-        ev = {"device": cfg.device, "dtype": dtype, "batch_size": cfg.eval_batch_size}
+    def _explore(
+        self, k: int, rdir: Path, rec: dict, current: Path, train_path: Path | None
+    ) -> Dataset | None:
+        """Steps 1-3 into ``rec`` (skipped when an interrupted round did them); returns the
+        labelled new frames, or None when the loop stops here (``rec["stopped"]``)."""
+        from ase_mlff.agents.labelling import label_frames
+        from ase_mlff.models.io import load_model
+
+        if (rdir / MD_DONE).exists():
+            rec.update(json.loads((rdir / MD_DONE).read_text()))
+            log.info("round %d: MD and labelling already done, resuming at the training", k)
+            return Dataset.load_npz(rdir / "added.npz") if rec["n_added"] else None
+        kw = self.md_kwargs
+        model_md, _ = load_model(current, device=kw["device"], dtype=kw["dtype"])
+        t0 = time.perf_counter()
+        run = run_md(model_md, self.images, traj_dir=rdir / "md", **kw)
+        rec["seconds_md"] = time.perf_counter() - t0
+        stable = np.array([r.stable for r in run.replicas])
+        rec.update(t_inst_summary(run.t_inst(), stable, run.steps * run.dt_fs))
+        rec["t_inst_fs"] = [float(t) for t in run.t_inst()]
+        rec["reasons"] = [r.reason for r in run.replicas]
+        sel = select_frames(run, self.clusters, templates=self.images, **self.selection)
+        counts = sel.counts()
+        rec.update(
+            n_frames_md=sel.n_frames_seen,
+            fraction_unexplored=sel.unexplored_fraction,
+            n_candidates=sel.n_candidates,
+            n_added=len(sel),
+            n_added_unexplored=counts[UNEXPLORED],
+            n_added_pre_instability=counts[PRE_INSTABILITY],
+            n_added_both=counts[BOTH],
+        )
+        target = self.target_fraction_stable
+        if target is not None and rec["fraction_stable"] >= float(target):
+            rec.update(stopped="target_reached", n_added=0, model_out=rec["model_in"])
+        elif not len(sel):
+            rec.update(stopped="no_new_frames", model_out=rec["model_in"])
+        if rec["stopped"]:
+            for key in ("n_added_unexplored", "n_added_pre_instability", "n_added_both"):
+                rec[key] = 0
+            return None
+        prev_train = self.train if train_path is None else Dataset.load_npz(train_path)
+        t0 = time.perf_counter()
+        added = label_frames(
+            sel.images,
+            self.reference,
+            self.n_label_tasks,
+            extra_keys=EXTRA_KEYS,
+            provenance={"continued_round": k, "selection": counts},
+        )
+        rec["seconds_label"] = time.perf_counter() - t0
+        new_train = append_frames(prev_train, added, k)
+        _save_atomic(added, rdir / "added.npz")
+        _save_atomic(new_train, rdir / "train.npz")
+        rec["train_file"] = _rel(rdir / "train.npz", self.out)
+        _write_json(rdir / MD_DONE, rec)  # the round resumes after this point
+        return added
+
+    def _train(self, k: int, rdir: Path, rec: dict, current: Path, added: Dataset) -> Path:
+        """Step 4: continue training from the current weights on the grown set, with the
+        errors on the validation set and on the added frames before and after; returns
+        the new checkpoint."""
+        from ase_mlff.models.io import load_model
+        from ase_mlff.training.stage import run_stage
+        from ase_mlff.utils import DTYPES
+
+        cfg, val = self.cfg, self.val
+        new_train = Dataset.load_npz(self.out / rec["train_file"])
+        model, _ = load_model(current, device=cfg.device, dtype=DTYPES[cfg.dtype])
+        ev = {"device": cfg.device, "dtype": DTYPES[cfg.dtype], "batch_size": cfg.eval_batch_size}
         rec.update({f"val_before_{m}": v for m, v in evaluate(model, val, **ev).items()})
         rec.update({f"added_before_{m}": v for m, v in evaluate(model, added, **ev).items()})
         t0 = time.perf_counter()
@@ -658,10 +725,8 @@ def continued_learning(
             best_epoch=res.best_epoch,
             epochs_run=res.epochs_run,
             train_stopped_because=res.stopped_because,
-            model_out=_rel(res.best_dir, out),
+            model_out=_rel(res.best_dir, self.out),
         )
-        _finish(rec, done, records, log_fn, k)
-        current, train_path = res.best_dir, out / rec["train_file"]
         log.info(
             "round %d: +%d frames (%s), train %d, val F-MAE %.1f meV/Å, stable %.2f",
             k,
@@ -671,13 +736,7 @@ def continued_learning(
             rec["val_forces_mae"] * 1e3,
             rec["fraction_stable"],
         )
-    return ContinuedResult(
-        rounds=records,
-        final_checkpoint=current,
-        final_train=train_path,
-        stopped_because=stopped,
-        out_dir=out,
-    )
+        return res.best_dir
 
 
 def _rel(path: Path, root: Path) -> str:
