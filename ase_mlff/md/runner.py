@@ -192,21 +192,7 @@ def run_md(
     ``ValueError`` naming it before the model is evaluated.
     """
     p = make_protocol(protocol, **protocol_fields)
-    validate_md_parameters(
-        steps=p.steps,
-        check_every=p.check_every,
-        checkpoint_every=checkpoint_every,
-        images=images,
-    )
-    steps, dt, check_every, record_every = p.steps, p.dt, p.check_every, p.record_every
-    if checkpoint_every is not None and traj_dir is None:
-        raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
-    param = next((q for q in model.parameters() if q.is_floating_point()), None)
-    if param is not None and param.dtype != dtype:
-        raise ValueError(
-            f"the model's parameters are {param.dtype} but the MD runs in {dtype}: load or "
-            f"cast the model in that dtype (model.to({dtype})) or pass dtype={param.dtype}"
-        )
+    _check_run(p, model, images, dtype, traj_dir, checkpoint_every)
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
     state = init_state(
         model,
@@ -219,14 +205,74 @@ def run_md(
     )
     dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
     step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
+    settings = _settings(p, seed, dets)
+    ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
+    resuming = bool(checkpoint_every and ckpt and ckpt.exists())
+    store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
+    book = _Replicas(ids, p.dt, store)
+    if resuming:
+        state, book.active, book.stopped = _load_checkpoint(ckpt, state, ids, settings, dets, model)
+        store.truncate(state.step * p.dt, book.stopped)  # frames written after the checkpoint go
+        book.frames = {r: stored_frames(traj_dir, r) for r in ids}
+    else:
+        book.record(state)
+    bar = tqdm(total=p.steps, initial=state.step, desc="MD", disable=not progress)
+    while state.step < p.steps and book.active:
+        state = step_fn(state, model, **kwargs)
+        bar.update(1)
+        if state.step % p.record_every == 0:
+            book.record(state)
+        if state.step % p.check_every == 0 or state.step == p.steps:
+            state = book.check(state, dets)
+            if checkpoint_every and (state.step % checkpoint_every == 0 or not book.active):
+                _save_checkpoint(ckpt, state, book.active, book.stopped, settings, dets)
+    if checkpoint_every and book.active:  # a rerun returns at once
+        _save_checkpoint(ckpt, state, book.active, book.stopped, settings, dets)
+    bar.close()
+    if store:
+        store.close()
+    results = []
+    for r in ids:
+        t_inst, reason = book.stopped.get(r, (float("nan"), None))
+        results.append(ReplicaResult.from_frames(r, t_inst, reason, book.frames[r]))
+    return MDRun(replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings)
+
+
+def _check_run(
+    p: MDProtocol,
+    model: torch.nn.Module,
+    images: Sequence[Atoms],
+    dtype: torch.dtype,
+    traj_dir: str | Path | None,
+    checkpoint_every: int | None,
+) -> None:
+    """The checks of :func:`run_md` that need more than the protocol."""
+    validate_md_parameters(
+        steps=p.steps,
+        check_every=p.check_every,
+        checkpoint_every=checkpoint_every,
+        images=images,
+    )
+    if checkpoint_every is not None and traj_dir is None:
+        raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
+    param = next((q for q in model.parameters() if q.is_floating_point()), None)
+    if param is not None and param.dtype != dtype:
+        raise ValueError(
+            f"the model's parameters are {param.dtype} but the MD runs in {dtype}: load or "
+            f"cast the model in that dtype (model.to({dtype})) or pass dtype={param.dtype}"
+        )
+
+
+def _settings(p: MDProtocol, seed: int, dets: Sequence[Detector]) -> dict[str, Any]:
+    """What a run was made with: recorded with its frames, compared on resume."""
     settings = {
         "integrator": p.integrator,
-        "dt_fs": dt,
-        "steps": steps,
+        "dt_fs": p.dt,
+        "steps": p.steps,
         "temperature_K": p.temperature_K,
         "seed": seed,
-        "check_every": check_every,
-        "record_every": record_every,
+        "check_every": p.check_every,
+        "record_every": p.record_every,
         "friction": p.friction,
         "tdamp": p.tdamp,
         "detectors": [d.name for d in dets],
@@ -235,19 +281,24 @@ def run_md(
         settings.update(
             {k: getattr(p, k) for k in p.integrator_spec.params if k != "temperature_K"}
         )
-    ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
-    resuming = bool(checkpoint_every and ckpt and ckpt.exists())
-    store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
-    active = list(ids)
-    frames: dict[int, list] = {r: [] for r in ids}
-    stopped: dict[int, tuple[float, str]] = {}
-    pending: dict[int, list] = {r: [] for r in ids}  # frames since the last passed check
-    if resuming:
-        state, active, stopped = _load_checkpoint(ckpt, state, ids, settings, dets, model)
-        store.truncate(state.step * dt, stopped)  # frames written after the checkpoint go
-        frames = {r: stored_frames(traj_dir, r) for r in ids}
+    return settings
 
-    def record(st: MDState) -> None:
+
+class _Replicas:
+    """The bookkeeping of :func:`run_md` per replica id: the ``active`` replicas (in batch
+    order), their recorded frames ``pending`` until the next passed check, the stable
+    ``frames``, and ``stopped`` = {id: (t_inst fs, reason)}; frames that pass a check go
+    to the trajectory ``store`` too."""
+
+    def __init__(self, ids: list[int], dt: float, store: TrajectoryStore | None) -> None:
+        self.dt, self.store = dt, store
+        self.active = list(ids)
+        self.frames: dict[int, list] = {r: [] for r in ids}
+        self.pending: dict[int, list] = {r: [] for r in ids}
+        self.stopped: dict[int, tuple[float, str]] = {}
+
+    def record(self, st: MDState) -> None:
+        """Append the current frame of every active replica to its pending frames."""
         pos = st.batch.pos_nc.detach().cpu().numpy()
         cell = st.batch.cell_s33.detach().cpu().numpy()
         ptr = np.concatenate([[0], np.cumsum(st.batch.n_atoms_s.cpu().numpy())])
@@ -258,56 +309,39 @@ def run_md(
             .cpu()
             .numpy()
         )
-        for k, r in enumerate(active):
-            frame = (st.step * dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k])
-            pending[r].append((*frame, cell[k].copy()))
+        for k, r in enumerate(self.active):
+            frame = (st.step * self.dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k])
+            self.pending[r].append((*frame, cell[k].copy()))
 
-    if not resuming:
-        record(state)
-    bar = tqdm(total=steps, initial=state.step, desc="MD", disable=not progress)
-    while state.step < steps and active:
-        state = step_fn(state, model, **kwargs)
-        bar.update(1)
-        if state.step % record_every == 0:
-            record(state)
-        if state.step % check_every == 0 or state.step == steps:
-            bad_s = torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
-            reasons = [""] * len(active)
-            for det in dets:
-                flag = det(state) & ~bad_s
-                for k in torch.nonzero(flag).flatten().tolist():
-                    reasons[k] = det.name
-                bad_s |= flag
-            for k, r in enumerate(active):
-                if bad_s[k]:
-                    stopped[r] = (state.step * dt, reasons[k])
-                    pending[r] = []  # frames after the last passed check are not stable
-                    if store:
-                        store.mark_stopped(r, state.step * dt, reasons[k])
-                else:
-                    frames[r].extend(pending[r])
-                    if store:
-                        store.append(r, pending[r])
-                    pending[r] = []
-            if store:
-                store.flush()
-            if bool(bad_s.any()):
-                keep = ~bad_s
-                for det in dets:
-                    det.select(keep, state)
-                active = [r for r, k in zip(active, keep.tolist()) if k]
-                if active:
-                    state = state.select(keep)
-            if checkpoint_every and (state.step % checkpoint_every == 0 or not active):
-                _save_checkpoint(ckpt, state, active, stopped, settings, dets)
-    if checkpoint_every and active:
-        _save_checkpoint(ckpt, state, active, stopped, settings, dets)  # a rerun returns at once
-    bar.close()
-    if store:
-        store.close()
-    results = []
-    for r in ids:
-        fr = frames[r]
-        t_inst, reason = stopped.get(r, (float("nan"), None))
-        results.append(ReplicaResult.from_frames(r, t_inst, reason, fr))
-    return MDRun(replicas=results, dt_fs=dt, steps=steps, settings=settings)
+    def check(self, state: MDState, dets: Sequence[Detector]) -> MDState:
+        """Run the detectors (the first that flags a replica names the reason); a flagged
+        replica stops and loses its pending frames, the others keep theirs. Returns the
+        state without the stopped replicas (the detectors drop them too)."""
+        bad_s = torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
+        reasons = [""] * len(self.active)
+        for det in dets:
+            flag = det(state) & ~bad_s
+            for k in torch.nonzero(flag).flatten().tolist():
+                reasons[k] = det.name
+            bad_s |= flag
+        t = state.step * self.dt
+        for k, r in enumerate(self.active):
+            if bad_s[k]:
+                self.stopped[r] = (t, reasons[k])
+                self.pending[r] = []  # frames after the last passed check are not stable
+                if self.store:
+                    self.store.mark_stopped(r, t, reasons[k])
+            else:
+                self.frames[r].extend(self.pending[r])
+                if self.store:
+                    self.store.append(r, self.pending[r])
+                self.pending[r] = []
+        if self.store:
+            self.store.flush()
+        if not bool(bad_s.any()):
+            return state
+        keep = ~bad_s
+        for det in dets:
+            det.select(keep, state)
+        self.active = [r for r, k in zip(self.active, keep.tolist()) if k]
+        return state.select(keep) if self.active else state
