@@ -542,91 +542,21 @@ class Trainer:
             total=cfg.epochs, initial=self.epoch, desc="training", disable=not show_progress()
         )
         while self.epoch < cfg.epochs:
-            t_epoch = time.perf_counter()
-            train_m = self.train_epoch()
-            val = self._from_rank0(self.validate())
-            self.epoch += 1
-            self.scheduler.step(val["loss"])
-            lr = self.optimizer.param_groups[0]["lr"]
-            row = {
-                "epoch": self.epoch,
-                "lr": lr,
-                **train_m,
-                **{f"val_{k}": v for k, v in val.items()},
-            }
-            if cfg.head_lr_factor != 1.0:
-                row["lr_head"] = self.optimizer.param_groups[-1]["lr"]
-            if self.sam is not None:
-                row["sam_rho"] = cfg.sam_rho
-            probe = {}
-            if cfg.probe_every and self.epoch % cfg.probe_every == 0:
-                probe = self.probe()
-                row.update(probe)
-            row["epoch_seconds"] = time.perf_counter() - t_epoch
-            self.history.append(row)
-            if self.log_fn:
-                self.log_fn({k: v for k, v in row.items() if k != "epoch"}, self.epoch)
-            improved = val["loss"] < self.best_val_loss
-            if improved:
-                self.best_val_loss, self.best_epoch, self.best_val = val["loss"], self.epoch, val
-                self.bad_epochs = 0
-                self._save("best", val)
-            else:
-                self.bad_epochs += 1
-            if probe:
-                self._after_probe(probe, val)
-            self._save("last", val)
-            self._save_state()
+            row, val, probe = self._run_epoch()
+            self._keep(row, val, probe)
             bar.update(1)
-            bar.set_postfix(f_mae=f"{val['forces_mae'] * 1000:.1f} meV/Å", lr=f"{lr:.1e}")
-            log.info(
-                "epoch %d  train_loss %.4g  val F-MAE %.1f meV/Å  E-MAE %.2f meV/atom  lr %.1e%s",
-                self.epoch,
-                train_m["train_loss"],
-                val["forces_mae"] * 1e3,
-                val["energy_mae_per_atom"] * 1e3,
-                lr,
-                f"  probe t_inst {probe['probe_t_inst_mean_fs']:.0f} fs" if probe else "",
-            )
-            if self.bad_epochs >= cfg.early_stopping_patience:
-                stopped = "early_stopping"
-                break
-            floor = self.scheduler.min_lrs[0]  # cfg.min_lr (× head factor for a head group)
-            if lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
-                stopped = "min_lr"
-                break
-            over = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
-            if self._from_rank0({"over": float(over)})["over"]:  # one clock decides for all
-                stopped = "time_budget"
+            bar.set_postfix(f_mae=f"{val['forces_mae'] * 1000:.1f} meV/Å", lr=f"{row['lr']:.1e}")
+            reason = self._stop_reason(row["lr"], t0)
+            if reason:
+                stopped = reason
                 break
         bar.close()
         if self.world > 1:  # rank 0 has written the checkpoints the others read next
             import torch.distributed as dist
 
             dist.barrier()
-        which, best_epoch, best_val, selected = "best", self.best_epoch, self.best_val, "val"
-        if cfg.select_by == "stability":
-            if self.most_stable and (self.out_dir / MOST_STABLE).exists():
-                which, selected = MOST_STABLE, "stability"
-                best_epoch = int(self.most_stable["epoch"])
-                best_val = dict(self.most_stable["val"])
-            else:
-                log.warning(
-                    "select_by='stability' but no epoch was probed (probe_every=%d, %d epochs "
-                    "run): returning the best validation checkpoint",
-                    cfg.probe_every,
-                    self.epoch,
-                )
-        # train on with the selected weights in memory, as users expect after fit(); only
-        # rank 0 reads them (other nodes need not see out_dir) and sends them to the others
-        if self.rank == 0:
-            best, _ = load_model(self.out_dir / which, device=self.device, dtype=self.dtype)
-            self.model.load_state_dict(best.state_dict())
-        if self.world > 1:
-            import torch.distributed as dist
-
-            for t in [*self.model.parameters(), *self.model.buffers()]:
-                dist.broadcast(t.data, 0)
+        which, best_epoch, best_val, selected = self._selected()
+        self._load_selected(which)
         return TrainResult(
             best_dir=self.out_dir / which,
             last_dir=self.out_dir / "last",
@@ -637,3 +567,92 @@ class Trainer:
             history=self.history,
             selected_by=selected,
         )
+
+    def _run_epoch(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """One epoch of training, validation, the LR scheduler and (when due) the stability
+        probe; returns the history row, the validation metrics and the probe's."""
+        cfg = self.cfg
+        t_epoch = time.perf_counter()
+        train_m = self.train_epoch()
+        val = self._from_rank0(self.validate())
+        self.epoch += 1
+        self.scheduler.step(val["loss"])
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"epoch": self.epoch, "lr": lr, **train_m, **{f"val_{k}": v for k, v in val.items()}}
+        if cfg.head_lr_factor != 1.0:
+            row["lr_head"] = self.optimizer.param_groups[-1]["lr"]
+        if self.sam is not None:
+            row["sam_rho"] = cfg.sam_rho
+        probe = {}
+        if cfg.probe_every and self.epoch % cfg.probe_every == 0:
+            probe = self.probe()
+            row.update(probe)
+        row["epoch_seconds"] = time.perf_counter() - t_epoch
+        return row, val, probe
+
+    def _keep(self, row: dict[str, float], val: dict[str, float], probe: dict) -> None:
+        """History, logging, the best and last checkpoints and the trainer state."""
+        self.history.append(row)
+        if self.log_fn:
+            self.log_fn({k: v for k, v in row.items() if k != "epoch"}, self.epoch)
+        if val["loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.best_val = val["loss"], self.epoch, val
+            self.bad_epochs = 0
+            self._save("best", val)
+        else:
+            self.bad_epochs += 1
+        if probe:
+            self._after_probe(probe, val)
+        self._save("last", val)
+        self._save_state()
+        log.info(
+            "epoch %d  train_loss %.4g  val F-MAE %.1f meV/Å  E-MAE %.2f meV/atom  lr %.1e%s",
+            self.epoch,
+            row["train_loss"],
+            val["forces_mae"] * 1e3,
+            val["energy_mae_per_atom"] * 1e3,
+            row["lr"],
+            f"  probe t_inst {probe['probe_t_inst_mean_fs']:.0f} fs" if probe else "",
+        )
+
+    def _stop_reason(self, lr: float, t0: float) -> str | None:
+        """Why training stops after this epoch (early stopping, the LR floor, the time
+        budget), or None."""
+        cfg = self.cfg
+        if self.bad_epochs >= cfg.early_stopping_patience:
+            return "early_stopping"
+        floor = self.scheduler.min_lrs[0]  # cfg.min_lr (× head factor for a head group)
+        if lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
+            return "min_lr"
+        over = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
+        if self._from_rank0({"over": float(over)})["over"]:  # one clock decides for all
+            return "time_budget"
+        return None
+
+    def _selected(self) -> tuple[str, int, dict[str, float], str]:
+        """The checkpoint ``fit`` returns: ``best`` by validation loss, or the most stable
+        probed epoch with ``select_by="stability"``; (directory, epoch, val, selected_by)."""
+        cfg = self.cfg
+        if cfg.select_by == "stability":
+            if self.most_stable and (self.out_dir / MOST_STABLE).exists():
+                ms = self.most_stable
+                return MOST_STABLE, int(ms["epoch"]), dict(ms["val"]), "stability"
+            log.warning(
+                "select_by='stability' but no epoch was probed (probe_every=%d, %d epochs "
+                "run): returning the best validation checkpoint",
+                cfg.probe_every,
+                self.epoch,
+            )
+        return "best", self.best_epoch, self.best_val, "val"
+
+    def _load_selected(self, which: str) -> None:
+        """Train on with the selected weights in memory, as users expect after fit(); only
+        rank 0 reads them (other nodes need not see out_dir) and sends them to the others."""
+        if self.rank == 0:
+            best, _ = load_model(self.out_dir / which, device=self.device, dtype=self.dtype)
+            self.model.load_state_dict(best.state_dict())
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for t in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(t.data, 0)
