@@ -20,10 +20,12 @@ from functools import partial
 
 import torch
 
+from ase_mlff.agents.eam_pretraining import MD_PROTOCOLS, relaxed_polymorphs
+from ase_mlff.data.splits import split_silica
 from ase_mlff.md.detectors import materials_detectors
 from ase_mlff.md.runner import run_md
 from ase_mlff.models import EAM, HybridPotential, build_model
-from ase_mlff.recipes.eam_pretraining import MD_PROTOCOLS, PROFILES, _polymorphs, split_silica
+from ase_mlff.recipes.eam_pretraining import PROFILES
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
     a = p.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}")
     _, _, test, _ = split_silica("silica", 0.1, 30, None, 0)
-    images = [test.to_atoms(i, with_labels=False) for i in range(a.starts)] + _polymorphs()
+    images = [test.to_atoms(i, with_labels=False) for i in range(a.starts)] + relaxed_polymorphs()
     n_atoms = sum(len(x) for x in images)
     torch.manual_seed(0)
     prof = PROFILES["quick"]

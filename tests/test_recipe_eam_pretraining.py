@@ -17,8 +17,9 @@ def _median_angles(out):
     predictions: forces of every test frame through ASE (MLFFCalculator, float64) from the
     saved checkpoints, θ = arccos(F_a·F_b / |F_a||F_b|) per atom."""
     from ase_mlff.calculators import MLFFCalculator
+    from ase_mlff.data.splits import split_silica
     from ase_mlff.models import load_model
-    from ase_mlff.recipes.eam_pretraining import PROFILES, VARIANTS, split_silica
+    from ase_mlff.recipes.eam_pretraining import PROFILES, VARIANTS
 
     _, _, test, _ = split_silica("silica", 0.05, PROFILES["quick"]["n_val"], None, 0)
     frames = [test.to_atoms(k, with_labels=False) for k in range(len(test))]
@@ -87,10 +88,11 @@ def test_eam_pretraining_recipe(ray_local, tmp_path):
     d = res["min_distance_A"]["Si–O"]
     assert d["pretraining"] < d["quantum"]
     from ase_mlff.data import Dataset
+    from ase_mlff.reference.eam_pretraining import MAX_LABEL_FORCE
 
     pre = Dataset.load_npz(out / "pretrain_eam.npz")
     f_max = np.maximum.reduceat(np.linalg.norm(pre.forces_nc, axis=1), pre.ptr_s[:-1])
-    assert np.all(f_max <= eam_pretraining.MAX_LABEL_FORCE) and pre.has_stress
+    assert np.all(f_max <= MAX_LABEL_FORCE) and pre.has_stress
     for fig in (
         "rdf.png",
         "force_angles.png",

@@ -140,7 +140,7 @@ def test_min_pair_distances_against_ase():
 
 
 def test_count_unphysical():
-    from ase_mlff.recipes.eam_pretraining import count_unphysical, tables
+    from ase_mlff.metrics.silica import count_unphysical, tables
 
     c = count_unphysical([None, "atom_overlap", "lindemann", "non_finite", None, "atom_overlap"])
     assert c == {"atom_overlap": 2, "lindemann": 1, "other": 1, "unphysical": 4, "n": 6}

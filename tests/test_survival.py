@@ -231,7 +231,7 @@ def test_logrank_identical_different_and_no_events():
 
 
 def test_study_writer_outputs(tmp_path):
-    from ase_mlff.agents.study import StudyResult, write_study_files, summarize_study
+    from ase_mlff.agents.study import StudyResult, summarize_study, write_study_files
 
     rows = []
     for model, ts in (("good", [NAN, NAN, NAN, 40.0]), ("bad", [5.0, 10.0, 10.0, NAN])):

@@ -129,3 +129,40 @@ def start_structures(data: str, n: int) -> list:
     frames = np.arange(len(ds)) if frames is None else frames
     pick = frames[np.linspace(0, len(frames) - 1, min(n, len(frames))).astype(int)]
     return [ds.to_atoms(int(i), with_labels=False) for i in pick]
+
+
+def split_silica(data: str, fraction: float, n_val: int, n_test: int | None, seed: int) -> tuple:
+    """``(train, val, test, md_ref)`` Datasets of a silica set with stress (paper 004).
+
+    The shipped set's test frames are its held-out blocks (:func:`held_out_frames`);
+    another file's are ``n_test`` frames drawn at random (default 15 %). ``n_val``
+    validation frames and ``fraction`` of the rest of the pool (at least one frame) for
+    training are drawn from the other frames. ``md_ref`` are the set's reference MD frames
+    (``config_type`` ``md_2000K``).
+
+    Raises:
+        ValueError: a set without stress, ``fraction`` outside (0, 1], or no frame left for
+            training.
+    """
+    from ase_mlff.data.io import SHIPPED_DATASETS, load_dataset
+
+    ds = load_dataset(data)
+    if not ds.has_stress:
+        raise ValueError(f"{data}: paper 004's recipe fits energies, forces and stress; no stress")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+    held_out = held_out_frames(data, ds) if data in SHIPPED_DATASETS else None
+    rng = np.random.default_rng(seed)
+    if held_out is not None:
+        is_test = np.isin(np.arange(len(ds)), held_out)
+    else:
+        k = n_test if n_test is not None else int(round(0.15 * len(ds)))
+        is_test = np.zeros(len(ds), bool)
+        is_test[rng.choice(len(ds), size=k, replace=False)] = True
+    pool = rng.permutation(np.flatnonzero(~is_test))
+    if n_val >= len(pool):
+        raise ValueError(f"only {len(pool)} frames outside the test set; n_val={n_val}")
+    n_train = max(1, int(round(fraction * (len(pool) - n_val))))
+    train, val = ds[np.sort(pool[n_val : n_val + n_train])], ds[np.sort(pool[:n_val])]
+    md_ref = ds[np.flatnonzero(ds.config_type_s == "md_2000K")]
+    return train, val, ds[np.flatnonzero(is_test)], md_ref

@@ -38,3 +38,35 @@ def evaluate(model: torch.nn.Module, dataset, **kwargs) -> dict[str, float]:
     """:func:`~ase_mlff.models.prediction.predict` (``kwargs``) then :func:`error_metrics`."""
     p = predict(model, dataset, **kwargs)
     return error_metrics(p["energy"], p["forces"], dataset)
+
+
+#: eV/Å³ -> GPa
+EV_A3_TO_GPA = 160.21766208
+
+
+def stress_errors(pred_s33: np.ndarray, ref_s33: np.ndarray) -> dict[str, float]:
+    """MAE / RMSE over the components of the frames with a finite stress label, eV/Å³
+    (and the MAE in GPa); NaN when no frame has one."""
+    ref = np.asarray(ref_s33)
+    ok = np.all(np.isfinite(ref.reshape(len(ref), 9)), axis=1)
+    if not ok.any():
+        return {"stress_mae": np.nan, "stress_rmse": np.nan, "stress_mae_GPa": np.nan}
+    d = np.asarray(pred_s33)[ok] - ref[ok]
+    mae = float(np.mean(np.abs(d)))
+    return {
+        "stress_mae": mae,
+        "stress_rmse": float(np.sqrt(np.mean(d**2))),
+        "stress_mae_GPa": mae * EV_A3_TO_GPA,
+    }
+
+
+def efs_errors(model: torch.nn.Module, test) -> dict[str, float]:
+    """Paper 004's Table 2 on ``test`` (float64 prediction): energy MAE (meV/atom), force
+    MAE over all components (meV/Å, atom-weighted) and stress MAE (GPa)."""
+    p = predict(model, test, batch_size=16, dtype=torch.float64, stress=True)
+    de = (p["energy"] - test.energy_s) / test.n_atoms_s
+    return {
+        "energy_mae_meV_atom": float(np.mean(np.abs(de)) * 1e3),
+        "forces_mae_meV_A": float(np.mean(np.abs(p["forces"] - test.forces_nc)) * 1e3),
+        "stress_mae_GPa": stress_errors(p["stress"], test.stress_s33)["stress_mae_GPa"],
+    }

@@ -84,23 +84,30 @@ def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error(f"{FLAGS[e.param]}: {e}")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+#: the default protocol (paper 003 §4.1, MD17): the flags' defaults are its fields
+BASE_PROTOCOL = "md17_nose_hoover"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ase_mlff.md.protocol import PROTOCOLS
+
+    base = PROTOCOLS[BASE_PROTOCOL]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", action="append", help="shipped name or checkpoint (repeatable)")
     p.add_argument("--data", default="aspirin", help="where start structures come from")
     p.add_argument("--replicas", type=int, default=32)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     p.add_argument("--steps", type=int, default=None, help="overrides the profile")
-    p.add_argument("--dt", type=float, default=0.5, help="fs")
+    p.add_argument("--dt", type=float, default=base.dt, help="fs")
     p.add_argument(
-        "--integrator", default="nose_hoover", choices=["nose_hoover", "langevin", "nve"]
+        "--integrator", default=base.integrator, choices=["nose_hoover", "langevin", "nve"]
     )
-    p.add_argument("--temperature", type=float, default=500.0, help="K")
-    p.add_argument("--friction", type=float, default=0.01, help="1/fs (Langevin)")
-    p.add_argument("--tdamp", type=float, default=50.0, help="fs (Nose-Hoover)")
+    p.add_argument("--temperature", type=float, default=base.temperature_K, help="K")
+    p.add_argument("--friction", type=float, default=base.friction, help="1/fs (Langevin)")
+    p.add_argument("--tdamp", type=float, default=base.tdamp, help="fs (Nose-Hoover)")
     p.add_argument("--delta", type=float, default=0.5, help="bond deviation threshold, Å")
-    p.add_argument("--check-every", type=int, default=10)
-    p.add_argument("--record-every", type=int, default=20)
+    p.add_argument("--check-every", type=int, default=base.check_every)
+    p.add_argument("--record-every", type=int, default=base.record_every)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--agents", type=int, default=None, help="default: one per CPU")
     p.add_argument("--device", default="cpu")
@@ -115,14 +122,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="energy-conservation gate: NVE steps on the first min(4, replicas) starts per\n"
         "model, drift in eV/atom/ps -> energy_drift.json (0: off; default: the profile's)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = build_parser()
     a = p.parse_args(argv)
     check_args(p, a)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from ase_mlff.agents import run_stability_study
-    from ase_mlff.md.conservation import drift_metrics, energy_drift_report
-    from ase_mlff.metrics.plots import survival_figure
-    from ase_mlff.metrics.stability import format_ci, survival_metrics
+    from ase_mlff.md.conservation import energy_drift_report
     from ase_mlff.tracking import Tracker
 
     models = a.model or ["aspirin-painn"]
@@ -169,28 +179,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if a.nve_steps
             else {}
         )
-        for model in models:
-            with tracker.run(
-                Path(str(model)).name,
-                params={"model": model},
-                tags={"recipe": "stability"},
-                parent=parent,
-            ) as child:
-                child.log_metrics(survival_metrics(res.summaries[str(model)]))
-                if str(model) in drift:
-                    child.log_metrics(drift_metrics(drift[str(model)]))
-                times, frac = res.curves[str(model)]
-                for t, f in zip(times[::10], frac[::10]):
-                    child.log_metrics({"fraction_stable": float(f)}, step=int(t))
-                child.log_figure(survival_figure({str(model): res.km[str(model)]}), "survival.png")
-                model_dir = next(
-                    Path(r["traj_dir"]).parent for r in res.rows if r["model"] == str(model)
-                )
-                child.log_artifact(model_dir, "trajectories")
-        for f in ("t_inst.csv", "survival.csv", "summary.json", "survival.png", "logrank.csv"):
-            parent.log_artifact(out / f)
-        if drift:
-            parent.log_artifact(out / "energy_drift.json")
+        log_study(tracker, parent, models, res, drift, out)
+    print_results(res, drift)
+    print(f"results in {out}; MLflow store: {tracker.uri}")
+    return {
+        "out": str(out),
+        "summaries": res.summaries,
+        "run_id": parent.run_id,
+        "energy_drift": drift,
+    }
+
+
+def log_study(tracker, parent, models: list[str], res, drift: dict, out: Path) -> None:
+    """A child run per model (survival statistics and curve, drift, trajectories) and the
+    study's files on the parent run."""
+    from ase_mlff.md.conservation import drift_metrics
+    from ase_mlff.metrics.plots import survival_figure
+    from ase_mlff.metrics.stability import survival_metrics
+
+    for model in models:
+        with tracker.run(
+            Path(str(model)).name,
+            params={"model": model},
+            tags={"recipe": "stability"},
+            parent=parent,
+        ) as child:
+            child.log_metrics(survival_metrics(res.summaries[str(model)]))
+            if str(model) in drift:
+                child.log_metrics(drift_metrics(drift[str(model)]))
+            times, frac = res.curves[str(model)]
+            for t, f in zip(times[::10], frac[::10]):
+                child.log_metrics({"fraction_stable": float(f)}, step=int(t))
+            child.log_figure(survival_figure({str(model): res.km[str(model)]}), "survival.png")
+            model_dir = next(
+                Path(r["traj_dir"]).parent for r in res.rows if r["model"] == str(model)
+            )
+            child.log_artifact(model_dir, "trajectories")
+    for f in ("t_inst.csv", "survival.csv", "summary.json", "survival.png", "logrank.csv"):
+        parent.log_artifact(out / f)
+    if drift:
+        parent.log_artifact(out / "energy_drift.json")
+
+
+def print_results(res, drift: dict) -> None:
+    """Survival statistics with their intervals, the log-rank tests and the NVE drift."""
+    from ase_mlff.metrics.stability import format_ci
+
     for model, s in res.summaries.items():
         frac = [100 * s[f"fraction_stable{x}"] for x in ("", "_lo", "_hi")]
         med = [s[f"t_inst_median_fs{x}"] for x in ("", "_lo", "_hi")]
@@ -213,13 +247,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"(95 % CI {lo:+.2e} .. {hi:+.2e}; {d['n_replicas']} replicas x {d['steps']} steps "
             f"of {d['dt_fs']} fs), RMS {d['rms_eV_per_atom']:.1e} eV/atom"
         )
-    print(f"results in {out}; MLflow store: {tracker.uri}")
-    return {
-        "out": str(out),
-        "summaries": res.summaries,
-        "run_id": parent.run_id,
-        "energy_drift": drift,
-    }
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.graph.batch import Batch
-from ase_mlff.metrics.errors import error_metrics
+from ase_mlff.metrics.errors import error_metrics, stress_errors
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.io import CheckpointError, load_model, save_model
 from ase_mlff.models.prediction import predict
@@ -86,8 +86,6 @@ from ase_mlff.utils import DTYPES, show_progress
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
-#: eV/Å³ -> GPa
-EV_A3_TO_GPA = 160.21766208
 MOST_STABLE = "most_stable"
 #: the readout's parameter-name prefix (its own LR group with ``head_lr_factor``)
 HEAD_PREFIX = "readout"
@@ -162,21 +160,6 @@ def check_stress_data(dataset, what: str = "training") -> None:
         raise ValueError(
             f"stress_weight > 0 needs every {what} frame periodic in 3-D (stress = (1/V) ∂E/∂ε)"
         )
-
-
-def stress_errors(pred_s33: np.ndarray, ref_s33: np.ndarray) -> dict[str, float]:
-    """MAE / RMSE over the components of the frames with a finite stress label, eV/Å³
-    (and the MAE in GPa); NaN when no frame has one."""
-    ok = stress_mask(ref_s33)
-    if not ok.any():
-        return {"stress_mae": math.nan, "stress_rmse": math.nan, "stress_mae_GPa": math.nan}
-    d = np.asarray(pred_s33)[ok] - np.asarray(ref_s33)[ok]
-    mae = float(np.mean(np.abs(d)))
-    return {
-        "stress_mae": mae,
-        "stress_rmse": float(np.sqrt(np.mean(d**2))),
-        "stress_mae_GPa": mae * EV_A3_TO_GPA,
-    }
 
 
 @dataclass
