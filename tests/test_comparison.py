@@ -181,3 +181,36 @@ def test_best_variant_matches_the_criterion_on_random_tables_with_ties():
             for i in range(n)
         ]
         assert best_by_criterion(rows) == _expected_best(rows), rows
+
+
+def test_a_pretrained_variant_pretrains_then_finetunes_from_its_best(tmp_path):
+    """``kind: pretrained`` in one task (no Ray): a pre-training stage on its own data (5 %
+    held out), then fine-tuning that starts from the pre-trained best checkpoint with the
+    reference energies refitted; both stages are recorded, and a rerun reads them back."""
+    from ase_mlff.agents.comparison import ComparisonAgent, train_variant
+    from ase_mlff.data import load_dataset
+    from ase_mlff.models.io import load_model
+
+    spec = _spec()
+    pre_data = load_dataset("aspirin")[np.arange(0, 2000, 50)]  # 40 frames
+    pre_data.save_npz(tmp_path / "pre.npz")
+    spec["variants"] = [
+        {
+            "name": "ffpt",
+            "kind": "pretrained",
+            "pretrain_data": str(tmp_path / "pre.npz"),
+            "pretrain": {"epochs": 1},
+        }
+    ]
+    data_dir, _ = ComparisonAgent(spec, tmp_path / "study").prepare_data()
+    kw = dict(study=spec, variant=spec["variants"][0], seed=0, data_dir=str(data_dir))
+    info = train_variant(**kw, out_dir=str(tmp_path / "v"))
+    assert set(info["stages"]) == {"pretrain", "finetune"}
+    assert info["stages"]["pretrain"]["epochs_run"] == 1
+    assert info["stages"]["finetune"]["epochs_run"] == 2
+    assert len(info["pretrain_history"]) == 1 and len(info["history"]) == 2
+    assert info["checkpoint"] == str(tmp_path / "v" / "finetune" / "best")
+    _, meta = load_model(info["checkpoint"])
+    assert meta["init_from"] == str(tmp_path / "v" / "pretrain" / "best")
+    assert "refit_energy_mae_per_atom_after" in meta
+    assert train_variant(**kw, out_dir=str(tmp_path / "v")) == info  # done: read back

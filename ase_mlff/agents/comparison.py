@@ -169,115 +169,35 @@ def train_variant(
 ) -> dict[str, Any]:
     """Train one variant with one seed (run inside a Ray task). Returns and writes
     ``variant_done.json``: the checkpoint, the history and what was done."""
-    from ase_mlff.models import build_model
     from ase_mlff.training.config import TrainConfig
-    from ase_mlff.training.stage import run_stage
 
     out, data = Path(out_dir), Path(data_dir)
     if (out / DONE).exists():
         return json.loads((out / DONE).read_text())
     spec = StudySpec.from_dict(study)
     v = VariantSpec(**{k: x for k, x in variant.items() if k != "base_checkpoint"})
-    train, val = _load_split(data)
-    model_cfg = {**spec.model, "species": train.species}
     overrides = {**spec.train, **v.train, "seed": seed}
     if spec.gpus_per_job:  # Ray gave this task a GPU
         overrides.setdefault("device", "cuda")
     if v.kind == "sam":
         overrides.setdefault("optimizer", "sam")
-    cfg = TrainConfig(**overrides)
+    job = _VariantJob(
+        spec=spec,
+        v=v,
+        base_checkpoint=variant.get("base_checkpoint"),
+        seed=seed,
+        data=data,
+        out=out,
+        cfg=TrainConfig(**overrides),
+    )
     torch.manual_seed(seed)
-    trainer_kwargs: dict[str, Any] = {}
-    if getattr(cfg, "probe_every", 0):
-        trainer_kwargs["probe_images"] = _starts(data)[: getattr(cfg, "probe_starts", 4)]
-    extra: dict[str, Any] = {}
     t0 = time.perf_counter()
-    if v.kind in ("scratch", "sam"):
-        _, res = run_stage(
-            v.name, build_model(model_cfg), train, val, cfg, out / "train", **trainer_kwargs
-        )
-        stages = {"train": res}
-    elif v.kind == "pretrained":
-        from ase_mlff.data import load_dataset
-        from ase_mlff.data.splits import holdout_split
-
-        pt_train, pt_val = holdout_split(load_dataset(v.pretrain_data), seed)
-        pcfg = TrainConfig(**{**spec.train, **v.pretrain, "seed": seed})
-        _, pre = run_stage(
-            "pretrain",
-            build_model(model_cfg),
-            pt_train,
-            pt_val,
-            pcfg,
-            out / "pretrain",
-        )
-        _, res = run_stage(
-            "finetune",
-            build_model(model_cfg),
-            train,
-            val,
-            cfg,
-            out / "finetune",
-            init_from=pre.best_dir,
-            **trainer_kwargs,
-        )
-        stages = {"pretrain": pre, "finetune": res}
-    elif v.kind == "reweighted":
-        from ase_mlff.metrics.clusters import ConformationClusters
-        from ase_mlff.models.io import load_model
-        from ase_mlff.training.sample_weights import rbp_weights
-
-        base = Path(variant["base_checkpoint"])
-        base_model, _ = load_model(base, dtype=torch.float64)
-        clusters = ConformationClusters.load(data / "clusters.npz")
-        w, table = rbp_weights(base_model, train, clusters)
-        weighted = train.subset(np.arange(len(train)))
-        weighted.weight_s = np.asarray(w, dtype=np.float64)
-        extra["rbp_table"] = table
-        _, res = run_stage(
-            v.name,
-            build_model(model_cfg),
-            weighted,
-            val,
-            cfg,
-            out / "train",
-            init_from=base,
-            **trainer_kwargs,
-        )
-        stages = {"train": res}
-    else:  # continued
-        from ase_mlff.agents.continued import continued_learning
-        from ase_mlff.metrics.clusters import ConformationClusters
-
-        clusters = ConformationClusters.load(data / "clusters.npz")
-        md = {k: spec.md[k] for k in ("dt", "temperature_K", "integrator") if k in spec.md}
-        md.update(v.continued.get("md", {}))
-        cres = continued_learning(
-            variant["base_checkpoint"],
-            train,
-            val,
-            reference=spec.reference,
-            clusters=clusters,
-            starts=_starts(data),
-            cfg=cfg,
-            out_dir=out / "continued",
-            rounds=v.rounds,
-            md=md,
-            **{k: x for k, x in v.continued.items() if k != "md"},
-        )
-        extra["rounds"] = jsonable(cres.rounds, nan_as_null=False)
-        extra["stopped_because"] = cres.stopped_because
-        done = {"checkpoint": str(cres.final_checkpoint), "history": []}
-        stages = {}
-        res = None
-    info = {
-        "variant": v.name,
-        "kind": v.kind,
-        "seed": seed,
-        "extra": extra,
-        "minutes": (time.perf_counter() - t0) / 60,
-    }
-    if res is not None:
+    info: dict[str, Any] = {"variant": v.name, "kind": v.kind, "seed": seed, "extra": job.extra}
+    if v.kind == "continued":
+        info.update(job.continued())
+    else:
+        stages = job.pretrained() if v.kind == "pretrained" else job.train_once()
+        res = stages["finetune" if v.kind == "pretrained" else "train"]
         info.update(
             checkpoint=str(res.best_dir),
             history=res.history,
@@ -293,10 +213,119 @@ def train_variant(
         )
         if "pretrain" in stages:
             info["pretrain_history"] = stages["pretrain"].history
-    else:
-        info.update(done)
+    info["minutes"] = (time.perf_counter() - t0) / 60
     write_json(out / DONE, info, nan_as_null=False)
     return info
+
+
+@dataclass
+class _VariantJob:
+    """One variant with one seed: its training per kind, every stage through
+    :func:`~ase_mlff.training.stage.run_stage`; ``extra`` collects what each kind records
+    besides its stages."""
+
+    spec: StudySpec
+    v: VariantSpec
+    base_checkpoint: str | None
+    seed: int
+    data: Path
+    out: Path
+    cfg: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.train, self.val = _load_split(self.data)
+        self.model_cfg = {**self.spec.model, "species": self.train.species}
+        self.trainer_kwargs: dict[str, Any] = {}
+        if getattr(self.cfg, "probe_every", 0):
+            n = getattr(self.cfg, "probe_starts", 4)
+            self.trainer_kwargs["probe_images"] = _starts(self.data)[:n]
+
+    def _model(self):
+        from ase_mlff.models import build_model
+
+        return build_model(self.model_cfg)
+
+    def train_once(self) -> dict[str, Any]:
+        """scratch / sam from fresh weights; reweighted from the base checkpoint with the
+        RBP frame weights of paper 002."""
+        from ase_mlff.training.stage import run_stage
+
+        train, init_from = self.train, None
+        if self.v.kind == "reweighted":
+            train, init_from = self._rbp_weighted(), Path(self.base_checkpoint)
+        _, res = run_stage(
+            self.v.name,
+            self._model(),
+            train,
+            self.val,
+            self.cfg,
+            self.out / "train",
+            init_from=init_from,
+            **self.trainer_kwargs,
+        )
+        return {"train": res}
+
+    def _rbp_weighted(self):
+        from ase_mlff.metrics.clusters import ConformationClusters
+        from ase_mlff.models.io import load_model
+        from ase_mlff.training.sample_weights import rbp_weights
+
+        base_model, _ = load_model(Path(self.base_checkpoint), dtype=torch.float64)
+        clusters = ConformationClusters.load(self.data / "clusters.npz")
+        w, table = rbp_weights(base_model, self.train, clusters)
+        weighted = self.train.subset(np.arange(len(self.train)))
+        weighted.weight_s = np.asarray(w, dtype=np.float64)
+        self.extra["rbp_table"] = table
+        return weighted
+
+    def pretrained(self) -> dict[str, Any]:
+        """Pre-train on the variant's pre-training set (5 % held out), then fine-tune."""
+        from ase_mlff.data import load_dataset
+        from ase_mlff.data.splits import holdout_split
+        from ase_mlff.training.config import TrainConfig
+        from ase_mlff.training.stage import run_stage
+
+        pt_train, pt_val = holdout_split(load_dataset(self.v.pretrain_data), self.seed)
+        pcfg = TrainConfig(**{**self.spec.train, **self.v.pretrain, "seed": self.seed})
+        _, pre = run_stage("pretrain", self._model(), pt_train, pt_val, pcfg, self.out / "pretrain")
+        _, res = run_stage(
+            "finetune",
+            self._model(),
+            self.train,
+            self.val,
+            self.cfg,
+            self.out / "finetune",
+            init_from=pre.best_dir,
+            **self.trainer_kwargs,
+        )
+        return {"pretrain": pre, "finetune": res}
+
+    def continued(self) -> dict[str, Any]:
+        """Paper 002's continued learning from the base checkpoint."""
+        from ase_mlff.agents.continued import continued_learning
+        from ase_mlff.metrics.clusters import ConformationClusters
+
+        clusters = ConformationClusters.load(self.data / "clusters.npz")
+        spec, v = self.spec, self.v
+        md = {k: spec.md[k] for k in ("dt", "temperature_K", "integrator") if k in spec.md}
+        md.update(v.continued.get("md", {}))
+        cres = continued_learning(
+            self.base_checkpoint,
+            self.train,
+            self.val,
+            reference=spec.reference,
+            clusters=clusters,
+            starts=_starts(self.data),
+            cfg=self.cfg,
+            out_dir=self.out / "continued",
+            rounds=v.rounds,
+            md=md,
+            **{k: x for k, x in v.continued.items() if k != "md"},
+        )
+        self.extra["rounds"] = jsonable(cres.rounds, nan_as_null=False)
+        self.extra["stopped_because"] = cres.stopped_because
+        return {"checkpoint": str(cres.final_checkpoint), "history": []}
 
 
 def _starts(data: Path) -> list:
