@@ -39,6 +39,7 @@ error while the others run on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import traceback
@@ -51,6 +52,7 @@ import torch
 
 from ase_mlff.training.config import ExperimentConfig
 from ase_mlff.training.trainer import TrainResult
+from ase_mlff.utils import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def build_run(
     """The data and the fresh model of one training run: ``(model, train, val, info)``.
 
     Without ``train``/``val`` the data come from ``cfg.data`` and are split as in
-    :func:`ase_mlff.recipes.train.run`. The model is built from ``cfg.model`` (species from
+    :func:`train_and_test`. The model is built from ``cfg.model`` (species from
     the data unless given) with ``torch.manual_seed(cfg.train.seed)`` first, so every process
     builds the same initial weights. A checkpoint to start from is loaded by
     :func:`~ase_mlff.training.stage.run_stage`.
@@ -107,6 +109,117 @@ def build_run(
     torch.manual_seed(cfg.train.seed)
     model = build_model({"species": species, **cfg.model})
     return model, train, val, info
+
+
+def train_and_test(
+    cfg: ExperimentConfig,
+    out: Path,
+    experiment: str = "train",
+    tracking_uri: str | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train one configuration on its data's split (:func:`~ase_mlff.training.stage.
+    run_stage`), evaluate the selected model on the test split and log everything to one
+    MLflow run: the config as params, per-epoch metrics, the test metrics (also written
+    into the checkpoint's ``model.json``), the learning curve and parity figures, the
+    checkpoint and ``results.json``. The ``train`` recipe's whole job; returns the results
+    dict (also in ``out/results.json``)."""
+    from ase_mlff.data import load_dataset
+    from ase_mlff.data.splits import split_dataset
+    from ase_mlff.models import build_model
+    from ase_mlff.tracking import Tracker
+    from ase_mlff.training.stage import run_stage
+
+    ds = load_dataset(cfg.data.name)
+    split = split_dataset(ds, cfg.data)
+    train, val, test = ds[split.train], ds[split.val], ds[split.test]
+    model = build_model({**cfg.model, "species": ds.species})
+    tracker = Tracker(experiment, uri=tracking_uri)
+    run_name = f"{cfg.model.get('name')}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    params = {
+        **cfg.to_dict(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "data_method": ds.provenance.get("method", "unknown"),
+    }
+    with tracker.run(run_name, params=params, tags={"recipe": "train"}) as run_h:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
+        run_h.log_artifact(out / "config.yaml")
+        run_h.log_dict(ds.provenance, "data_provenance.json")
+        metadata = {
+            "data": {
+                "name": cfg.data.name,
+                "provenance": ds.provenance,
+                "n_train": len(train),
+                "n_val": len(val),
+                "n_test": len(test),
+            },
+            "mlflow_run_id": run_h.run_id,
+            "command": command,
+        }
+        trained, result = run_stage(
+            "train", model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
+        )
+        atomref = {k.removeprefix("atomref_"): v for k, v in result.extra.items()}
+        run_h.log_params({f"atomref.{k}": v for k, v in atomref.items()})
+        t0 = time.perf_counter()
+        test_m = _test_report(trained, test, cfg, result, out, run_h)
+        results = {
+            "run_id": run_h.run_id,
+            "tracking_uri": tracker.uri,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_because": result.stopped_because,
+            "val": result.best_val,
+            "test": test_m,
+            "checkpoint": str(result.best_dir),
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test),
+            "test_eval_seconds": time.perf_counter() - t0,
+        }
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        run_h.log_artifact(out / "results.json")
+        run_h.set_tags({"stopped_because": result.stopped_because})
+    return results
+
+
+def _test_report(model, test, cfg: ExperimentConfig, result, out: Path, run_h) -> dict:
+    """Test-set error metrics of the selected model (logged, and written into its
+    checkpoint's metadata), the learning-curve and parity figures, the checkpoint."""
+    from ase_mlff.metrics.errors import error_metrics
+    from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
+    from ase_mlff.models.io import META
+    from ase_mlff.models.prediction import predict
+
+    pred = predict(
+        model,
+        test,
+        batch_size=cfg.train.eval_batch_size,
+        device=cfg.train.device,
+        dtype=DTYPES[cfg.train.dtype],
+    )
+    test_m = error_metrics(pred["energy"], pred["forces"], test)
+    run_h.log_metrics({f"test_{k}": v for k, v in test_m.items()}, step=result.epochs_run)
+    meta_file = result.best_dir / META
+    meta = json.loads(meta_file.read_text())
+    meta["test_metrics"] = test_m
+    meta_file.write_text(json.dumps(meta, indent=2, default=str))
+    fig = learning_curve_figure(result.history)
+    fig.savefig(out / "learning_curve.png", dpi=120)
+    run_h.log_figure(fig, "learning_curve.png")
+    fig = parity_figure(
+        pred["forces"],
+        test.forces_nc,
+        pred["energy"],
+        test.energy_s,
+        test.n_atoms_s,
+        title=f"{cfg.model.get('name')} on {cfg.data.name}, test",
+    )
+    fig.savefig(out / "parity.png", dpi=120)
+    run_h.log_figure(fig, "parity.png")
+    run_h.log_artifact(result.best_dir, "checkpoint")
+    return test_m
 
 
 def result_dict(res: TrainResult, **extra: Any) -> dict[str, Any]:
@@ -499,6 +612,7 @@ def train_variants_parallel(
 __all__ = [
     "build_run",
     "result_dict",
+    "train_and_test",
     "train_distributed",
     "train_local",
     "train_variants_parallel",

@@ -20,23 +20,14 @@ checkpoint, the data provenance and a learning-curve figure as artifacts.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from ase_mlff.data import load_dataset
+from ase_mlff.agents.training import train_and_test
 from ase_mlff.data.io import SHIPPED_SPLITS
-from ase_mlff.data.splits import split_dataset
-from ase_mlff.metrics.errors import error_metrics
-from ase_mlff.metrics.plots import learning_curve_figure, parity_figure
-from ase_mlff.models import build_model
-from ase_mlff.models.io import META
-from ase_mlff.models.prediction import predict
 from ase_mlff.training.config import ExperimentConfig
-from ase_mlff.training.stage import run_stage
 from ase_mlff.utils import DTYPES
 
 log = logging.getLogger(__name__)
@@ -101,98 +92,6 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
-def run(
-    cfg: ExperimentConfig,
-    out: Path,
-    experiment: str = "train",
-    tracking_uri: str | None = None,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate and log one configuration; returns the results dict."""
-    from ase_mlff.tracking import Tracker
-
-    ds = load_dataset(cfg.data.name)
-    split = split_dataset(ds, cfg.data)
-    train, val, test = ds[split.train], ds[split.val], ds[split.test]
-    model_cfg = {**cfg.model, "species": ds.species}
-    model = build_model(model_cfg)
-    tracker = Tracker(experiment, uri=tracking_uri)
-    run_name = f"{cfg.model.get('name')}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    params = {
-        **cfg.to_dict(),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "data_method": ds.provenance.get("method", "unknown"),
-    }
-    with tracker.run(run_name, params=params, tags={"recipe": "train"}) as run_h:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out / "config.yaml")
-        run_h.log_artifact(out / "config.yaml")
-        run_h.log_dict(ds.provenance, "data_provenance.json")
-        metadata = {
-            "data": {
-                "name": cfg.data.name,
-                "provenance": ds.provenance,
-                "n_train": len(train),
-                "n_val": len(val),
-                "n_test": len(test),
-            },
-            "mlflow_run_id": run_h.run_id,
-            "command": command,
-        }
-        trained, result = run_stage(
-            "train", model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
-        )
-        atomref = {k.removeprefix("atomref_"): v for k, v in result.extra.items()}
-        run_h.log_params({f"atomref.{k}": v for k, v in atomref.items()})
-        t0 = time.perf_counter()
-        pred = predict(
-            trained,
-            test,
-            batch_size=cfg.train.eval_batch_size,
-            device=cfg.train.device,
-            dtype=DTYPES[cfg.train.dtype],
-        )
-        test_m = error_metrics(pred["energy"], pred["forces"], test)
-        run_h.log_metrics({f"test_{k}": v for k, v in test_m.items()}, step=result.epochs_run)
-        # record the test metrics inside the best checkpoint itself
-        meta_file = result.best_dir / META
-        meta = json.loads(meta_file.read_text())
-        meta["test_metrics"] = test_m
-        meta_file.write_text(json.dumps(meta, indent=2, default=str))
-        fig = learning_curve_figure(result.history)
-        fig.savefig(out / "learning_curve.png", dpi=120)
-        run_h.log_figure(fig, "learning_curve.png")
-        fig = parity_figure(
-            pred["forces"],
-            test.forces_nc,
-            pred["energy"],
-            test.energy_s,
-            test.n_atoms_s,
-            title=f"{cfg.model.get('name')} on {cfg.data.name}, test",
-        )
-        fig.savefig(out / "parity.png", dpi=120)
-        run_h.log_figure(fig, "parity.png")
-        run_h.log_artifact(result.best_dir, "checkpoint")
-        results = {
-            "run_id": run_h.run_id,
-            "tracking_uri": tracker.uri,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "stopped_because": result.stopped_because,
-            "val": result.best_val,
-            "test": test_m,
-            "checkpoint": str(result.best_dir),
-            "n_train": len(train),
-            "n_val": len(val),
-            "n_test": len(test),
-            "test_eval_seconds": time.perf_counter() - t0,
-        }
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        run_h.log_artifact(out / "results.json")
-        run_h.set_tags({"stopped_because": result.stopped_because})
-    return results
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="aspirin", help="shipped dataset name or a file path")
@@ -228,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m ase_mlff.recipes.train " + " ".join(argv)
-    res = run(cfg, out, args.experiment, args.tracking_uri, command)
+    res = train_and_test(cfg, out, args.experiment, args.tracking_uri, command)
     t = res["test"]
     print(
         f"\n{cfg.model['name']} on {cfg.data.name}: {res['n_train']} train / {res['n_val']} val / "
