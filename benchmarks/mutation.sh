@@ -42,7 +42,7 @@ declare -A TESTS=(
     [ase_mlff/md/detectors.py]="$PYTEST $DET_FILES -k 'not ($SLOW_DET)' && $PYTEST $DET_FILES -k '$SLOW_DET'"
     [ase_mlff/metrics/stability.py]="$PYTEST tests/test_survival.py"
     [ase_mlff/training/sam.py]="$PYTEST tests/test_training_variants.py -k 'sam and not data_parallel'"
-    [ase_mlff/training/trainer.py]="$PYTEST tests/test_training_variants.py -k 'formula_on_one_batch or several_weighted or bit_identical or element_balanced_loss_and or probe_most_stable or data_parallel_sam'"
+    [ase_mlff/training/trainer.py]="$PYTEST tests/test_training_variants.py -k 'formula_on_one_batch or several_weighted or bit_identical or element_balanced_loss_and or probe_most_stable or data_parallel_sam or progress_bar_only'"
 )
 # For the trainer, the SAM and resume paths only (not validation, the probe, logging): the
 # lines of these functions are mutated (benchmarks/mutation_lines.py writes the patch that
