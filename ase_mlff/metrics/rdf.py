@@ -133,53 +133,18 @@ def rdf_of_frames(
     Returns bin centres (n_bins,) and g (P, n_bins), the mean over frames of each frame's
     g_ab (its own volume and element counts), as ``ase.geometry.rdf.get_rdf`` over images.
     """
-    from ase import Atoms
-
     pairs = _element_pairs(element_pairs)
     if r_max <= 0 or n_bins < 1 or batch_size < 1:
         raise ValueError("r_max, n_bins and batch_size must be positive")
     if method not in ("auto", "graph", "min_image"):
         raise ValueError(f"method must be 'auto', 'graph' or 'min_image', got {method!r}")
-    if hasattr(frames, "positions_tnc"):  # a Trajectory
-        numbers, cell = frames.numbers_n, frames.cell_33
-        pbc = True if frames.pbc_3 is None else frames.pbc_3
-        frames = frames.positions_tnc
-    if isinstance(frames, Atoms):
-        frames = [frames]
-    images = None
-    if isinstance(frames, (list, tuple)) and frames and isinstance(frames[0], Atoms):
-        images = list(frames)
-        same = all(
-            len(a) == len(images[0]) and np.array_equal(a.numbers, images[0].numbers)
-            for a in images
-        )
-        if not same and method == "min_image":
-            raise ValueError("method 'min_image' needs the same atoms in every frame")
-        if same:
-            pos = np.stack([a.positions for a in images])
-            numbers = images[0].numbers
-            cells = np.stack([np.asarray(a.cell[:]) for a in images])
-            pbcs = np.stack([a.pbc for a in images])
-    else:
-        pos = np.asarray(frames, dtype=np.float64)
-        if pos.ndim != 3 or pos.shape[-1] != 3 or len(pos) == 0:
-            raise ValueError(f"positions must be (frames, atoms, 3), got {pos.shape}")
-        if numbers is None or cell is None:
-            raise ValueError("positions need numbers (N,) and a cell (3, 3) or (T, 3, 3)")
-        numbers = np.asarray(numbers).reshape(-1)
-        if len(numbers) != pos.shape[1]:
-            raise ValueError(f"{len(numbers)} atomic numbers for {pos.shape[1]} atoms")
-        cells = np.asarray(cell, dtype=np.float64)
-        cells = np.broadcast_to(cells, (len(pos), 3, 3)).copy() if cells.shape == (3, 3) else cells
-        if cells.shape != (len(pos), 3, 3):
-            raise ValueError(f"cell must be (3, 3) or ({len(pos)}, 3, 3), got {cells.shape}")
-        pbcs = np.broadcast_to(np.asarray(pbc, bool), (len(pos), 3)).copy()
-    n_frames = len(images) if images is not None else len(pos)
+    images, arrays = _frames(frames, numbers, cell, pbc, method)
+    n_frames = len(images) if images is not None else len(arrays[0])
     if n_frames == 0:
         raise ValueError("no frames given")
     centres = (np.arange(n_bins) + 0.5) * r_max / n_bins
-    have_arrays = images is None or same
-    if have_arrays:
+    if arrays is not None:
+        pos, numbers, cells, pbcs = arrays
         if not pbcs.all():
             raise ValueError("the RDF needs periodic frames (pbc in all three directions)")
         if (np.abs(np.linalg.det(cells)) < 1e-9).any():
@@ -191,26 +156,20 @@ def rdf_of_frames(
             g = _rdf_sum_min_image(pos, np.asarray(numbers), cells, pairs, r_max, n_bins)
             return centres, g / n_frames
 
-    if images is not None:
-
-        def chunk(sl: slice) -> Batch:
+    def chunk(sl: slice) -> Batch:
+        if images is not None:
             return Batch.from_atoms(images[sl], cutoff=r_max, dtype=dtype, device=device)
-
-    else:
-        n = pos.shape[1]
-
-        def chunk(sl: slice) -> Batch:
-            k = len(pos[sl])
-            return Batch.from_arrays(
-                np.tile(numbers, k),
-                pos[sl].reshape(-1, 3),
-                np.full(k, n),
-                cells[sl],
-                pbcs[sl],
-                cutoff=r_max,
-                dtype=dtype,
-                device=device,
-            )
+        k, n = len(pos[sl]), pos.shape[1]
+        return Batch.from_arrays(
+            np.tile(numbers, k),
+            pos[sl].reshape(-1, 3),
+            np.full(k, n),
+            cells[sl],
+            pbcs[sl],
+            cutoff=r_max,
+            dtype=dtype,
+            device=device,
+        )
 
     total = None
     for start in range(0, n_frames, batch_size):
@@ -222,6 +181,46 @@ def rdf_of_frames(
         g = rdf_per_system(batch, pairs, r_max, n_bins).sum(dim=0)
         total = g if total is None else total + g
     return centres, (total / n_frames).cpu().numpy()
+
+
+def _frames(frames, numbers, cell, pbc, method: str) -> tuple[list | None, tuple | None]:
+    """The frames of :func:`rdf_of_frames` as ``(images, arrays)``: ``images`` the Atoms
+    list (None for arrays or a Trajectory), ``arrays`` = (positions (T, N, 3), numbers,
+    cells (T, 3, 3), pbc (T, 3)) when every frame has the same atoms, else None."""
+    from ase import Atoms
+
+    if hasattr(frames, "positions_tnc"):  # a Trajectory
+        numbers, cell = frames.numbers_n, frames.cell_33
+        pbc = True if frames.pbc_3 is None else frames.pbc_3
+        frames = frames.positions_tnc
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    if isinstance(frames, (list, tuple)) and frames and isinstance(frames[0], Atoms):
+        images = list(frames)
+        same = all(
+            len(a) == len(images[0]) and np.array_equal(a.numbers, images[0].numbers)
+            for a in images
+        )
+        if not same and method == "min_image":
+            raise ValueError("method 'min_image' needs the same atoms in every frame")
+        if not same:
+            return images, None
+        pos = np.stack([a.positions for a in images])
+        cells = np.stack([np.asarray(a.cell[:]) for a in images])
+        return images, (pos, images[0].numbers, cells, np.stack([a.pbc for a in images]))
+    pos = np.asarray(frames, dtype=np.float64)
+    if pos.ndim != 3 or pos.shape[-1] != 3 or len(pos) == 0:
+        raise ValueError(f"positions must be (frames, atoms, 3), got {pos.shape}")
+    if numbers is None or cell is None:
+        raise ValueError("positions need numbers (N,) and a cell (3, 3) or (T, 3, 3)")
+    numbers = np.asarray(numbers).reshape(-1)
+    if len(numbers) != pos.shape[1]:
+        raise ValueError(f"{len(numbers)} atomic numbers for {pos.shape[1]} atoms")
+    cells = np.asarray(cell, dtype=np.float64)
+    cells = np.broadcast_to(cells, (len(pos), 3, 3)).copy() if cells.shape == (3, 3) else cells
+    if cells.shape != (len(pos), 3, 3):
+        raise ValueError(f"cell must be (3, 3) or ({len(pos)}, 3, 3), got {cells.shape}")
+    return None, (pos, numbers, cells, np.broadcast_to(np.asarray(pbc, bool), (len(pos), 3)).copy())
 
 
 def rdf_mae(g_model: np.ndarray, g_ref: np.ndarray, r_max: float) -> float | np.ndarray:
