@@ -278,25 +278,9 @@ def select_frames(
 
     labels, dist, explored = clusters.assign(pos)
     unexplored = ~explored
-    with np.errstate(invalid="ignore"):
-        before = time_f < t_inst_f  # NaN t_inst (stable) -> False
-    n_before_r = np.bincount(rep_f, weights=before, minlength=len(reps)).astype(int)
-    csum = np.cumsum(before)
-    rank_in_r = csum - (csum[start_r] - before[start_r])[rep_f]  # 1-based among before-frames
-    pre = before & (n_before_r[rep_f] - rank_in_r < int(n_before_instability))
+    pre = _last_before_instability(rep_f, start_r, time_f, t_inst_f, int(n_before_instability))
     cand = np.flatnonzero((unexplored & (local_f % int(stride) == 0)) | pre)
-
-    # deduplicate identical frames; a kept frame gets the tags of all its copies
-    flat = np.ascontiguousarray(pos[cand].reshape(len(cand), pos.shape[1] * 3))
-    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    u_any = np.zeros(len(first), bool)
-    p_any = np.zeros(len(first), bool)
-    np.logical_or.at(u_any, inverse, unexplored[cand])
-    np.logical_or.at(p_any, inverse, pre[cand])
-    order = np.argsort(first)
-    keep = cand[first[order]]
-    u_keep, p_keep = u_any[order], p_any[order]
+    keep, u_keep, p_keep = _unique_frames(pos, cand, unexplored, pre)
     n_candidates = len(keep)
     if max_frames is not None and n_candidates > int(max_frames):
         pick = np.round(np.linspace(0, n_candidates - 1, int(max_frames))).astype(int)
@@ -333,6 +317,36 @@ def select_frames(
         n_unexplored_seen=int(unexplored.sum()),
         n_candidates=int(n_candidates),
     )
+
+
+def _last_before_instability(
+    rep_f: np.ndarray, start_r: np.ndarray, time_f: np.ndarray, t_inst_f: np.ndarray, n: int
+) -> np.ndarray:
+    """(F,) True for the last ``n`` frames with t < t_inst of each replica (frames in time
+    order per replica, replica r's first frame at ``start_r[r]``); none for a replica
+    that stayed stable (t_inst NaN)."""
+    with np.errstate(invalid="ignore"):
+        before = time_f < t_inst_f  # NaN t_inst (stable) -> False
+    n_before_r = np.bincount(rep_f, weights=before, minlength=len(start_r)).astype(int)
+    csum = np.cumsum(before)
+    rank_in_r = csum - (csum[start_r] - before[start_r])[rep_f]  # 1-based among before-frames
+    return before & (n_before_r[rep_f] - rank_in_r < n)
+
+
+def _unique_frames(
+    pos: np.ndarray, cand: np.ndarray, unexplored: np.ndarray, pre: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate frames ``cand`` without repeats of identical positions, in their
+    order; a kept frame gets the tags (unexplored, pre-instability) of all its copies."""
+    flat = np.ascontiguousarray(pos[cand].reshape(len(cand), pos.shape[1] * 3))
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    u_any = np.zeros(len(first), bool)
+    p_any = np.zeros(len(first), bool)
+    np.logical_or.at(u_any, inverse, unexplored[cand])
+    np.logical_or.at(p_any, inverse, pre[cand])
+    order = np.argsort(first)
+    return cand[first[order]], u_any[order], p_any[order]
 
 
 # -------------------------------------------------------------------- datasets
