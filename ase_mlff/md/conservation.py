@@ -98,45 +98,13 @@ def nve_energy_drift(
     )
     replicas, series = [], []
     for rep, atoms in zip(run.replicas, images):
-        n = len(atoms)
-        n_dof = max(3 * n - 3, 1)
-        e_kin = 0.5 * n_dof * units.kB * rep.temperature_t
-        e = (rep.energy_t + e_kin) / n
-        t_ps = rep.times_fs / 1000.0
-        series.append(e)
-        row: dict[str, Any] = {
-            "replica_id": rep.replica_id,
-            "n_atoms": n,
-            "frames": len(e),
-            "stopped_fs": None if rep.stable else float(rep.t_inst_fs),
-        }
-        if len(e) >= 3 and np.all(np.isfinite(e)):
-            fit = stats.linregress(t_ps, e)
-            resid = e - (fit.intercept + fit.slope * t_ps)
-            row.update(
-                drift_eV_per_atom_ps=float(fit.slope),
-                drift_stderr=float(fit.stderr),
-                rms_eV_per_atom=float(np.sqrt(np.mean(resid**2))),
-                e0_eV_per_atom=float(e[0]),
-            )
-        else:
-            row.update(
-                drift_eV_per_atom_ps=float("nan"),
-                drift_stderr=float("nan"),
-                rms_eV_per_atom=float("nan"),
-                e0_eV_per_atom=float(e[0]) if len(e) else float("nan"),
-            )
+        row, e = _replica_drift(rep, len(atoms))
         replicas.append(row)
+        series.append(e)
     b = np.array([r["drift_eV_per_atom_ps"] for r in replicas])
     rms = np.array([r["rms_eV_per_atom"] for r in replicas])
     mean = float(np.mean(b))
-    if len(b) > 1 and np.all(np.isfinite(b)):
-        sem = float(stats.sem(b))
-        lo, hi = (
-            stats.t.interval(0.95, len(b) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
-        )
-    else:
-        lo = hi = float("nan")
+    lo, hi = _t_interval(b)
     return {
         "steps": int(steps),
         "dt_fs": float(dt),
@@ -152,6 +120,47 @@ def nve_energy_drift(
         "times_fs": max((r.times_fs for r in run.replicas), key=len),
         "e_tot_per_atom": series,
     }
+
+
+def _replica_drift(rep, n: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One replica's row (drift, its standard error, the rms about the line, e(0)) and its
+    series e(t) = (E_pot + ½ n_dof k_B T) / N, eV/atom (see :func:`nve_energy_drift`)."""
+    n_dof = max(3 * n - 3, 1)
+    e_kin = 0.5 * n_dof * units.kB * rep.temperature_t
+    e = (rep.energy_t + e_kin) / n
+    t_ps = rep.times_fs / 1000.0
+    row: dict[str, Any] = {
+        "replica_id": rep.replica_id,
+        "n_atoms": n,
+        "frames": len(e),
+        "stopped_fs": None if rep.stable else float(rep.t_inst_fs),
+    }
+    if len(e) >= 3 and np.all(np.isfinite(e)):
+        fit = stats.linregress(t_ps, e)
+        resid = e - (fit.intercept + fit.slope * t_ps)
+        row.update(
+            drift_eV_per_atom_ps=float(fit.slope),
+            drift_stderr=float(fit.stderr),
+            rms_eV_per_atom=float(np.sqrt(np.mean(resid**2))),
+            e0_eV_per_atom=float(e[0]),
+        )
+    else:
+        row.update(
+            drift_eV_per_atom_ps=float("nan"),
+            drift_stderr=float("nan"),
+            rms_eV_per_atom=float("nan"),
+            e0_eV_per_atom=float(e[0]) if len(e) else float("nan"),
+        )
+    return row, e
+
+
+def _t_interval(b: np.ndarray) -> tuple[float, float]:
+    """95 % Student-t interval of the mean of ``b`` (NaN for fewer than two values or a
+    non-finite one; the mean itself when they are all equal)."""
+    if len(b) > 1 and np.all(np.isfinite(b)):
+        mean, sem = float(np.mean(b)), float(stats.sem(b))
+        return stats.t.interval(0.95, len(b) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
+    return float("nan"), float("nan")
 
 
 def drift_summary(result: dict[str, Any]) -> dict[str, Any]:
