@@ -24,7 +24,7 @@ from ase_mlff.md.detectors import default_detectors
 from ase_mlff.md.protocol import MDProtocol, make_protocol
 from ase_mlff.md.runner import MDRun, ReplicaResult
 from ase_mlff.md.state import MDState
-from ase_mlff.md.storage import TrajectoryStore
+from ase_mlff.md.storage import Frame, TrajectoryStore
 from ase_mlff.md.validation import MDParameterError, validate_images
 
 ASE_INTEGRATORS = ("nve", "langevin", "nose_hoover")
@@ -42,11 +42,11 @@ def _view(atoms: Atoms, cutoff: float) -> MDState:
     )
 
 
-def _snapshot(atoms: Atoms, step: int, dt: float, dof: int) -> tuple:
-    """(time fs, positions, energy, temperature over ``dof`` degrees of freedom, max |F|)."""
+def _snapshot(atoms: Atoms, step: int, dt: float, dof: int) -> Frame:
+    """The current frame, the temperature over ``dof`` degrees of freedom."""
     temperature = 2 * atoms.get_kinetic_energy() / (dof * units.kB)
     fmax = float(np.linalg.norm(atoms.get_forces(apply_constraint=False), axis=1).max())
-    return (step * dt, atoms.positions.copy(), atoms.get_potential_energy(), temperature, fmax)
+    return Frame(step * dt, atoms.positions.copy(), atoms.get_potential_energy(), temperature, fmax)
 
 
 def _dynamics(

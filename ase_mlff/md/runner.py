@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
 from ase_mlff.md.state import MDState, init_state
-from ase_mlff.md.storage import TrajectoryStore, stored_frames
+from ase_mlff.md.storage import Frame, TrajectoryStore, as_frames, stored_frames
 from ase_mlff.md.validation import validate_md_parameters
 from ase_mlff.models.base import compute_properties
 
@@ -115,23 +115,26 @@ class ReplicaResult:
 
     @classmethod
     def from_frames(
-        cls, replica_id: int, t_inst_fs: float, reason: str | None, frames: Sequence[tuple]
+        cls,
+        replica_id: int,
+        t_inst_fs: float,
+        reason: str | None,
+        frames: Sequence[Frame | tuple],
     ) -> ReplicaResult:
-        """From frames ``(time_fs, positions, energy, temperature, max force[, cell])``."""
+        """From :class:`~ase_mlff.md.storage.Frame` records (or tuples in its field order);
+        ``cell_t33`` when every frame has a cell."""
+        frames = as_frames(frames)
+        cells = [f.cell_33 for f in frames]
         return cls(
             replica_id=replica_id,
             t_inst_fs=t_inst_fs,
             reason=reason,
-            times_fs=np.array([f[0] for f in frames]),
-            positions_tn3=np.array([f[1] for f in frames]),
-            energy_t=np.array([f[2] for f in frames]),
-            temperature_t=np.array([f[3] for f in frames]),
-            max_force_t=np.array([f[4] for f in frames]),
-            cell_t33=(
-                np.array([f[5] for f in frames])
-                if frames and all(len(f) > 5 for f in frames)
-                else None
-            ),
+            times_fs=np.array([f.time_fs for f in frames]),
+            positions_tn3=np.array([f.positions_n3 for f in frames]),
+            energy_t=np.array([f.energy for f in frames]),
+            temperature_t=np.array([f.temperature_K for f in frames]),
+            max_force_t=np.array([f.max_force for f in frames]),
+            cell_t33=np.array(cells) if frames and all(c is not None for c in cells) else None,
         )
 
 
@@ -310,8 +313,16 @@ class _Replicas:
             .numpy()
         )
         for k, r in enumerate(self.active):
-            frame = (st.step * self.dt, pos[ptr[k] : ptr[k + 1]].copy(), e[k], t[k], fmax[k])
-            self.pending[r].append((*frame, cell[k].copy()))
+            self.pending[r].append(
+                Frame(
+                    st.step * self.dt,
+                    pos[ptr[k] : ptr[k + 1]].copy(),
+                    e[k],
+                    t[k],
+                    fmax[k],
+                    cell[k].copy(),
+                )
+            )
 
     def check(self, state: MDState, dets: Sequence[Detector]) -> MDState:
         """Run the detectors (the first that flags a replica names the reason); a flagged

@@ -10,15 +10,36 @@ rewritten whenever a replica stops, so a killed run loses nothing it had written
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 
+class Frame(NamedTuple):
+    """One recorded MD frame of a replica: the one record the runners, the store and
+    :class:`~ase_mlff.md.runner.ReplicaResult` share. ``cell_33`` is the frame's cell (it
+    changes under a barostat); None keeps the start structure's."""
+
+    time_fs: float
+    positions_n3: np.ndarray
+    energy: float
+    temperature_K: float
+    max_force: float
+    cell_33: np.ndarray | None = None
+
+
+def as_frames(frames: Iterable[Frame | tuple]) -> list[Frame]:
+    """``frames`` as :class:`Frame` records (plain tuples in the field order accepted)."""
+    return [f if isinstance(f, Frame) else Frame(*f) for f in frames]
+
+
 class TrajectoryStore:
+    """The trajectory files and ``summary.json`` of one directory of replicas."""
+
     def __init__(
         self,
         directory: str | Path,
@@ -46,26 +67,25 @@ class TrajectoryStore:
     def path(self, replica_id: int) -> Path:
         return self.dir / f"replica_{replica_id:04d}.traj"
 
-    def append(self, replica_id: int, frames: Sequence[tuple]) -> None:
-        """Append frames ``(time_fs, positions (n, 3), energy, temperature, max force)``.
-
-        An optional sixth element, the frame's (3, 3) cell, is stored as ``atoms.cell``
-        (it changes under a barostat); without it the start structure's cell is kept.
-        """
+    def append(self, replica_id: int, frames: Sequence[Frame | tuple]) -> None:
+        """Append :class:`Frame` records (the cell, when given, is stored as ``atoms.cell``;
+        without it the start structure's cell is kept)."""
         if not frames:
             return
         from ase.io.trajectory import Trajectory
 
         with Trajectory(self.path(replica_id), "a") as traj:
-            for t, pos, e, temp, fmax, *cell in frames:
+            for f in as_frames(frames):
                 atoms = self.templates[replica_id].copy()
-                if cell:
-                    atoms.cell = cell[0]
-                atoms.positions = pos
+                if f.cell_33 is not None:
+                    atoms.cell = f.cell_33
+                atoms.positions = f.positions_n3
                 atoms.info.update(
-                    time_fs=float(t), temperature_K=float(temp), max_force=float(fmax)
+                    time_fs=float(f.time_fs),
+                    temperature_K=float(f.temperature_K),
+                    max_force=float(f.max_force),
                 )
-                atoms.calc = SinglePointCalculator(atoms, energy=float(e))
+                atoms.calc = SinglePointCalculator(atoms, energy=float(f.energy))
                 traj.write(atoms)
         self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
 
@@ -118,13 +138,13 @@ def read_summary(directory: str | Path) -> dict:
     return json.loads((Path(directory) / "summary.json").read_text())
 
 
-def stored_frames(directory: str | Path, replica_id: int) -> list[tuple]:
-    """Stored frames as ``(time_fs, positions, energy, temperature, max force, cell)``."""
+def stored_frames(directory: str | Path, replica_id: int) -> list[Frame]:
+    """The stored frames of one replica as :class:`Frame` records (with their cells)."""
     path = Path(directory) / f"replica_{replica_id:04d}.traj"
     if not path.exists():
         return []
     return [
-        (
+        Frame(
             a.info["time_fs"],
             a.positions.copy(),
             a.get_potential_energy(),
