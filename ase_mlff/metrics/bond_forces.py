@@ -142,17 +142,15 @@ def fragment_bond_scan(
 def _torch_energies_forces(
     model: torch.nn.Module, images: Sequence[Atoms], device: str | torch.device
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """All images in one batched float64 call (a copy of the model: the caller's module is
-    left as it is)."""
-    from ase_mlff.graph.batch import Batch
-    from ase_mlff.models.base import compute_properties
+    """All images through the one batched prediction loop in float64 (a copy of the model:
+    the caller's module is left as it is)."""
+    from ase_mlff.data.dataset import Dataset
+    from ase_mlff.models.prediction import predict
 
-    m = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
-    b = Batch.from_atoms(list(images), cutoff=m.cutoff, dtype=torch.float64, device=device)
-    out = compute_properties(m, b, forces=True)
-    f = out["forces"].cpu().double().numpy()
+    m = copy.deepcopy(model).to(dtype=torch.float64)
+    out = predict(m, Dataset.from_atoms(list(images)), device=device, dtype=torch.float64)
     splits = np.cumsum([len(a) for a in images])[:-1]
-    return out["energy"].cpu().double().numpy(), np.split(f, splits)
+    return out["energy"], np.split(out["forces"], splits)
 
 
 def energies_forces(
