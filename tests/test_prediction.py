@@ -11,6 +11,7 @@ from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.models import PaiNN
 from ase_mlff.models.prediction import (
     frame_chunks,
+    iter_predictions,
     label_dataset,
     predict,
     predict_frames,
@@ -85,3 +86,22 @@ def test_predict_frames_of_one_system(model):
         predict_frames(model, atoms, pos[:, :20])
     with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
         predict(model, asp[np.arange(2)], batch_size=0)
+
+
+def test_iter_predictions_takes_another_evaluation_per_chunk(model):
+    """``evaluate`` replaces the energy/forces call on the same chunks: here a function of
+    the batch alone (2 × positions), which must come back in frame order, float64."""
+    ds = load_dataset("aspirin")[np.arange(7)]
+    chunks = list(
+        iter_predictions(
+            model,
+            ds,
+            batch_size=3,
+            dtype=torch.float32,
+            evaluate=lambda m, b: {"twice": 2 * b.pos_nc},
+        )
+    )
+    assert [(lo, hi) for lo, hi, _ in chunks] == [(0, 3), (3, 6), (6, 7)]
+    got = np.concatenate([out["twice"] for _, _, out in chunks])
+    assert got.dtype == np.float64 and set(chunks[0][2]) == {"twice"}
+    np.testing.assert_allclose(got, 2 * ds.positions_nc, rtol=1e-6)

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from ase_mlff.data.dataset import Dataset
-from ase_mlff.graph.batch import Batch
 from ase_mlff.metrics.bond_forces import force_angles
 from ase_mlff.metrics.plots import _plt
 from ase_mlff.metrics.rdf import rdf_of_frames
 from ase_mlff.models.hybrid import part_forces
-from ase_mlff.models.prediction import predict
+from ase_mlff.models.prediction import iter_predictions, predict
 
 #: the element pairs of the RDFs and minimum distances, and their names
 PAIRS = [("Si", "O"), ("O", "O"), ("Si", "Si")]
@@ -85,11 +84,10 @@ def _hybrid_part_forces(model, test: Dataset) -> dict[str, np.ndarray]:
     """The hybrid's EAM and MLIP force parts on every atom of ``test`` (float64, 16 frames
     a batch)."""
     parts: dict[str, list] = {"eam": [], "mlip": []}
-    for lo in range(0, len(test), 16):
-        frames = np.arange(lo, min(lo + 16, len(test)))
-        b = Batch.from_dataset(test, frames, cutoff=model.cutoff, dtype=torch.float64, labels=False)
-        for k, v in part_forces(model, b).items():
-            parts[k].append(v.numpy())
+    chunks = iter_predictions(model, test, batch_size=16, dtype=torch.float64, evaluate=part_forces)
+    for _, _, out in chunks:
+        for k in parts:
+            parts[k].append(out[k])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

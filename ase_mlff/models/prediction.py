@@ -19,7 +19,7 @@ validation, the EAM energy refit, recipes) goes through :func:`iter_predictions`
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -65,12 +65,16 @@ def iter_predictions(
     dtype: str | torch.dtype = "float64",
     batch_size: int | None = None,
     desc: str | None = None,
+    evaluate: Callable[[torch.nn.Module, Batch], dict[str, torch.Tensor]] | None = None,
 ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
     """Yield ``(lo, hi, out)`` per chunk of frames ``lo:hi`` of ``dataset`` (any object with
     the :class:`~ase_mlff.data.dataset.Dataset` arrays), ``out`` holding float64 ``energy``
     (hi − lo,), ``forces`` (atoms of those frames, 3) and with ``stress`` (hi − lo, 3, 3).
     Chunks hold about ``chunk_atoms`` atoms, or ``batch_size`` frames when that is given.
-    The model is put in eval mode on ``device``; ``desc`` shows a progress bar."""
+    The model is put in eval mode on ``device``; ``desc`` shows a progress bar.
+    ``evaluate(model, batch)``, when given, replaces the energy/forces/stress evaluation
+    (e.g. :func:`~ase_mlff.models.hybrid.part_forces`); its tensors come back as float64
+    numpy arrays."""
     torch_dtype = _dtype(dtype)
     model = model.to(device=device).eval()
     if batch_size is not None:
@@ -90,11 +94,12 @@ def iter_predictions(
             labels=False,
         )
         with torch.no_grad():  # forces/stress still come by autograd (compute_properties)
-            res = compute_properties(model, batch, forces=True, stress=stress)
-        out = {k: res[k].detach().cpu().double().numpy() for k in ("energy", "forces")}
-        if stress:
-            out["stress"] = res["stress"].detach().cpu().double().numpy()
-        yield lo, hi, out
+            if evaluate is not None:
+                res = evaluate(model, batch)
+            else:
+                res = compute_properties(model, batch, forces=True, stress=stress)
+        keys = list(res) if evaluate is not None else ["energy", "forces"] + ["stress"] * stress
+        yield lo, hi, {k: res[k].detach().cpu().double().numpy() for k in keys}
 
 
 def predict(
