@@ -1,5 +1,6 @@
 """The force-field pre-training recipes end to end on tiny settings: parent and child
-MLflow runs, the comparison table, figures, and resume without retraining."""
+MLflow runs, the comparison table, figures, and resume without retraining; the studies'
+settings from a profile and the options."""
 
 import json
 
@@ -17,6 +18,31 @@ def _runs(uri, experiment):
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id])
+
+
+def test_ffpt_settings_from_profile_and_options():
+    """The options override the profile (None or 0 take the profile's value); the stages
+    get paper 001's learning rates, scratch and finetune the same budget."""
+    from ase_mlff.agents.ff_pretraining import FFPTOptions, resolve_settings
+    from ase_mlff.recipes.aspirin_ffpt import PROFILES
+
+    prof = PROFILES["quick"]
+    s = resolve_settings(FFPTOptions(), prof)
+    assert (s.n_pretrain, s.replicas, s.md_steps) == (20_000, 16, 2000)
+    assert list(s.cfgs) == ["pretrain", "scratch", "finetune"]
+    assert [c.lr for c in s.cfgs.values()] == [1e-4, 1e-3, 1e-4]
+    assert (s.cfgs["pretrain"].epochs, s.cfgs["pretrain"].max_minutes) == (6, 5.0)
+    assert s.cfgs["scratch"].epochs == s.cfgs["finetune"].epochs == 60
+    assert s.cfgs["scratch"].max_minutes == s.cfgs["finetune"].max_minutes == 4.0
+    opts = FFPTOptions(n_pretrain=300, replicas=0, md_steps=40, pretrain_minutes=0.5)
+    opts.finetune_minutes, opts.seed, opts.threads, opts.device = 0.25, 3, 1, "cuda"
+    s = resolve_settings(opts, prof)
+    assert (s.n_pretrain, s.replicas, s.md_steps) == (300, 16, 40)
+    assert s.cfgs["pretrain"].max_minutes == 0.5
+    assert s.cfgs["scratch"].max_minutes == s.cfgs["finetune"].max_minutes == 0.25
+    assert all(
+        (c.seed, c.threads, c.device, c.dtype) == (3, 1, "cuda", "float32") for c in s.cfgs.values()
+    )
 
 
 def test_water_ffpt_recipe(tmp_path):

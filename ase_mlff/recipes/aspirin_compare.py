@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from ase_mlff.agents.aspirin_ffpt import pretraining_data
     from ase_mlff.agents.comparison import ComparisonAgent
-    from ase_mlff.recipes.aspirin_ffpt import pretraining_data
 
     t0 = time.perf_counter()
     a.out = a.out.expanduser().resolve()

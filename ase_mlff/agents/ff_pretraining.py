@@ -1,0 +1,246 @@
+"""What paper 001's force-field pre-training studies share (aspirin:
+:mod:`ase_mlff.agents.aspirin_ffpt`, water: :mod:`ase_mlff.agents.water_ffpt`): their
+options, the two variants trained under one MLflow parent run with the same architecture
+and the same fine-tuning budget, and the writing of figures, tables and results.
+
+The variants (:func:`train_variants`, every stage through
+:func:`ase_mlff.training.stage.run_stage`):
+
+- ``scratch``: the quantum (or bulk) data alone, lr 1e-3;
+- ``ffpt``: pre-training on the force-field labels (lr 1e-4), then fine-tuning every
+  weight from the best pre-trained checkpoint (lr 1e-4, reference energies refitted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase_mlff.data import Dataset
+from ase_mlff.metrics.plots import learning_curve_figure
+from ase_mlff.models import build_model
+from ase_mlff.training.config import TrainConfig
+from ase_mlff.training.finetune import paper_schedule
+from ase_mlff.training.stage import run_stage
+
+#: the variants that are trained, evaluated and compared
+VARIANT_NAMES = ("scratch", "ffpt")
+
+
+@dataclass
+class FFPTOptions:
+    """The choices of one study (the recipes' command line). ``None`` (and 0 for the
+    counts and minutes) takes the profile's value; ``n_train`` ``None`` takes the study's
+    default; ``out`` and ``experiment`` ``None`` take the study's name. ``n_test`` (test
+    frames evaluated) is read by the water study only."""
+
+    profile: str = "quick"
+    model: str = "painn"
+    n_pretrain: int | None = None
+    n_train: int | None = None
+    n_val: int = 50
+    replicas: int | None = None
+    md_steps: int | None = None
+    pretrain_minutes: float | None = None
+    finetune_minutes: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    out: Path | None = None
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    n_test: int | None = None
+
+
+@dataclass
+class Settings:
+    """An options' values resolved against a profile: pre-training frames, MD replicas
+    and steps, and the configurations of the stages ``pretrain``, ``scratch``,
+    ``finetune``."""
+
+    n_pretrain: int
+    replicas: int
+    md_steps: int
+    cfgs: dict[str, TrainConfig]
+
+
+@dataclass
+class FFPTOutcome:
+    """``results`` (also ``out/results.json``), the Markdown ``table`` (also
+    ``out/comparison.md``), the output folder and the MLflow store."""
+
+    results: dict[str, Any]
+    table: str
+    out: Path
+    tracking_uri: str
+
+
+@dataclass
+class Variants:
+    """The trained variants: best checkpoints (``scratch``, ``ffpt`` and ``pretrained
+    only``), per-stage histories, the MLflow child runs and the fine-tuning's extra
+    parameters."""
+
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    histories: dict[str, dict[str, list]] = field(default_factory=dict)
+    handles: dict[str, Any] = field(default_factory=dict)  # MLflow child runs
+    finetune_extra: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_configs(
+    base: TrainConfig, pretrain: dict[str, Any], finetune: dict[str, Any]
+) -> dict[str, TrainConfig]:
+    """Paper-001 schedules: pretrain (lr 1e-4), scratch (1e-3) and finetune (1e-4), the
+    last two with the same epochs and time budget."""
+    pt = paper_schedule(TrainConfig(**{**base.__dict__, **pretrain}), "pretrain")
+    ft = TrainConfig(**{**base.__dict__, **finetune})
+    return {
+        "pretrain": pt,
+        "scratch": paper_schedule(ft, "scratch"),
+        "finetune": paper_schedule(ft, "finetune"),
+    }
+
+
+def resolve_settings(opts: FFPTOptions, prof: dict[str, Any]) -> Settings:
+    """The profile ``prof`` with the options' overrides (pre-training frames, replicas,
+    MD steps, the two stages' minutes) and the stage configurations (float32, the options'
+    device, seed and threads)."""
+    pt_over, ft_over = dict(prof["pretrain"]), dict(prof["finetune"])
+    if opts.pretrain_minutes:
+        pt_over["max_minutes"] = opts.pretrain_minutes
+    if opts.finetune_minutes:
+        ft_over["max_minutes"] = opts.finetune_minutes
+    base = TrainConfig(device=opts.device, seed=opts.seed, threads=opts.threads, dtype="float32")
+    return Settings(
+        n_pretrain=opts.n_pretrain or prof["n_pretrain"],
+        replicas=opts.replicas or prof["replicas"],
+        md_steps=opts.md_steps or prof["md_steps"],
+        cfgs=stage_configs(base, pt_over, ft_over),
+    )
+
+
+def output_folder(opts: FFPTOptions, name: str) -> Path:
+    """``opts.out`` (default ``runs/<name>``), created."""
+    out = Path("runs") / name if opts.out is None else Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_variants(
+    model_cfg: dict[str, Any],
+    pretrain_data: tuple[Dataset, Dataset],
+    finetune_data: tuple[Dataset, Dataset],
+    cfgs: dict[str, TrainConfig],
+    out: Path,
+    tracker,
+    parent,
+) -> Variants:
+    """Train ``scratch`` and ``ffpt`` (pretrain, then finetune from its best checkpoint),
+    each in its own MLflow child run; finished stages in ``out`` are not trained again."""
+    v = Variants()
+    train, val = finetune_data
+    with tracker.run("scratch", params={"variant": "scratch"}, parent=parent) as run_h:
+        v.handles["scratch"] = run_h
+        _, res = run_stage(
+            "scratch",
+            build_model(model_cfg),
+            train,
+            val,
+            cfgs["scratch"],
+            out / "scratch",
+            log_fn=run_h.log_metrics,
+        )
+        v.checkpoints["scratch"] = res.best_dir
+        v.histories["scratch"] = {"scratch": res.history}
+    with tracker.run("ffpt", params={"variant": "ffpt"}, parent=parent) as run_h:
+        v.handles["ffpt"] = run_h
+        _, pre = run_stage(
+            "pretrain",
+            build_model(model_cfg),
+            *pretrain_data,
+            cfgs["pretrain"],
+            out / "pretrain",
+            log_fn=lambda m, s: run_h.log_metrics({f"pt_{k}": x for k, x in m.items()}, s),
+        )
+        _, fine = run_stage(
+            "finetune",
+            build_model(model_cfg),
+            train,
+            val,
+            cfgs["finetune"],
+            out / "finetune",
+            init_from=pre.best_dir,
+            log_fn=lambda m, s: run_h.log_metrics({f"ft_{k}": x for k, x in m.items()}, s),
+        )
+        run_h.log_params({f"finetune.{k}": x for k, x in fine.extra.items()})
+        v.finetune_extra = fine.extra
+        v.checkpoints["ffpt"] = fine.best_dir
+        v.checkpoints["pretrained only"] = pre.best_dir
+        v.histories["ffpt"] = {"pretrain": pre.history, "finetune": fine.history}
+    return v
+
+
+def learning_curve_figures(histories: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """``learning_curve_<variant>_<stage>.png`` of every stage with a history."""
+    figures = {}
+    for name, hist in histories.items():
+        for stage, h in hist.items():
+            if h:
+                figures[f"learning_curve_{name}_{stage}.png"] = learning_curve_figure(h)
+    return figures
+
+
+def save_figures(figures: dict[str, Any], out: Path, parent) -> None:
+    """Every figure as ``out/figures/<name>`` (120 dpi) and in the MLflow run ``parent``."""
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for fname, fig in figures.items():
+        fig.savefig(fig_dir / fname, dpi=120)
+        parent.log_figure(fig, fname)
+
+
+def write_outputs(
+    out: Path,
+    results: dict[str, Any],
+    table: str,
+    parent,
+    t_start: float,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``out/comparison.md`` (``table``); ``extra`` and ``total_minutes`` (since the
+    ``time.perf_counter()`` value ``t_start``) into ``results``, then ``out/results.json``;
+    both files as artifacts of the MLflow run ``parent``."""
+    (out / "comparison.md").write_text(table)
+    results.update(extra or {})
+    results["total_minutes"] = (time.perf_counter() - t_start) / 60
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    parent.log_artifact(out / "comparison.md")
+    parent.log_artifact(out / "results.json")
+
+
+def variant_metrics(res: dict[str, Any]) -> dict[str, float]:
+    """A variant's test errors (``test_*``) and its numeric stability statistics
+    (``md_*``), the MLflow metrics both studies log."""
+    flat = {f"test_{k}": x for k, x in res["test"].items()}
+    flat.update({f"md_{k}": x for k, x in res["stability"].items() if isinstance(x, (int, float))})
+    return flat
+
+
+__all__ = [
+    "VARIANT_NAMES",
+    "FFPTOptions",
+    "FFPTOutcome",
+    "Settings",
+    "Variants",
+    "learning_curve_figures",
+    "output_folder",
+    "resolve_settings",
+    "save_figures",
+    "stage_configs",
+    "train_variants",
+    "variant_metrics",
+    "write_outputs",
+]
