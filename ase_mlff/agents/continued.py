@@ -287,24 +287,11 @@ def select_frames(
         keep, u_keep, p_keep = keep[pick], u_keep[pick], p_keep[pick]
 
     reason = np.where(u_keep & p_keep, BOTH, np.where(u_keep, UNEXPLORED, PRE_INSTABILITY))
-    images = []
-    for f, u, p, why in zip(keep, u_keep, p_keep, reason):
-        r = reps[rep_f[f]]
-        a = r.template.copy()
-        a.calc = None
-        a.info = {
-            "config_type": f"continued:{why}",
-            "selected_because": str(why),
-            "replica_id": int(r.replica_id),
-            "time_fs": float(time_f[f]),
-            "t_inst_fs": float(r.t_inst),
-            "cluster": int(labels[f]),
-            "cluster_distance": float(dist[f]),
-            "unexplored": bool(u),
-            "pre_instability": bool(p),
-        }
-        a.positions = pos[f]
-        images.append(a)
+    info = {"time_f": time_f, "labels": labels, "dist": dist}
+    images = [
+        _tagged_image(reps[rep_f[f]], pos[f], f, bool(u), bool(p), str(why), info)
+        for f, u, p, why in zip(keep, u_keep, p_keep, reason)
+    ]
     rid = np.array([r.replica_id for r in reps])
     return FrameSelection(
         images=images,
@@ -317,6 +304,26 @@ def select_frames(
         n_unexplored_seen=int(unexplored.sum()),
         n_candidates=int(n_candidates),
     )
+
+
+def _tagged_image(r, pos_n3, f: int, u: bool, p: bool, why: str, info: dict) -> Atoms:
+    """Frame ``f`` of replica ``r`` as Atoms, with why it was selected and where it lies
+    (cluster, distance) in ``atoms.info``."""
+    a = r.template.copy()
+    a.calc = None
+    a.info = {
+        "config_type": f"continued:{why}",
+        "selected_because": why,
+        "replica_id": int(r.replica_id),
+        "time_fs": float(info["time_f"][f]),
+        "t_inst_fs": float(r.t_inst),
+        "cluster": int(info["labels"][f]),
+        "cluster_distance": float(info["dist"][f]),
+        "unexplored": u,
+        "pre_instability": p,
+    }
+    a.positions = pos_n3
+    return a
 
 
 def _last_before_instability(
