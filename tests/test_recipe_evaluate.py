@@ -44,8 +44,8 @@ def _unvisited_share(study_dir, specs, quad, bins=36):
     the share of reference-populated bins with no model sample."""
     import ase.io
 
+    from ase_mlff.agents.evaluation import split_data
     from ase_mlff.agents.study import model_dirs
-    from ase_mlff.recipes.evaluate import split_data
 
     def phi(atoms_list):
         d = np.deg2rad([a.get_dihedral(*quad) for a in atoms_list])
