@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from ase_mlff.graph.batch import Batch
+from ase_mlff.data.dataset import Dataset
+from ase_mlff.models.prediction import iter_predictions
 
 METHODS = ("tsne", "umap", "pca")
 
@@ -85,8 +86,9 @@ def atom_embeddings(
         datasets: ``{name: Dataset or list[Atoms]}`` (the name is the class label of its
             atoms); a bare Dataset or list of Atoms is labelled ``"data"``.
         batch_size: frames per forward pass.
-        device: where the batches are built; default: the device of the model's
-            parameters (the model is not moved). Batches take the parameters' dtype.
+        device: where the model runs; default: the device of its parameters. Batches
+            take the parameters' dtype; the frames go through the one batched loop
+            (:func:`~ase_mlff.models.prediction.iter_predictions`, model in eval mode).
         max_frames: per dataset, at most this many frames, evenly spread over it.
 
     Returns:
@@ -111,20 +113,19 @@ def atom_embeddings(
         frames = _frames(len(source), max_frames)
         if len(frames) == 0:
             raise ValueError(f"dataset {name!r} is empty")
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start : start + batch_size]
-            if is_atoms:
-                b = Batch.from_atoms(
-                    [source[k] for k in chunk], cutoff=model.cutoff, dtype=dtype, device=device
-                )
-            else:
-                b = Batch.from_dataset(
-                    source, chunk, cutoff=model.cutoff, dtype=dtype, device=device, labels=False
-                )
-            h = model.atom_features(b)
-            feats.append(h.detach().cpu().double().numpy())
-            numbers.append(b.numbers_n.cpu().numpy())
-            labels.append(np.full(len(h), name, dtype=object))
+        sub = Dataset.from_atoms([source[k] for k in frames]) if is_atoms else source[frames]
+        chunks = iter_predictions(
+            model,
+            sub,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            evaluate=lambda m, b: {"h": m.atom_features(b)},
+        )
+        for _, _, out in chunks:
+            feats.append(out["h"])
+        numbers.append(np.asarray(sub.numbers_n))
+        labels.append(np.full(len(sub.numbers_n), name, dtype=object))
     return (
         np.concatenate(feats),
         np.concatenate(labels).astype(str),
