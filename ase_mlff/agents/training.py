@@ -127,13 +127,31 @@ def train_and_test(
     from ase_mlff.data import load_dataset
     from ase_mlff.data.splits import split_dataset
     from ase_mlff.models import build_model
-    from ase_mlff.tracking import Tracker
-    from ase_mlff.training.stage import run_stage
+    from ase_mlff.models.io import CheckpointError
+    from ase_mlff.training.stage import exclusive_run_dir
+    from ase_mlff.training.trainer import check_labels, identity_conflicts, run_identity
 
     ds = load_dataset(cfg.data.name)
     split = split_dataset(ds, cfg.data)
     train, val, test = ds[split.train], ds[split.val], ds[split.test]
+    for part, what in ((train, "training"), (val, "validation"), (test, "test")):
+        check_labels(part, what)
     model = build_model({**cfg.model, "species": ds.species})
+    with exclusive_run_dir(out):  # before anything is written into it
+        conflicts = identity_conflicts(out, run_identity(model, train, val, cfg.train))
+        if conflicts:
+            raise CheckpointError(
+                f"{out} holds a run that differs from this one: {'; '.join(conflicts)}; "
+                "choose another --out, or delete it to start over"
+            )
+        return _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, split)
+
+
+def _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, split) -> dict:
+    from ase_mlff.tracking import Tracker
+    from ase_mlff.training.stage import run_stage
+
+    train, val, test = ds[split.train], ds[split.val], ds[split.test]
     tracker = Tracker(experiment, uri=tracking_uri)
     run_name = f"{cfg.model.get('name')}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     params = {
@@ -400,7 +418,7 @@ def train_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2._internal.constants import is_v2_enabled
 
-    from ase_mlff.agents.study import ensure_ray
+    from ase_mlff.utils import ensure_ray
 
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1")
@@ -558,7 +576,7 @@ def train_variants_parallel(
     """
     import ray
 
-    from ase_mlff.agents.study import ensure_ray
+    from ase_mlff.utils import ensure_ray
 
     for k, job in enumerate(jobs):
         if ("fn" in job) == ("config" in job):

@@ -92,7 +92,7 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="aspirin", help="shipped dataset name or a file path")
     p.add_argument("--model", default="painn", choices=["painn", "schnet"])
@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(args)
     out = (

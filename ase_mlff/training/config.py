@@ -7,6 +7,7 @@ train: {epochs: 200, batch_size: 32, lr: 1.0e-3, energy_weight: 1, force_weight:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,24 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
+        for name in ("epochs", "batch_size", "eval_batch_size", "lr_patience"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                raise ValueError(f"TrainConfig.{name} must be an integer, got {v!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(
+                "TrainConfig needs epochs >= 1, batch_size >= 1 and eval_batch_size >= 1, got "
+                f"epochs={self.epochs}, batch_size={self.batch_size}, "
+                f"eval_batch_size={self.eval_batch_size}"
+            )
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a number > 0, got {self.lr!r}")
+        if self.max_minutes is not None and not (
+            isinstance(self.max_minutes, numbers.Real) and self.max_minutes > 0
+        ):
+            raise ValueError(
+                f"TrainConfig.max_minutes must be > 0 (None: no limit), got {self.max_minutes!r}"
+            )
         if not self.sam_rho > 0:
             raise ValueError(f"TrainConfig.sam_rho must be > 0, got {self.sam_rho}")
         if not self.head_lr_factor > 0:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,14 @@ import torch
 from ase_mlff.models.io import load_model
 from ase_mlff.models.prediction import predict
 from ase_mlff.training.config import TrainConfig
-from ase_mlff.training.trainer import Trainer, TrainResult
+from ase_mlff.training.trainer import Trainer, TrainResult, distributed_context
 from ase_mlff.utils import DTYPES, jsonable, write_json
 
 log = logging.getLogger(__name__)
 
 DONE_FILE = "stage_done.json"
+#: held while a run writes into its folder (:func:`exclusive_run_dir`)
+LOCK_FILE = ".lock"
 #: the stage's TrainConfig in its stage file: a finished stage is skipped only for the same
 CONFIG_KEY = "train_config"
 
@@ -108,6 +111,58 @@ def start_from_checkpoint(
     return {**{f"refit_{k}": v for k, v in stats.items()}, "init_from": str(checkpoint)}
 
 
+class RunDirectoryBusy(RuntimeError):
+    """Another run writes into the same output folder."""
+
+
+_HELD: dict[Path, tuple[Any, int]] = {}  # locks this process holds: path -> (file, depth)
+
+
+@contextmanager
+def exclusive_run_dir(out_dir: str | Path):
+    """Hold ``out_dir/.lock`` (``fcntl.flock``, released by the OS when the process dies)
+    while a run writes into ``out_dir``; another process gets :class:`RunDirectoryBusy`
+    naming the holder, before anything is written. Re-entrant within one process (a
+    recipe holds it around a stage that takes it again). Linux/macOS (fcntl)."""
+    import fcntl
+    import os
+    import socket
+
+    out_dir = Path(out_dir).resolve()
+    if out_dir in _HELD:
+        fh, depth = _HELD[out_dir]
+        _HELD[out_dir] = (fh, depth + 1)
+        try:
+            yield
+        finally:
+            fh, depth = _HELD[out_dir]
+            _HELD[out_dir] = (fh, depth - 1)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(out_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held until the block ends
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RunDirectoryBusy(
+            f"{out_dir} is in use by another run ({holder}); wait for it to finish or "
+            "choose another --out"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    fh.flush()
+    _HELD[out_dir] = (fh, 1)
+    try:
+        yield
+    finally:
+        del _HELD[out_dir]
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
 @dataclass
 class StageResult(TrainResult):
     """A finished stage: the trainer's :class:`TrainResult`, the stage's ``name`` and what
@@ -160,8 +215,41 @@ def run_stage(
     ``log_metrics``); ``metadata`` goes into every checkpoint. ``trainer_kwargs`` go to
     :class:`~ase_mlff.training.trainer.Trainer` (e.g. the start structures of a stability
     probe). Returns the trained model (the selected weights) and the :class:`StageResult`.
+    The folder is held (:func:`exclusive_run_dir`) while the stage runs: a second run into
+    it fails at once instead of overwriting the first one's checkpoints.
     """
     out_dir = Path(out_dir)
+    rank, _ = distributed_context()
+    with exclusive_run_dir(out_dir) if rank == 0 else nullcontext():
+        return _run_stage(
+            name,
+            model,
+            train,
+            val,
+            cfg,
+            out_dir,
+            init_from=init_from,
+            fit_reference_energies=fit_reference_energies,
+            log_fn=log_fn,
+            metadata=metadata,
+            **trainer_kwargs,
+        )
+
+
+def _run_stage(
+    name: str,
+    model: torch.nn.Module,
+    train,
+    val,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    init_from: str | Path | None,
+    fit_reference_energies: bool,
+    log_fn: Callable[[dict[str, float], int], None] | None,
+    metadata: dict[str, Any] | None,
+    **trainer_kwargs: Any,
+) -> tuple[torch.nn.Module, StageResult]:
     done = out_dir / DONE_FILE
     dtype = DTYPES[cfg.dtype]
     config = jsonable(cfg, nan_as_null=False)

@@ -81,7 +81,7 @@ from ase_mlff.training.losses import (
 )
 from ase_mlff.training.probe import is_more_stable, select_starts, stability_probe
 from ase_mlff.training.sam import SAM
-from ase_mlff.utils import DTYPES, show_progress
+from ase_mlff.utils import DTYPES, jsonable, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,87 @@ def param_groups(
     return groups
 
 
+#: TrainConfig fields a resumed run may change: the budget and where it runs
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "max_minutes", "early_stopping_patience", "device", "threads", "eval_batch_size"}
+)
+
+
+def data_fingerprint(*datasets) -> str:
+    """SHA-256 over the atomic numbers, positions, cells and labels of ``datasets``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ds in datasets:
+        for a in (ds.numbers_n, ds.positions_nc, ds.n_atoms_s, ds.cell_s33, ds.energy_s):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.ascontiguousarray(ds.forces_nc).tobytes())
+        if ds.weight_s is not None:
+            h.update(np.ascontiguousarray(ds.weight_s).tobytes())
+    return h.hexdigest()
+
+
+def run_identity(model: torch.nn.Module, train, val, cfg: TrainConfig) -> dict[str, Any]:
+    """What a resumed run must share with the run that saved its state: the model's
+    config, the data (:func:`data_fingerprint` of the training and validation sets) and the
+    training settings other than the budget (:data:`RESUMABLE_CHANGES`)."""
+    settings = {k: v for k, v in jsonable(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {
+        "model": jsonable(getattr(model, "config", {})),
+        "data": data_fingerprint(train, val),
+        "train_config": settings,
+    }
+
+
+def identity_conflicts(out_dir: str | Path, identity: dict[str, Any]) -> list[str]:
+    """What differs between ``identity`` (:meth:`Trainer.identity`) and the one stored in
+    ``out_dir``'s trainer state: "the model config (hidden: 48 -> 64)", "the data", "the
+    training settings (lr: ...)". Empty when they agree, when there is no state, or for a
+    state written before identities were stored."""
+    state_file = Path(out_dir) / STATE_FILE
+    if not state_file.exists():
+        return []
+    try:
+        stored = torch.load(state_file, weights_only=True, map_location="cpu").get("identity")
+    except Exception:  # noqa: BLE001 - an unreadable state is reported by try_resume
+        return []
+    if not stored:
+        return []
+    out = []
+    for key, what in (("model", "the model config"), ("train_config", "the training settings")):
+        old, new = stored.get(key, {}), identity.get(key, {})
+        diff = [
+            f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
+        if diff:
+            out.append(f"{what} ({', '.join(diff)})")
+    if stored.get("data") != identity.get("data"):
+        out.append("the data (other frames or labels)")
+    return out
+
+
+def check_labels(dataset, what: str = "training") -> None:
+    """ValueError naming the frames of ``dataset`` whose energy or forces are not finite
+    (a NaN label would make the loss NaN at the first batch, or the validation error NaN
+    and no checkpoint ever best)."""
+    bad_e = np.flatnonzero(~np.isfinite(np.asarray(dataset.energy_s, dtype=float)))
+    f_ok = np.isfinite(np.asarray(dataset.forces_nc, dtype=float)).all(axis=1)
+    frame_n = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
+    bad_f = np.unique(frame_n[~f_ok])
+    problems = []
+    for kind, bad in (("energy", bad_e), ("forces", bad_f)):
+        if len(bad):
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            problems.append(f"{kind} in {len(bad)} frame(s) ({shown})")
+    if problems:
+        raise ValueError(
+            f"the {what} set has non-finite labels: {'; '.join(problems)} "
+            "(frame indices within that set); remove or relabel those frames"
+        )
+
+
 def check_stress_data(dataset, what: str = "training") -> None:
     """ValueError unless ``dataset`` has stress labels (some finite) on periodic frames."""
     if not dataset.has_stress or not stress_mask(dataset.stress_s33).any():
@@ -204,6 +285,8 @@ class Trainer:
     ) -> None:
         if len(train) == 0 or len(val) == 0:
             raise ValueError("training and validation sets must not be empty")
+        check_labels(train, "training")
+        check_labels(val, "validation")
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
         self.cfg = cfg
@@ -292,16 +375,34 @@ class Trainer:
             "most_stable": self.most_stable,
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "identity": self.identity(),
         }
         tmp = self.out_dir / (STATE_FILE + ".tmp")
         torch.save(state, tmp)
         tmp.replace(self.out_dir / STATE_FILE)
 
+    def identity(self) -> dict[str, Any]:
+        """:func:`run_identity` of this trainer's model, data and settings."""
+        return run_identity(self.model, self.train, self.val, self.cfg)
+
+    def resume_conflicts(self) -> list[str]:
+        """How this trainer differs from the state saved in ``out_dir`` (empty: it may
+        resume, or there is nothing to resume)."""
+        return identity_conflicts(self.out_dir, self.identity())
+
     def try_resume(self) -> bool:
-        """Load ``out_dir/last`` and the trainer state if both exist; True when resumed."""
+        """Load ``out_dir/last`` and the trainer state if both exist; True when resumed.
+        A state saved by another model, other data or other training settings (not only a
+        longer budget) is refused with a :class:`CheckpointError` that names what differs."""
         state_file = self.out_dir / STATE_FILE
         if not (state_file.exists() and (self.out_dir / "last").exists()):
             return False
+        conflicts = self.resume_conflicts()
+        if conflicts:
+            raise CheckpointError(
+                f"{self.out_dir} holds a run that differs from this one: "
+                f"{'; '.join(conflicts)}; choose another --out, or delete it to start over"
+            )
         try:
             model, _ = load_model(self.out_dir / "last", device=self.device, dtype=self.dtype)
             state = torch.load(state_file, weights_only=True, map_location=self.device)
