@@ -168,7 +168,6 @@ def topology_from_openmm(
             PeriodicTorsionForce, NonbondedForce (NoCutoff) or CMMotionRemover; virtual
             sites; periodic bonded forces; a particle count that does not match ``numbers``.
     """
-    from openmm import unit
 
     system = load_system(system)
     numbers = np.asarray(numbers, dtype=np.int64)
@@ -194,45 +193,16 @@ def topology_from_openmm(
             f"cannot convert force(s) {', '.join(sorted(set(others)))}; supported: "
             f"{', '.join(_SUPPORTED_FORCES)} (NoCutoff) and {', '.join(_IGNORED_FORCES)} (ignored)"
         )
-    kj = unit.kilojoule_per_mole
     terms: dict[str, list[np.ndarray]] = {}
-
-    def add(key: str, value: np.ndarray) -> None:
-        terms.setdefault(key, []).append(value)
-
     for force in system.getForces():
         kind = type(force).__name__
         if kind in _IGNORED_FORCES:
             continue
         if kind != "NonbondedForce" and force.usesPeriodicBoundaryConditions():
             raise ValueError(f"{kind} uses periodic boundary conditions; not supported")
-        if kind == "HarmonicBondForce":
-            rows = [force.getBondParameters(k) for k in range(force.getNumBonds())]
-            add("bonds", np.array([r[:2] for r in rows], np.int64).reshape(-1, 2))
-            add("bond_r0", np.array([_value(r[2], unit.nanometer) * NM for r in rows]))
-            add(
-                "bond_k",
-                np.array([_value(r[3], kj / unit.nanometer**2) for r in rows]) * KJ_PER_MOL / NM**2,
-            )
-        elif kind == "HarmonicAngleForce":
-            rows = [force.getAngleParameters(k) for k in range(force.getNumAngles())]
-            add("angles", np.array([r[:3] for r in rows], np.int64).reshape(-1, 3))
-            add("angle_theta0", np.array([_value(r[3], unit.radian) for r in rows]))
-            add(
-                "angle_k",
-                np.array([_value(r[4], kj / unit.radian**2) for r in rows]) * KJ_PER_MOL,
-            )
-        elif kind == "PeriodicTorsionForce":
-            rows = [force.getTorsionParameters(k) for k in range(force.getNumTorsions())]
-            k_ev = np.array([_value(r[6], kj) for r in rows]) * KJ_PER_MOL
-            keep = k_ev != 0.0  # zero-barrier terms (common in Amber files) add nothing
-            add("torsions", np.array([r[:4] for r in rows], np.int64).reshape(-1, 4)[keep])
-            add("torsion_n", np.array([int(r[4]) for r in rows], np.int64)[keep])
-            add("torsion_phase", np.array([_value(r[5], unit.radian) for r in rows])[keep])
-            add("torsion_k", k_ev[keep])
-        elif kind == "NonbondedForce":
-            for key, value in _nonbonded_pairs(force, n).items():
-                add(key, value)
+        parts = _nonbonded_pairs(force, n) if kind == "NonbondedForce" else _bonded_terms(force)
+        for key, value in parts.items():
+            terms.setdefault(key, []).append(value)
     arrays = {key: np.concatenate(parts) for key, parts in terms.items()}
     top = Topology(numbers=numbers, coulomb=coulomb, name=name, **arrays)
     log.info(
@@ -244,6 +214,41 @@ def topology_from_openmm(
         len(top.pairs),
     )
     return top
+
+
+def _bonded_terms(force) -> dict[str, np.ndarray]:
+    """The Topology arrays (Å, eV, rad) of one HarmonicBond-, HarmonicAngle- or
+    PeriodicTorsionForce; torsions with a zero barrier (common in Amber files) are left
+    out, as they add nothing."""
+    from openmm import unit
+
+    kj = unit.kilojoule_per_mole
+    kind = type(force).__name__
+    if kind == "HarmonicBondForce":
+        rows = [force.getBondParameters(k) for k in range(force.getNumBonds())]
+        return {
+            "bonds": np.array([r[:2] for r in rows], np.int64).reshape(-1, 2),
+            "bond_r0": np.array([_value(r[2], unit.nanometer) * NM for r in rows]),
+            "bond_k": np.array([_value(r[3], kj / unit.nanometer**2) for r in rows])
+            * KJ_PER_MOL
+            / NM**2,
+        }
+    if kind == "HarmonicAngleForce":
+        rows = [force.getAngleParameters(k) for k in range(force.getNumAngles())]
+        return {
+            "angles": np.array([r[:3] for r in rows], np.int64).reshape(-1, 3),
+            "angle_theta0": np.array([_value(r[3], unit.radian) for r in rows]),
+            "angle_k": np.array([_value(r[4], kj / unit.radian**2) for r in rows]) * KJ_PER_MOL,
+        }
+    rows = [force.getTorsionParameters(k) for k in range(force.getNumTorsions())]
+    k_ev = np.array([_value(r[6], kj) for r in rows]) * KJ_PER_MOL
+    keep = k_ev != 0.0
+    return {
+        "torsions": np.array([r[:4] for r in rows], np.int64).reshape(-1, 4)[keep],
+        "torsion_n": np.array([int(r[4]) for r in rows], np.int64)[keep],
+        "torsion_phase": np.array([_value(r[5], unit.radian) for r in rows])[keep],
+        "torsion_k": k_ev[keep],
+    }
 
 
 def permute_system(system: openmm.System | str, order: np.ndarray) -> openmm.System:
