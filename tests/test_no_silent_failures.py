@@ -100,3 +100,59 @@ def test_recipe_refuses_a_negative_batch_size_before_work(workdir):
     with pytest.raises(ValueError, match="batch_size >= 1"):
         train_recipe.main([*_args(workdir, out), "--batch-size", "-4"])
     assert not out.exists()
+
+
+# ------------------------------------------------------------- the calculator and models
+def test_calculator_refuses_half_precision_and_broken_cells_and_warns_on_close_atoms():
+    """float16 (once a bare KeyError, or silently poor), a NaN in the cell (an internal
+    error), a cell 0.1 Å thin (−1.8e9 eV or an 8 GB allocation): clear errors before the
+    model runs. Two atoms 0.05 Å apart (once −108 eV without a word): a warning naming
+    them, and the numbers still come back."""
+    import torch
+    from ase import Atoms
+    from ase.build import bulk, molecule
+
+    from ase_mlff.calculators import MLFFCalculator
+
+    for dtype in ("float16", torch.float16, "bfloat16"):
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            MLFFCalculator("aspirin-painn", dtype=dtype)
+    calc = MLFFCalculator("aspirin-painn")
+    diamond = bulk("C", "diamond", 3.57)
+    diamond.calc = calc
+    cell = diamond.cell[:].copy()
+    cell[0, 0] = np.nan
+    diamond.set_cell(cell)
+    with pytest.raises(ValueError, match="atoms.cell contains NaN or inf"):
+        diamond.get_potential_energy()
+    thin = Atoms("C", positions=[[0, 0, 0]], cell=[5.0, 5.0, 0.1], pbc=True, calculator=calc)
+    with pytest.raises(ValueError, match=r"thinner than 0.5 Å \(c: 0.1 Å\)"):
+        thin.get_potential_energy()
+    slab = Atoms("C", positions=[[0, 0, 0]], cell=[5.0, 5.0, 0.1], pbc=[True, True, False])
+    slab.calc = calc  # the thin direction is not periodic: fine
+    assert np.isfinite(slab.get_potential_energy())
+    methane = molecule("CH4")
+    methane.positions[1] = methane.positions[0] + [0.05, 0.0, 0.0]
+    methane.calc = calc
+    with pytest.warns(RuntimeWarning, match=r"atoms 0 and 1 are 0.05 Å apart"):
+        e = methane.get_potential_energy()
+    assert np.isfinite(e)
+
+
+@pytest.mark.parametrize(
+    ("species", "message"),
+    [
+        ("CHO", r"species must be a list of atomic numbers or element symbols.*got 'CHO'"),
+        ([1, "Xx"], r"'Xx' in \[1, 'Xx'\] is not an element"),
+        ([0, 6], r"0 in \[0, 6\] is not an element"),
+        ([], "species must be"),
+    ],
+)
+def test_bad_species_are_named(species, message):
+    """``species: "CHO"`` once gave an internal error; element symbols are accepted."""
+    from ase_mlff.models import build_model
+
+    with pytest.raises(ValueError, match=message):
+        build_model({"name": "painn", "hidden": 8, "species": species})
+    model = build_model({"name": "painn", "hidden": 8, "species": ["H", "C", "O"]})
+    assert model.config["species"] == [1, 6, 8]

@@ -12,6 +12,7 @@ conversions of dtype/device happen here, at the boundary, and every result is de
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,12 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     )
 
 
+#: Å; a periodic direction with a smaller cell height is refused
+MIN_CELL_HEIGHT = 0.5
+#: Å; atoms closer than this (shorter than any bond, H2's is 0.74 Å) are warned about
+CLOSE_ATOMS = 0.3
+
+
 class MLFFCalculator(Calculator):
     """ASE calculator for a trained potential (shipped name, checkpoint path or module).
 
@@ -56,7 +63,16 @@ class MLFFCalculator(Calculator):
         model: shipped model name (``"aspirin-painn"``), checkpoint directory, or a
             :class:`~ase_mlff.models.Potential` instance (copied, not modified).
         device: torch device (``"cpu"``, ``"cuda"``, ...).
-        dtype: ``"float64"`` (default; MD-grade precision) or ``"float32"``.
+        dtype: ``"float64"`` (default; MD-grade precision) or ``"float32"`` (or the torch
+            dtypes); float16 is refused: forces by autograd in half precision are off by far
+            more than a model's error.
+
+    Inputs are checked before the model runs: empty Atoms, NaN/inf positions or cell,
+    elements the model never saw, a periodic cell of zero volume or with a cell height
+    below :data:`MIN_CELL_HEIGHT` Å along a periodic direction (the neighbour list would
+    need thousands of images) raise ``ValueError``. Two atoms closer than
+    :data:`CLOSE_ATOMS` Å get a ``RuntimeWarning`` naming them: the energy there is far
+    outside any training data (MD drivers keep running; their detectors judge).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -70,6 +86,11 @@ class MLFFCalculator(Calculator):
     ) -> None:
         super().__init__(**kwargs)
         self.device = torch.device(device)
+        if dtype not in (*DTYPES, *DTYPES.values()):
+            raise ValueError(
+                f"dtype must be float32 or float64, got {dtype!r} (half precision is not "
+                "supported: autograd forces in float16 are far less accurate than the model)"
+            )
         self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         if isinstance(model, torch.nn.Module):
             self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
@@ -97,8 +118,25 @@ class MLFFCalculator(Calculator):
                 raise ValueError(
                     f"the model was never trained on element(s) {names}; it knows {known}"
                 )
-        if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-12:
-            raise ValueError("periodic Atoms need a cell with non-zero volume")
+        if atoms.pbc.any():
+            cell = np.asarray(atoms.cell[:])
+            if not np.all(np.isfinite(cell)):
+                raise ValueError("atoms.cell contains NaN or inf")
+            if abs(atoms.cell.volume) < 1e-12:
+                raise ValueError("periodic Atoms need a cell with non-zero volume")
+            heights = atoms.cell.volume / np.linalg.norm(
+                np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1
+            )
+            thin = [
+                f"{'abc'[k]}: {abs(heights[k]):.3g} Å"
+                for k in range(3)
+                if atoms.pbc[k] and abs(heights[k]) < MIN_CELL_HEIGHT
+            ]
+            if thin:
+                raise ValueError(
+                    f"the periodic cell is thinner than {MIN_CELL_HEIGHT} Å ({', '.join(thin)}): "
+                    "no material has such a lattice spacing; check the cell's units (Å)"
+                )
 
     def calculate(
         self,
@@ -116,6 +154,7 @@ class MLFFCalculator(Calculator):
         batch = Batch.from_atoms(
             atoms, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
         )
+        _warn_close_atoms(batch)
         out = compute_properties(self.model, batch, forces=True, stress=periodic)
         energy = float(out["energy"][0])
         self.results = {
@@ -127,3 +166,22 @@ class MLFFCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(
                 out["stress"][0].cpu().double().numpy()
             )
+
+
+def _warn_close_atoms(batch: Batch) -> None:
+    """A ``RuntimeWarning`` naming the closest pair when two atoms are nearer than
+    :data:`CLOSE_ATOMS` Å (from the neighbour graph the model uses anyway)."""
+    from ase_mlff.graph.batch import edge_vectors
+
+    if batch.edge_index_2e.shape[1] == 0:
+        return
+    d = edge_vectors(batch).norm(dim=1)
+    k = int(torch.argmin(d))
+    if float(d[k]) < CLOSE_ATOMS:
+        i, j = (int(x) for x in batch.edge_index_2e[:, k])
+        warnings.warn(
+            f"atoms {i} and {j} are {float(d[k]):.3g} Å apart (< {CLOSE_ATOMS} Å): the "
+            "energy and forces there are far outside any training data",
+            RuntimeWarning,
+            stacklevel=3,
+        )
