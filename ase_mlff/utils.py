@@ -1,6 +1,8 @@
-"""Small shared helpers: dtype names, unit factors, when to show progress bars, and the one
+"""Small shared helpers: dtype names, unit factors, when to show progress bars, the one
 way to write results: :func:`jsonable` / :func:`write_json` (atomic) and
-:func:`numeric_metrics` (what MLflow takes)."""
+:func:`numeric_metrics` (what MLflow takes), and the one way to reach Ray:
+:func:`ensure_ray` (here, at the bottom layer, so that every layer that runs Ray tasks can
+use it)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,20 @@ KJ_PER_MOL = float(units.kJ / units.mol)
 def show_progress() -> bool:
     """Progress bars on an interactive terminal, quiet under CI."""
     return not os.environ.get("CI") and sys.stderr.isatty()
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (once per process)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
 
 
 def jsonable(x: Any, *, nan_as_null: bool = True) -> Any:

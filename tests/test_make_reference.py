@@ -1,4 +1,4 @@
-"""The reference-data recipe runs GFN2-xTB MD in parallel processes and records provenance."""
+"""The reference-data recipe runs GFN2-xTB MD as parallel Ray tasks and records provenance."""
 
 import json
 
@@ -36,6 +36,8 @@ def test_make_reference_small(tmp_path):
     prov = json.loads(provenance_path(out).read_text())
     assert prov["method"] == "GFN2-xTB" and prov["config"]["seed"] == 7
     assert not (tmp_path / "ref.npz.parts").exists()
+    assert prov["runner"]["jobs"] == {"traj_000": [7, 0], "traj_001": [7, 1]}
+    assert prov["runner"]["reused_parts"] == [] and prov["workers"] == 2
 
     # labels are GFN2-xTB energies/forces of the stored geometry
     from tblite.ase import TBLite
@@ -47,3 +49,17 @@ def test_make_reference_small(tmp_path):
     np.testing.assert_allclose(atoms.get_forces(), ds.forces_nc[84:105], atol=1e-3)
     # raw forces of a translation-invariant method have no net force
     assert np.abs(ds.forces_nc.reshape(6, 21, 3).sum(axis=1)).max() < 1e-6
+
+
+def test_make_reference_does_not_depend_on_workers(tmp_path):
+    """Each trajectory has its own random stream: one worker at a time gives the same set,
+    bit for bit, as two at once."""
+    args = ["--trajectories", "2", "--frames-per-trajectory", "2", "--stride", "2"]
+    args += ["--equilibration", "1", "--seed", "5"]
+    for workers in ("1", "2"):
+        out = tmp_path / f"{workers}.npz"
+        make_reference.main(args + ["--workers", workers, "--out", str(out)])
+    one, two = load_dataset(tmp_path / "1.npz"), load_dataset(tmp_path / "2.npz")
+    for key in ("positions_nc", "forces_nc", "energy_s"):
+        np.testing.assert_array_equal(getattr(one, key), getattr(two, key))
+    np.testing.assert_array_equal(one.extra_s["step"], two.extra_s["step"])

@@ -16,8 +16,8 @@ from ase_mlff.metrics.distance_distribution import min_distance_figure, min_pair
 from ase_mlff.models import compute_properties
 from ase_mlff.models.eam import EAM
 from ase_mlff.models.prediction import label_dataset
-from ase_mlff.recipes.make_silica_reference import assign_blocks
 from ase_mlff.reference.sampling import perturbed_dataset
+from ase_mlff.reference.silica import assign_blocks
 
 
 def eam_model(seed=0) -> EAM:

@@ -9,6 +9,7 @@ from ase import Atoms
 from ase_mlff.calculators import MLFFCalculator
 from ase_mlff.data.io import SHIPPED_DIR, load_dataset, provenance_path
 from ase_mlff.forcefields import water
+from ase_mlff.reference.water import water_reference_md
 from tests.potential_checks import (
     FD_FORCE_ATOL,
     FD_STEP,
@@ -126,13 +127,13 @@ def test_bulk_system_settings_and_errors():
     with pytest.raises(ValueError, match="half the box"):
         water.bulk_water_system(64, cutoff_nm=0.7)
     with pytest.raises(ValueError, match="time step"):
-        water.water_reference_md(timestep_fs=2.0)
+        water_reference_md(timestep_fs=2.0)
     with pytest.raises(ValueError, match="multiple"):
-        water.water_reference_md(interval_fs=0.7)
+        water_reference_md(interval_fs=0.7)
 
 
 def test_short_md_keeps_temperature_and_labels():
-    ds = water.water_reference_md(
+    ds = water_reference_md(
         n_molecules=8,
         equilibration_fs=250,
         interval_fs=5,
@@ -172,6 +173,42 @@ def test_recipe_small(tmp_path):
     prov = json.loads(provenance_path(out).read_text())
     assert prov["config"]["seed"] == 3 and prov["frames_per_trajectory"] == [2, 1]
     assert set(prov["trajectories"]) == {"0", "1"}
+
+
+def test_recipe_resumes_from_finished_parts(tmp_path):
+    """A finished trajectory's part is reused, not recomputed; the others are run; the set
+    is assembled in trajectory order; parts made with other settings are refused."""
+    from ase_mlff.recipes import make_water_reference
+    from ase_mlff.reference.runner import parts_dir_of
+
+    args = ["--frames", "3", "--trajectories", "2", "--molecules", "8", "--seed", "3"]
+    args += ["--equilibration", "5", "--interval", "2.5", "--ewald-tolerance", "1e-4"]
+    make_water_reference.main(args + ["--out", str(tmp_path / "full.npz")])
+    full = load_dataset(tmp_path / "full.npz")
+    # an interrupted run: trajectory 1 had finished (its part is there), trajectory 0 not
+    out = tmp_path / "resumed.npz"
+    parts = parts_dir_of(out)
+    parts.mkdir()
+    finished = full.subset(np.flatnonzero(full.extra_s["traj_id"] == 1))
+    finished.energy_s = finished.energy_s + 1.0  # marks the frames of the finished part
+    trajectory = {"1": full.provenance["trajectories"]["1"]}
+    finished.provenance = {**full.provenance, "trajectories": trajectory}
+    finished.save_npz(parts / "traj_001.npz")
+    make_water_reference.main(args + ["--out", str(out)])
+    ds = load_dataset(out)
+    np.testing.assert_array_equal(ds.extra_s["traj_id"], [0, 0, 1])
+    np.testing.assert_array_equal(ds.positions_nc, full.positions_nc)
+    np.testing.assert_array_equal(ds.energy_s, full.energy_s + [0.0, 0.0, 1.0])
+    prov = json.loads(provenance_path(out).read_text())
+    assert prov["runner"]["reused_parts"] == ["traj_001"] and not parts.exists()
+    for t in ("0", "1"):  # the statistics and seeds of both runs (not their timings)
+        for key in ("seeds", "mean_temperature_K", "mean_energy_eV"):
+            assert prov["trajectories"][t][key] == full.provenance["trajectories"][t][key]
+
+    parts.mkdir()
+    (parts / "jobs.json").write_text(json.dumps({"config": {"seed": 4}, "jobs": []}))
+    with pytest.raises(ValueError, match="other settings"):
+        make_water_reference.main(args + ["--out", str(out)])
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="shipped water data not generated")

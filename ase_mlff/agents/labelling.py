@@ -29,8 +29,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_mlff.agents.study import ensure_ray
 from ase_mlff.data.dataset import Dataset
+from ase_mlff.utils import ensure_ray
 
 log = logging.getLogger(__name__)
 

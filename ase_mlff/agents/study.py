@@ -19,7 +19,6 @@ import csv
 import json
 import logging
 import numbers
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,23 +40,9 @@ from ase_mlff.metrics.stability import (
     write_logrank_csv,
     write_survival_csv,
 )
-from ase_mlff.utils import write_json
+from ase_mlff.utils import ensure_ray, write_json
 
 log = logging.getLogger(__name__)
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (once per process)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
 
 
 @dataclass

@@ -9,9 +9,11 @@ paper 003 benchmarks 64-molecule water boxes at 300 K by their RDFs. This module
   + ½k_θ(θ−θ0)². TIP3P has no intramolecular non-bonded terms (the 1-2 and 1-3 pairs of
   a water are excluded), so this is the complete monomer energy;
 * :func:`bulk_water_system` — a periodic box of flexible TIP3P water as an OpenMM
-  ``System`` (PME electrostatics, no constraints);
-* :func:`water_reference_md` — Langevin MD of that box with OpenMM, frames labelled with
-  energies and forces in double precision, returned as a :class:`~ase_mlff.data.Dataset`.
+  ``System`` (PME electrostatics, no constraints), and :class:`OpenMMEvaluator`, its
+  energies and forces in double precision.
+
+The reference MD of that box (OpenMM Langevin, the shipped water set) is
+:func:`ase_mlff.reference.water.water_reference_md`.
 
 Every parameter is read from OpenMM's installed ``openmm/app/data/tip3p.xml`` (the file
 ``ForceField('tip3p.xml')`` loads; with ``rigidWater=False`` its HarmonicBondForce and
@@ -37,7 +39,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,6 @@ if TYPE_CHECKING:  # OpenMM is imported inside the functions that need it
     import openmm
     import openmm.app
 
-    from ase_mlff.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -524,203 +524,3 @@ def water_box_atoms(
         pbc=True,
     )
     return atoms, bulk._replace(positions=pos)
-
-
-# --------------------------------------------------------------------------- reference MD
-@dataclass(frozen=True)
-class WaterMDConfig:
-    """Protocol of :func:`water_reference_md` (one trajectory)."""
-
-    n_molecules: int = 64
-    density_g_cm3: float = DEFAULT_DENSITY
-    temperature_K: float = 300.0
-    timestep_fs: float = 0.5
-    friction_per_ps: float = 1.0
-    equilibration_fs: float = 5000.0
-    interval_fs: float = 50.0
-    n_frames: int = 1000
-    seed: int = 2026
-    platform: str = "CPU"
-    threads: int = 1
-    label_platform: str = "Reference"
-    cutoff_nm: float | None = None
-    switch_width_nm: float | None = 0.1
-    dispersion_correction: bool = True
-    ewald_error_tolerance: float = 1e-5
-
-    def steps(self) -> tuple[int, int]:
-        """(equilibration steps, steps between stored frames)."""
-        n_eq = int(round(self.equilibration_fs / self.timestep_fs))
-        stride = int(round(self.interval_fs / self.timestep_fs))
-        if stride < 1 or abs(stride * self.timestep_fs - self.interval_fs) > 1e-9:
-            raise ValueError(
-                f"interval {self.interval_fs} fs is not a positive multiple of the "
-                f"time step {self.timestep_fs} fs"
-            )
-        return n_eq, stride
-
-    def validate(self) -> None:
-        _check_box_args(self.n_molecules, self.density_g_cm3)
-        if self.temperature_K <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature_K} K")
-        if not (0 < self.timestep_fs <= 1.0):
-            raise ValueError(
-                f"time step {self.timestep_fs} fs: flexible O–H bonds (period ~9 fs) need "
-                "0 < dt ≤ 1 fs (0.5 fs recommended)"
-            )
-        if self.friction_per_ps < 0 or self.equilibration_fs < 0:
-            raise ValueError("friction and equilibration time must be non-negative")
-        if self.n_frames < 1:
-            raise ValueError(f"n_frames must be positive, got {self.n_frames}")
-        self.steps()
-
-
-def water_reference_md(
-    config: WaterMDConfig | None = None, traj_id: int = 0, progress: bool = False, **overrides: Any
-) -> Dataset:
-    """One Langevin trajectory of bulk flexible TIP3P water, labelled frames as a Dataset.
-
-    Protocol: :func:`bulk_water_system` (seed from ``(config.seed, traj_id)``), L-BFGS
-    minimisation, Maxwell–Boltzmann velocities at T, ``LangevinMiddleIntegrator`` (OpenMM's
-    BAOAB-type Langevin splitting) at T with ``friction_per_ps`` and ``timestep_fs``, NVT
-    at the given density; ``equilibration_fs`` discarded, then a frame every
-    ``interval_fs``. The MD runs on ``platform`` (CPU, single thread: mixed precision);
-    every stored frame (positions wrapped by molecule into the box, float64 Å) is
-    re-labelled on the ``label_platform`` (Reference: double precision), so the stored
-    energy (eV) and forces (eV/Å) are the exact model values at the stored positions.
-
-    Returns a Dataset with pbc, cell, config_type ``"tip3p_flex_bulk"`` and extra
-    ``traj_id``, ``step`` and ``time_fs`` (from the start of the run).
-    """
-    import openmm
-    import openmm.unit as u
-    from tqdm import tqdm
-
-    from ase_mlff.data.dataset import Dataset
-
-    cfg = config or WaterMDConfig()
-    if overrides:
-        cfg = WaterMDConfig(**{**cfg.__dict__, **overrides})
-    cfg.validate()
-    n_eq, stride = cfg.steps()
-    rng = np.random.default_rng([cfg.seed, traj_id])
-    box_seed, vel_seed, langevin_seed = (int(x) for x in rng.integers(1, 2**31 - 1, size=3))
-
-    bulk = bulk_water_system(
-        cfg.n_molecules,
-        cfg.density_g_cm3,
-        box_seed,
-        cutoff_nm=cfg.cutoff_nm,
-        switch_width_nm=cfg.switch_width_nm,
-        dispersion_correction=cfg.dispersion_correction,
-        ewald_error_tolerance=cfg.ewald_error_tolerance,
-    )
-    plat, props = get_platform(cfg.platform, cfg.threads)
-    integ = openmm.LangevinMiddleIntegrator(
-        cfg.temperature_K * u.kelvin,
-        cfg.friction_per_ps / u.picosecond,
-        cfg.timestep_fs * u.femtosecond,
-    )
-    integ.setRandomNumberSeed(langevin_seed)  # 0 would mean "pick a random seed"
-    ctx = openmm.Context(bulk.system, integ, plat, props)
-    ctx.setPositions(u.Quantity(bulk.positions / 10.0, u.nanometer))
-    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
-    e_min = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-    ctx.setVelocitiesToTemperature(cfg.temperature_K * u.kelvin, vel_seed)
-    label = OpenMMEvaluator(bulk.system, platform=cfg.label_platform, threads=cfg.threads)
-    n_atoms = 3 * cfg.n_molecules
-    # degrees of freedom: 3N minus the 3 of the removed centre-of-mass motion
-    dof = 3 * n_atoms - 3
-    k_b = float(u.MOLAR_GAS_CONSTANT_R.value_in_unit(u.kilojoule_per_mole / u.kelvin))
-
-    pos_s = np.empty((cfg.n_frames, n_atoms, 3))
-    f_s = np.empty((cfg.n_frames, n_atoms, 3))
-    e_s = np.empty(cfg.n_frames)
-    temps = np.empty(cfg.n_frames)
-    box = bulk.box
-    total = n_eq + cfg.n_frames * stride
-    bar = tqdm(total=total, desc=f"water traj {traj_id}", disable=not progress, unit="step")
-    t_md = t_label = 0.0
-    done = 0
-    while done < n_eq:
-        k = min(1000, n_eq - done)
-        t0 = time.perf_counter()
-        integ.step(k)
-        t_md += time.perf_counter() - t0
-        done += k
-        bar.update(k)
-    for s in range(cfg.n_frames):
-        t0 = time.perf_counter()
-        integ.step(stride)
-        state = ctx.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=True)
-        t1 = time.perf_counter()
-        pos = np.asarray(state.getPositions(asNumpy=True).value_in_unit(u.nanometer)) * 10.0
-        pos_s[s] = pos
-        e_s[s], f_s[s] = label(pos, box)
-        t_md += t1 - t0
-        t_label += time.perf_counter() - t1
-        ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
-        temps[s] = 2.0 * ke / (dof * k_b)
-        bar.update(stride)
-    bar.close()
-    nb = nonbonded_settings(bulk.system, label.context)
-    steps = n_eq + stride * np.arange(1, cfg.n_frames + 1)
-    log.info(
-        "traj %d: %d frames, <T> = %.1f K, <E> = %.4f eV",
-        traj_id,
-        cfg.n_frames,
-        temps.mean(),
-        e_s.mean(),
-    )
-    provenance = {
-        "model": "flexible TIP3P (OpenMM tip3p.xml, rigidWater=False, constraints=None)",
-        "force_field_file": "openmm/app/data/" + TIP3P_XML,
-        "parameters": tip3p_parameters().table(),
-        "nonbonded": nb,
-        "program": "OpenMM",
-        "program_version": openmm.Platform.getOpenMMVersion(),
-        "md_platform": f"{cfg.platform} (Threads={cfg.threads})"
-        if cfg.platform == "CPU"
-        else cfg.platform,
-        "label_platform": f"{cfg.label_platform} (double precision)"
-        if cfg.label_platform == "Reference"
-        else cfg.label_platform,
-        "sampling": (
-            f"NVT Langevin MD (openmm.LangevinMiddleIntegrator, {cfg.temperature_K} K, "
-            f"friction {cfg.friction_per_ps}/ps, dt {cfg.timestep_fs} fs), CMMotionRemover, "
-            "L-BFGS-minimised lattice start, velocities Maxwell-Boltzmann"
-        ),
-        "config": cfg.__dict__,
-        "box_A": box.tolist(),
-        "minimized_energy_eV": e_min * KJ_PER_MOL,
-        "trajectories": {
-            str(traj_id): {
-                "mean_temperature_K": float(temps.mean()),
-                "std_temperature_K": float(temps.std()),
-                "mean_energy_eV": float(e_s.mean()),
-                "seeds": {"box": box_seed, "velocities": vel_seed, "langevin": langevin_seed},
-                "md_ms_per_step": 1e3 * t_md / total,
-                "label_ms_per_frame": 1e3 * t_label / cfg.n_frames,
-                "wall_s": t_md + t_label,
-            }
-        },
-        "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
-        "atom_order": "O, H, H per molecule (OpenMM residue HOH: O, H1, H2)",
-    }
-    n = cfg.n_frames
-    return Dataset(
-        numbers_n=np.tile(WATER_NUMBERS, n * cfg.n_molecules),
-        positions_nc=pos_s.reshape(-1, 3),
-        n_atoms_s=np.full(n, n_atoms),
-        cell_s33=np.tile(np.diag(box), (n, 1, 1)),
-        pbc_s3=np.ones((n, 3), bool),
-        energy_s=e_s,
-        forces_nc=f_s.reshape(-1, 3),
-        config_type_s=np.full(n, "tip3p_flex_bulk"),
-        extra_s={
-            "traj_id": np.full(n, traj_id, dtype=np.int64),
-            "step": steps.astype(np.int64),
-            "time_fs": steps * cfg.timestep_fs,
-        },
-        provenance=provenance,
-    )
