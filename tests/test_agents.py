@@ -50,6 +50,30 @@ def test_study_over_two_agents(ray_local, tiny_model, tmp_path):
         assert (tmp_path / f).exists()
     s = res.summaries[tiny_model]
     assert s["fraction_stable"] == 0.0 and s["n_replicas"] == 4
+    # resumed with another agent split: refused (it once reported a replica that never ran
+    # as stable), before any agent starts; the first study's files are untouched
+    before = (tmp_path / "t_inst.csv").read_text()
+    with pytest.raises(ValueError, match=r"another agents \(agents: 2 with replicas"):
+        run_stability_study(
+            [tiny_model],
+            [_aspirin()],
+            n_replicas=4,
+            n_agents=1,
+            out_dir=tmp_path,
+            md={"steps": 100, "dt": 0.5, "temperature_K": 500, "seed": 1, "check_every": 10},
+            checkpoint_every=50,
+        )
+    assert (tmp_path / "t_inst.csv").read_text() == before
+    # a GPU device on a cluster without one: refused at once (agents once waited forever)
+    with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
+        run_stability_study(
+            [tiny_model],
+            [_aspirin()],
+            n_replicas=1,
+            out_dir=tmp_path / "gpu",
+            md={"steps": 20, "check_every": 10},
+            device="cuda",
+        )
 
 
 def test_two_models_with_more_agents_than_cpus(ray_local, tiny_model, tmp_path):

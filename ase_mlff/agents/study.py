@@ -40,7 +40,7 @@ from ase_mlff.metrics.stability import (
     write_logrank_csv,
     write_survival_csv,
 )
-from ase_mlff.utils import ensure_ray, write_json
+from ase_mlff.utils import ensure_ray, jsonable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,7 @@ def run_stability_study(
     """
     import ray
 
-    if not starts:
-        raise ValueError("no start structures given")
-    if n_replicas < 1:
-        raise ValueError("n_replicas must be at least 1")
-    if n_agents is not None and (not isinstance(n_agents, numbers.Integral) or n_agents < 1):
-        raise ValueError(f"n_agents must be an integer >= 1 (None: one per CPU), got {n_agents!r}")
-    if not isinstance(threads_per_agent, numbers.Integral) or threads_per_agent < 1:
-        raise ValueError(f"threads_per_agent must be an integer >= 1, got {threads_per_agent!r}")
+    _check_study_args(starts, n_replicas, n_agents, threads_per_agent)
     md = dict(md or {})
     _check_md(md, starts, checkpoint_every)
     if bond_reference is None and detectors and detector_factory is None:
@@ -160,37 +153,20 @@ def run_stability_study(
     if n_agents is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_agents = max(1, min(n_replicas, cpus // threads_per_agent))
-    use_gpu = device.startswith("cuda")
-    remote_agent = ray.remote(
-        num_cpus=threads_per_agent,
-        num_gpus=1 if use_gpu else 0,
-        max_restarts=3,
-        max_task_retries=3,
-        max_concurrency=2,  # progress() answers while run() works
-    )(TrajectoryAgent)
-
-    dirs = model_dirs(models)
-    jobs = []
-    for model in models:
-        ids = np.arange(n_replicas)
-        for a, chunk in enumerate(np.array_split(ids, min(n_agents, n_replicas))):
-            spec = TrajectorySpec(
-                model=str(model),
-                images=tuple(starts[int(k) % len(starts)] for k in chunk),
-                replica_ids=tuple(int(k) for k in chunk),
-                traj_dir=str(out / dirs[str(model)] / f"agent_{a:02d}"),
-                md=md,
-                checkpoint_every=checkpoint_every,
-                detectors=detectors,
-                bond_delta=bond_delta,
-                bond_reference=bond_reference,
-                detector_factory=detector_factory,
-                dtype=dtype,
-                device=device,
-                threads=threads_per_agent,
-            )
-            agent = remote_agent.remote(spec)
-            jobs.append((model, agent, agent.run.remote()))
+    chunks = [c.tolist() for c in np.array_split(np.arange(n_replicas), min(n_agents, n_replicas))]
+    _check_layout(out, {"models": [str(m) for m in models], "agents": chunks, "md": md})
+    spec_kw = dict(
+        md=md,
+        checkpoint_every=checkpoint_every,
+        detectors=detectors,
+        bond_delta=bond_delta,
+        bond_reference=bond_reference,
+        detector_factory=detector_factory,
+        dtype=dtype,
+        device=device,
+        threads=threads_per_agent,
+    )
+    jobs = _start_agents(models, starts, chunks, out, spec_kw)
     rows: list[dict[str, Any]] = []
     total_fs = 0.0
     for (model, _agent, _ref), res in zip(jobs, _follow(jobs, n_replicas * len(models))):
@@ -208,6 +184,79 @@ def run_stability_study(
     result = summarize_study(StudyResult(rows=rows, total_fs=total_fs, out_dir=out), models)
     write_study_files(result, md)
     return result
+
+
+def _start_agents(
+    models: Sequence[str], starts: Sequence[Atoms], chunks: list, out: Path, spec_kw: dict
+) -> list[tuple]:
+    """One Ray trajectory agent per model and chunk of replica ids (replica k starts from
+    ``starts[k % len(starts)]``); returns ``(model, agent, run reference)`` per agent."""
+    import ray
+
+    device, threads = spec_kw["device"], spec_kw["threads"]
+    use_gpu = device.startswith("cuda")
+    if use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
+        raise ValueError(
+            f"device={device!r} but the Ray cluster has no GPU: the agents would wait for "
+            "one forever; use device='cpu' or a cluster with GPUs (RAY_ADDRESS)"
+        )
+    remote_agent = ray.remote(
+        num_cpus=threads,
+        num_gpus=1 if use_gpu else 0,
+        max_restarts=3,
+        max_task_retries=3,
+        max_concurrency=2,  # progress() answers while run() works
+    )(TrajectoryAgent)
+    dirs = model_dirs(models)
+    jobs = []
+    for model in models:
+        for a, chunk in enumerate(chunks):
+            spec = TrajectorySpec(
+                model=str(model),
+                images=tuple(starts[int(k) % len(starts)] for k in chunk),
+                replica_ids=tuple(int(k) for k in chunk),
+                traj_dir=str(out / dirs[str(model)] / f"agent_{a:02d}"),
+                **spec_kw,
+            )
+            agent = remote_agent.remote(spec)
+            jobs.append((model, agent, agent.run.remote()))
+    return jobs
+
+
+def _check_study_args(starts, n_replicas, n_agents, threads_per_agent) -> None:
+    if not starts:
+        raise ValueError("no start structures given")
+    if n_replicas < 1:
+        raise ValueError("n_replicas must be at least 1")
+    if n_agents is not None and (not isinstance(n_agents, numbers.Integral) or n_agents < 1):
+        raise ValueError(f"n_agents must be an integer >= 1 (None: one per CPU), got {n_agents!r}")
+    if not isinstance(threads_per_agent, numbers.Integral) or threads_per_agent < 1:
+        raise ValueError(f"threads_per_agent must be an integer >= 1, got {threads_per_agent!r}")
+
+
+#: the study folder's record of how its replicas were laid out over models and agents
+LAYOUT_FILE = "study_layout.json"
+
+
+def _check_layout(out: Path, layout: dict[str, Any]) -> None:
+    """Record the study's layout (models, the replicas of each agent, the MD protocol) in
+    ``out``, or, when a study was started there before, refuse another layout: its agents'
+    checkpoints hold other replicas, and a replica that never ran would be reported as
+    stable (a rerun with another ``--agents`` once did that)."""
+    path = out / LAYOUT_FILE
+    layout = jsonable(layout, nan_as_null=False)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != layout:
+            what = [k for k in layout if old.get(k) != layout.get(k)]
+            raise ValueError(
+                f"{out} holds a stability study with another {' and '.join(what)} "
+                f"(agents: {len(old.get('agents', []))} with replicas {old.get('agents')}; "
+                f"now {len(layout['agents'])} with {layout['agents']}); resume it with the "
+                "same models, --agents, --replicas and MD settings, or choose another --out"
+            )
+        return
+    write_json(path, layout, nan_as_null=False)
 
 
 def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:
