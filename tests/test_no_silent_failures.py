@@ -156,3 +156,57 @@ def test_bad_species_are_named(species, message):
         build_model({"name": "painn", "hidden": 8, "species": species})
     model = build_model({"name": "painn", "hidden": 8, "species": ["H", "C", "O"]})
     assert model.config["species"] == [1, 6, 8]
+
+
+# --------------------------------------------------------------------- recipes' messages
+def _recipe(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ase_mlff.recipes.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_recipe_prints_one_line_for_a_user_error_and_the_traceback_with_debug(workdir):
+    """A bad value: one line on stderr naming it, exit status 2, no traceback (once 14-50
+    lines); ``--debug`` shows the traceback."""
+    args = ["--data", str(workdir / "small.npz"), "--batch-size", "-4", "--out", "never"]
+    args += ["--tracking-uri", f"sqlite:///{workdir / 'cli.db'}"]
+    res = _recipe(*args, cwd=workdir)
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [
+        "error: TrainConfig needs epochs >= 1, batch_size >= 1 and eval_batch_size >= 1, "
+        "got epochs=8, batch_size=-4, eval_batch_size=64"
+    ]
+    assert "Traceback" not in res.stderr
+    debug = _recipe(*args, "--debug", cwd=workdir)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert "ValueError: TrainConfig needs" in debug.stderr
+    assert not (workdir / "never").exists()
+
+
+def test_user_errors_and_bugs_are_told_apart():
+    from ase_mlff.recipes.cli import is_user_error, run_recipe
+
+    assert is_user_error(ValueError("x")) and is_user_error(CheckpointError("x"))
+    assert is_user_error(RunDirectoryBusy("x")) and is_user_error(FileNotFoundError("x"))
+    assert not is_user_error(KeyError("x")) and not is_user_error(ZeroDivisionError())
+
+    def buggy(argv):
+        return {}["missing"]
+
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        run_recipe(buggy, [])
+
+    def multi(argv):
+        raise ValueError("first line\nsecond line")
+
+    with pytest.raises(SystemExit) as e:
+        run_recipe(multi, [])
+    assert e.value.code == 2

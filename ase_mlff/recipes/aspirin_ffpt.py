@@ -71,4 +71,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from ase_mlff.recipes.cli import run_recipe
+
+    run_recipe(main)

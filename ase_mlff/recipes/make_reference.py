@@ -65,4 +65,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ase_mlff.recipes.cli import run_recipe
+
+    run_recipe(main)

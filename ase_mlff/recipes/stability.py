@@ -250,4 +250,6 @@ def print_results(res, drift: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ase_mlff.recipes.cli import run_recipe
+
+    run_recipe(main)
