@@ -41,7 +41,6 @@ import torch
 from ase_mlff.agents.ff_pretraining import (
     VARIANT_NAMES,
     FFPTOptions,
-    FFPTOutcome,
     Settings,
     Variants,
     learning_curve_figures,
@@ -53,7 +52,7 @@ from ase_mlff.agents.ff_pretraining import (
     write_outputs,
 )
 from ase_mlff.agents.specs import make_calculator
-from ase_mlff.agents.study import StudyResult, run_stability_study
+from ase_mlff.agents.study import StudyOutcome, StudyResult, run_stability_study
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
@@ -369,7 +368,7 @@ def comparison_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aspirin_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> FFPTOutcome:
+def aspirin_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcome:
     """Paper 001's aspirin study with the profile ``prof`` (the module doc's steps), one
     MLflow parent run (``opts.experiment`` in ``opts.tracking_uri``) with a child run per
     variant. A rerun in the same ``opts.out`` re-reads the pre-training set (same size and
@@ -404,7 +403,7 @@ def aspirin_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> FFPTOutcome:
         write_outputs(st.out, st.results, table, parent, t_start, {"md_seconds": md_seconds})
         parent.log_metrics({"total_minutes": st.results["total_minutes"]})
         _log_variants(st, v, parent)
-    return FFPTOutcome(st.results, table, st.out, tracker.uri)
+    return StudyOutcome(st.results, table, st.out, tracker.uri)
 
 
 __all__ = [

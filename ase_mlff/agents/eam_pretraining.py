@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ase_mlff.agents.study import model_dirs, run_stability_study
+from ase_mlff.agents.study import StudyOutcome, model_dirs, run_stability_study
 from ase_mlff.agents.training import train_variants_parallel
 from ase_mlff.data.dataset import Dataset
 from ase_mlff.data.io import SHIPPED_DIR
@@ -112,17 +112,6 @@ class StudyOptions:
     out: Path = Path("runs") / "eam_pretraining"
     experiment: str = "eam_pretraining"
     tracking_uri: str | None = None
-
-
-@dataclass
-class StudyOutcome:
-    """``results`` (also ``out/results.json``), the Markdown ``table`` (also
-    ``out/comparison.md``), the output folder and the MLflow store."""
-
-    results: dict[str, Any]
-    table: str
-    out: Path
-    tracking_uri: str
 
 
 @dataclass
@@ -593,7 +582,6 @@ __all__ = [
     "MD_PROTOCOLS",
     "VARIANTS",
     "StudyOptions",
-    "StudyOutcome",
     "eam_pretraining_study",
     "relaxed_polymorphs",
     "run_md_study",

@@ -68,17 +68,6 @@ class Settings:
 
 
 @dataclass
-class FFPTOutcome:
-    """``results`` (also ``out/results.json``), the Markdown ``table`` (also
-    ``out/comparison.md``), the output folder and the MLflow store."""
-
-    results: dict[str, Any]
-    table: str
-    out: Path
-    tracking_uri: str
-
-
-@dataclass
 class Variants:
     """The trained variants: best checkpoints (``scratch``, ``ffpt`` and ``pretrained
     only``), per-stage histories, the MLflow child runs and the fine-tuning's extra
@@ -232,7 +221,6 @@ def variant_metrics(res: dict[str, Any]) -> dict[str, float]:
 __all__ = [
     "VARIANT_NAMES",
     "FFPTOptions",
-    "FFPTOutcome",
     "Settings",
     "Variants",
     "learning_curve_figures",

@@ -62,6 +62,18 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name)).strip("_")
 
 
+@dataclass
+class StudyOutcome:
+    """What a paper's study returns (the FFPT and EAM pre-training studies): ``results``
+    (also ``out/results.json``), the Markdown ``table`` (also ``out/comparison.md``), the
+    output folder and the MLflow store."""
+
+    results: dict[str, Any]
+    table: str
+    out: Path
+    tracking_uri: str
+
+
 def model_dirs(models: Sequence[str]) -> dict[str, str]:
     """A distinct directory name per model: the checkpoint's name, with as many parent
     folders as it takes to tell models apart (``scratch/best`` vs ``finetune/best``)."""

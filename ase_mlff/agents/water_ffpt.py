@@ -39,7 +39,6 @@ import torch
 from ase_mlff.agents.ff_pretraining import (
     VARIANT_NAMES,
     FFPTOptions,
-    FFPTOutcome,
     Settings,
     Variants,
     learning_curve_figures,
@@ -50,6 +49,7 @@ from ase_mlff.agents.ff_pretraining import (
     variant_metrics,
     write_outputs,
 )
+from ase_mlff.agents.study import StudyOutcome
 from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
 from ase_mlff.md.protocol import PROTOCOLS
@@ -370,7 +370,7 @@ def comparison_table(results: dict[str, Any]) -> str:
     return table
 
 
-def water_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> FFPTOutcome:
+def water_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcome:
     """Paper 001's water study with the profile ``prof`` (the module doc's steps), one
     MLflow parent run (``opts.experiment`` in ``opts.tracking_uri``) with a child run per
     variant. A rerun in the same ``opts.out`` re-reads the pre-training set and skips
@@ -401,7 +401,7 @@ def water_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> FFPTOutcome:
         st.results["logrank"] = _logrank(st)
         table = comparison_table(st.results)
         write_outputs(st.out, st.results, table, parent, t_start)
-    return FFPTOutcome(st.results, table, st.out, tracker.uri)
+    return StudyOutcome(st.results, table, st.out, tracker.uri)
 
 
 __all__ = [
