@@ -349,3 +349,19 @@ def test_rdf_detector_select_and_resume_mid_window_match_a_run_without_them():
     for a, b in zip(resumed.judged[0][1:], only.judged[0][1:]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert resumed.count == 0 and resumed.acc is None  # reset for the next window
+
+
+def test_rdf_detector_at_its_exact_bound():
+    """A window whose deviation equals Δ exactly is not flagged; the next float below Δ
+    is (∫|g − g_ref| dr > Δ, paper 003 App. A)."""
+    pairs = [(11, 11), (11, 17), (17, 17)]
+    ref_atoms = [_crystal(k, 0.08) for k in range(2)]
+    _, g_ref = rdf(Batch.from_atoms(ref_atoms, cutoff=5.0, dtype=torch.float64), pairs, 5.0, 50)
+    state = _state([_crystal(7, 0.08)])
+    probe = _RecordingRDF(pairs, g_ref, r_max=5.0, window=1, delta=1e9)
+    probe(state)
+    dev = float(probe.judged[0][2][0])
+    assert 0.0 < dev
+    at = RDFDeviation(pairs, g_ref, r_max=5.0, window=1, delta=dev)
+    below = RDFDeviation(pairs, g_ref, r_max=5.0, window=1, delta=math.nextafter(dev, 0.0))
+    assert at(state).tolist() == [False] and below(state).tolist() == [True]

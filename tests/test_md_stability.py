@@ -215,6 +215,27 @@ def test_bond_and_overlap_criteria_at_their_exact_limits():
     np.testing.assert_allclose(got, 0.5 * np.array(ase_min), rtol=1e-12)
 
 
+def test_default_bonds_are_the_ensemble_of_the_starts_of_each_molecule():
+    """Without a given reference, default_detectors takes each molecule's bonds and b_ij
+    from all of its start structures (mean lengths over them, paper 000/003's reference
+    ensemble), not from each replica's own start: two rattled aspirin starts share one
+    b_ij, the mean of their two ASE bond distances."""
+    from ase_mlff.graph.geometry import bond_graph
+
+    images = [_aspirin() for _ in range(2)]
+    for k, a in enumerate(images):
+        a.rattle(0.02, seed=10 + k)
+    state = _state(images)
+    bonds = next(d for d in default_detectors(images, state) if d.name == "bond_length")
+    pairs = bond_graph(images[0]).bonds
+    ase_mean = np.mean([[a.get_distance(int(i), int(j)) for i, j in pairs] for a in images], 0)
+    n = len(pairs)
+    np.testing.assert_allclose(bonds.b_p.numpy()[:n], ase_mean, rtol=1e-12)
+    np.testing.assert_allclose(bonds.b_p.numpy()[n:], ase_mean, rtol=1e-12)
+    own = [a.get_distance(int(i), int(j)) for a in images[:1] for i, j in pairs]
+    assert np.abs(np.asarray(own) - ase_mean).max() > 1e-3  # the two differ: the test can fail
+
+
 def test_bond_detector_silent_on_reference_trajectories():
     """Never fires on the shipped GFN2-xTB 500 K trajectories (all 6,000 frames)."""
     ds = load_dataset("aspirin")
