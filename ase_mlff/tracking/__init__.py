@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,21 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
     return out
+
+
+#: run tags naming the process that owns a run, so that a later start can close it
+PID_TAG, HOST_TAG = "ase_mlff.pid", "ase_mlff.host"
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
@@ -137,8 +153,11 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         parent: RunHandle | None = None,
     ) -> Iterator[RunHandle]:
-        """Start a run; FINISHED on success, FAILED (KILLED on Ctrl-C) when the body raises."""
-        all_tags = dict(tags or {})
+        """Start a run; FINISHED on success, FAILED (KILLED on Ctrl-C) when the body raises.
+        Runs of this experiment left RUNNING by a process of this host that no longer
+        exists (killed with SIGKILL) are marked FAILED first (:meth:`close_stale_runs`)."""
+        self.close_stale_runs()
+        all_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **(tags or {})}
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent.run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -166,6 +185,32 @@ class Tracker:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+    def close_stale_runs(self) -> list[str]:
+        """Mark FAILED every RUNNING run of this experiment whose process (its
+        ``ase_mlff.pid`` and ``ase_mlff.host`` tags) was on this host and is gone: a run
+        killed with SIGKILL (or a lost machine) cannot close itself. Runs of other hosts,
+        of live processes, and runs without those tags are left alone. Returns the ids."""
+        host = socket.gethostname()
+        closed = []
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        for r in runs:
+            pid, run_host = r.data.tags.get(PID_TAG), r.data.tags.get(HOST_TAG)
+            if run_host != host or not pid or not pid.isdigit() or _alive(int(pid)):
+                continue
+            self.client.set_tag(
+                r.info.run_id,
+                "error",
+                f"the process (pid {pid} on {host}) ended without closing this run "
+                "(killed with SIGKILL, or the machine stopped)",
+            )
+            self.client.set_terminated(r.info.run_id, status="FAILED")
+            closed.append(r.info.run_id)
+        if closed:
+            log.warning("marked %d stale MLflow run(s) FAILED: %s", len(closed), closed)
+        return closed
 
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)
