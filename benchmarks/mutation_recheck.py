@@ -11,7 +11,9 @@ there and counts any non-zero exit as killed. What still passes is a confirmed s
         "python -m pytest -x -q -p no:cacheprovider tests/test_x.py"
 
 Prints the counts (mutmut's and the confirmed ones) as one JSON line and writes the
-confirmed survivors' diffs to ``<work dir>/confirmed_survivors.diff``.
+confirmed survivors' diffs to ``<work dir>/confirmed_survivors.diff``. ``UNTESTED=1`` also
+tests the mutants mutmut never reached (a run that stopped early), so that every mutant
+of the module counts.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ def counts(work: Path) -> dict[str, int]:
 
 
 def survivor_ids(work: Path) -> list[int]:
-    """The reported survivors; ``PART=k/n`` in the environment takes every n-th from the
-    k-th (to re-check in n processes at once)."""
+    """The reported survivors; with ``UNTESTED=1`` also the mutants mutmut never reached
+    (they are then tested here, the same way). ``PART=k/n`` in the environment takes
+    every n-th from the k-th (to re-check in n processes at once)."""
+    statuses = ("bad_survived", "untested") if os.environ.get("UNTESTED") else ("bad_survived",)
+    marks = ", ".join("?" * len(statuses))
     with sqlite3.connect(work / ".mutmut-cache") as db:
-        rows = db.execute("select id from Mutant where status = 'bad_survived'").fetchall()
+        rows = db.execute(f"select id from Mutant where status in ({marks})", statuses).fetchall()
     ids = sorted(r[0] for r in rows)
     k, n = (int(x) for x in os.environ.get("PART", "0/1").split("/"))
     return ids[k::n]
@@ -98,7 +103,7 @@ def recheck(work: Path, command: str) -> dict:
     (work / name).write_text("\n".join(diffs))
     c = counts(work)
     total = sum(c.values())
-    tested = total - c.get("untested", 0)
+    tested = total if os.environ.get("UNTESTED") else total - c.get("untested", 0)
     # a survivor whose diff no longer applies mutated code that is gone: counted as not killed
     still = len(confirmed) + len(not_applied)
     return {
