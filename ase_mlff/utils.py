@@ -32,8 +32,37 @@ def show_progress() -> bool:
     return not os.environ.get("CI") and sys.stderr.isatty()
 
 
+def check_reachable(address: str, what: str, timeout_s: float = 5.0) -> None:
+    """``ConnectionError`` naming ``what`` unless a TCP connection to the host and port of
+    ``address`` (``host:port``, ``ray://host:port`` or ``http(s)://host[:port]/...``)
+    opens within ``timeout_s``: a client would otherwise retry for minutes. Addresses
+    without a host and port (``auto``, a file path) are not checked."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if not parts.hostname:
+        return
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    if port is None:
+        return
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return
+    except OSError as err:
+        raise ConnectionError(
+            f"{what} {address}: nothing answers at {parts.hostname}:{port} ({err}); start it, "
+            "fix the address, or unset it"
+        ) from None
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray (once per process)."""
+    """Connect to ``RAY_ADDRESS`` if set (checked first: an address where nothing answers
+    fails within seconds, not after Ray's long retries), else start a local Ray (once per
+    process)."""
     import ray
 
     if ray.is_initialized():
@@ -41,6 +70,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address:
+        check_reachable(address, "RAY_ADDRESS")
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)

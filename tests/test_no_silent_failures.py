@@ -210,3 +210,35 @@ def test_user_errors_and_bugs_are_told_apart():
     with pytest.raises(SystemExit) as e:
         run_recipe(multi, [])
     assert e.value.code == 2
+
+
+# ------------------------------------------------------------------------------- hangs
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_address_or_mlflow_server_where_nothing_answers_fails_within_seconds(
+    monkeypatch,
+):
+    """RAY_ADDRESS pointing at nothing and an MLflow server that refuses connections once
+    hung (Ray's retries, 250 s of MLflow retries then a traceback): a ConnectionError that
+    names the address, in seconds."""
+    import time
+
+    from ase_mlff.recipes.cli import is_user_error
+    from ase_mlff.tracking import Tracker
+    from ase_mlff.utils import ensure_ray
+
+    port = _closed_port()
+    t0 = time.perf_counter()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match=f"RAY_ADDRESS 127.0.0.1:{port}: nothing answers"):
+        ensure_ray()
+    with pytest.raises(ConnectionError, match="the MLflow tracking server http://127.0.0.1"):
+        Tracker("x", uri=f"http://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 30.0
+    assert is_user_error(ConnectionError("x"))

@@ -4,8 +4,9 @@
         run_recipe(main)
 
 A *user error* (a bad flag value, a missing file or checkpoint, a busy output folder, a
-resume that does not fit, AmberTools missing) prints ``error: <what is wrong>`` on stderr
-and exits with status 2, as argparse does for a bad flag; ``--debug`` anywhere on the
+resume that does not fit, AmberTools missing, a server that does not answer) prints
+``error: <what is wrong>`` on stderr and exits with status 2, as argparse does for a bad
+flag; ``--debug`` anywhere on the
 command line shows the full traceback instead. Any other exception is a bug and keeps its
 traceback. Interrupts (Ctrl-C, SIGTERM) are not caught: the MLflow runs they stop are
 marked by the tracker itself.
@@ -24,6 +25,7 @@ from ase_mlff.training.stage import RunDirectoryBusy
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # includes DatasetError and MDParameterError
     FileNotFoundError,
+    ConnectionError,  # a Ray cluster or MLflow server that does not answer
     CheckpointError,
     RunDirectoryBusy,
 )

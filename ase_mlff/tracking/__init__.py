@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ase_mlff.utils import check_reachable
+
 log = logging.getLogger(__name__)
 
 
@@ -131,6 +133,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or default_tracking_uri()
+        if self.uri.startswith(("http://", "https://")):
+            check_reachable(self.uri, "the MLflow tracking server")  # else minutes of retries
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
