@@ -242,3 +242,50 @@ def test_a_ray_address_or_mlflow_server_where_nothing_answers_fails_within_secon
         Tracker("x", uri=f"http://127.0.0.1:{port}")
     assert time.perf_counter() - t0 < 30.0
     assert is_user_error(ConnectionError("x"))
+
+
+# -------------------------------------------------------------------- data and geometry
+def test_foreign_files_and_incomplete_npz_are_named(tmp_path):
+    """A .txt, a text .xyz that is not XYZ and a dataset npz without forces once gave an
+    internal error deep in ASE or a KeyError."""
+    from ase_mlff.data import Dataset, DatasetError
+
+    (tmp_path / "notes.txt").write_text("hello\nworld\n")
+    (tmp_path / "bad.xyz").write_text("this is not\nan xyz file\n")
+    for name in ("notes.txt", "bad.xyz"):
+        with pytest.raises(DatasetError, match=rf"{name}: not a structure file ase.io.read"):
+            load_dataset(tmp_path / name)
+    ds = load_dataset("aspirin")[np.arange(3)]
+    ds.save_npz(tmp_path / "full.npz")
+    with np.load(tmp_path / "full.npz") as f:
+        arrays = {k: f[k] for k in f.files if k != "forces_nc"}
+    np.savez(tmp_path / "no_forces.npz", **arrays)
+    with pytest.raises(
+        DatasetError, match=r"no_forces.npz: an ase_mlff dataset npz without forces_nc"
+    ):
+        Dataset.load_npz(tmp_path / "no_forces.npz")
+
+
+def test_a_slab_with_zero_c_is_accepted_as_in_ase():
+    """pbc = (T, T, F) with c = 0 is legal in ASE; the energy and forces equal those with a
+    30 Å vacuum vector (it was refused as a singular cell)."""
+    from ase import Atoms
+
+    from ase_mlff.calculators import MLFFCalculator
+
+    flat = Atoms(
+        "CHO",
+        positions=[[0, 0, 0], [1.1, 0, 0], [-0.7, 1.0, 0.2]],
+        cell=[[5.0, 0, 0], [1.0, 4.5, 0], [0, 0, 0]],
+        pbc=[True, True, False],
+    )
+    tall = flat.copy()
+    tall.cell[2] = [0, 0, 30.0]
+    for a in (flat, tall):
+        a.calc = MLFFCalculator("aspirin-painn")
+    assert flat.get_potential_energy() == pytest.approx(tall.get_potential_energy(), abs=1e-10)
+    np.testing.assert_allclose(flat.get_forces(), tall.get_forces(), atol=1e-10)
+    line = Atoms("CC", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[2.8, 0, 0], [0, 0, 0], [0, 0, 0]])
+    line.pbc = [True, False, False]
+    line.calc = MLFFCalculator("aspirin-painn")
+    assert np.isfinite(line.get_potential_energy())

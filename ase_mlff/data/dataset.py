@@ -311,6 +311,13 @@ class Dataset:
                     f"{path} has dataset format {version}, newer than this ase_mlff "
                     f"understands ({FORMAT_VERSION}); upgrade ase_mlff"
                 )
+            required = ("numbers_n", "positions_nc", "n_atoms_s", "cell_s33", "pbc_s3")
+            missing = [k for k in (*required, "energy_s", "forces_nc") if k not in f.files]
+            if missing:
+                raise DatasetError(
+                    f"{path}: an ase_mlff dataset npz without {', '.join(missing)}; write it "
+                    "with Dataset.save_npz (NaN marks a missing label)"
+                )
             return cls(
                 numbers_n=f["numbers_n"],
                 positions_nc=f["positions_nc"],
@@ -320,10 +327,12 @@ class Dataset:
                 energy_s=f["energy_s"],
                 forces_nc=f["forces_nc"],
                 stress_s33=f["stress_s33"] if "stress_s33" in f else None,
-                weight_s=f["weight_s"],
-                config_type_s=f["config_type_s"],
+                weight_s=f["weight_s"] if "weight_s" in f.files else None,
+                config_type_s=f["config_type_s"] if "config_type_s" in f.files else None,
                 extra_s={k[len("extra__") :]: f[k] for k in f.files if k.startswith("extra__")},
-                provenance=json.loads(str(f["provenance_json"])),
+                provenance=json.loads(str(f["provenance_json"]))
+                if "provenance_json" in f.files
+                else {},
             )
 
     def summary(self) -> str:

@@ -104,7 +104,14 @@ def read_ase(path: str | Path, index: str | int | slice = ":", **kwargs: Any) ->
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"structure file not found: {path}")
-    images = ase.io.read(path, index=index, **kwargs)
+    try:
+        images = ase.io.read(path, index=index, **kwargs)
+    except Exception as err:  # noqa: BLE001 - ASE raises many kinds for a foreign file
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DatasetError(
+            f"{path}: not a structure file ase.io.read can read ({type(err).__name__}: "
+            f"{first}); give an extxyz, ASE trajectory, ASE database or npz file"
+        ) from err
     if not isinstance(images, list):
         images = [images]
     ds = Dataset.from_atoms(images, provenance={"source": str(path), "format": "ase.io"})

@@ -92,6 +92,27 @@ def _orthogonal_completion(cell_33: np.ndarray, pbc_3: np.ndarray) -> np.ndarray
     return cell
 
 
+def completed_cells(cell_s33: Tensor, pbc_s3: Tensor) -> Tensor:
+    """``cell_s33`` where each partly periodic system whose cell is singular (a slab with
+    c = 0 and pbc = (T, T, F), legal in ASE) gets its non-periodic rows replaced as in
+    :func:`_orthogonal_completion`; every other cell is returned as it is. Images and
+    edge vectors do not change (only periodic vectors translate)."""
+    partial = pbc_s3.any(dim=1) & ~pbc_s3.all(dim=1)
+    if not bool(partial.any()):
+        return cell_s33
+    det = torch.linalg.det(cell_s33.detach().double()).abs()
+    fix = torch.nonzero(partial & (det < 1e-12)).flatten().tolist()
+    if not fix:
+        return cell_s33
+    out = cell_s33.clone()
+    pbc = pbc_s3.cpu().numpy().astype(bool)
+    for s in fix:
+        full = _orthogonal_completion(cell_s33[s].detach().cpu().double().numpy(), pbc[s])
+        full_t = torch.as_tensor(full, dtype=cell_s33.dtype, device=cell_s33.device)
+        out[s] = torch.where(pbc_s3[s][:, None], cell_s33[s], full_t)
+    return out
+
+
 def reduced_cells(cell_s33: Tensor, pbc_s3: Tensor) -> Tensor:
     """(S, 3, 3) Minkowski-reduced cells spanning the same periodic lattices.
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ase_mlff.graph.geometry import completed_cells
+
 #: maximum number of candidate pairs materialised at once
 MAX_CANDIDATES = 4_000_000
 
@@ -111,6 +113,7 @@ def neighbour_list(
     if cutoff <= 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
     device = pos_nc.device
+    cell_s33 = completed_cells(cell_s33, pbc_s3)  # a slab with c = 0 is legal in ASE
     periodic_sys = pbc_s3.any(dim=1)
     if bool(periodic_sys.any()):
         det = torch.linalg.det(cell_s33[periodic_sys].double())
