@@ -289,3 +289,21 @@ def test_a_slab_with_zero_c_is_accepted_as_in_ase():
     line.pbc = [True, False, False]
     line.calc = MLFFCalculator("aspirin-painn")
     assert np.isfinite(line.get_potential_energy())
+
+
+def test_float32_far_from_the_origin_keeps_its_precision():
+    """Aspirin moved by 1e6 Å: float32 forces once differed by 2.5 eV/Å; centred before
+    the cast they equal the float64 forces at the origin to 1e-4 eV/Å."""
+    import ase.io
+
+    from ase_mlff.calculators import MLFFCalculator
+    from ase_mlff.data.io import SHIPPED_DIR
+
+    atoms = ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+    ref = atoms.copy()
+    ref.calc = MLFFCalculator("aspirin-painn")
+    far = atoms.copy()
+    far.positions += 1e6
+    far.calc = MLFFCalculator("aspirin-painn", dtype="float32")
+    np.testing.assert_allclose(far.get_forces(), ref.get_forces(), atol=1e-4)
+    assert far.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-4)

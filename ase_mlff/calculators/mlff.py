@@ -119,24 +119,7 @@ class MLFFCalculator(Calculator):
                     f"the model was never trained on element(s) {names}; it knows {known}"
                 )
         if atoms.pbc.any():
-            cell = np.asarray(atoms.cell[:])
-            if not np.all(np.isfinite(cell)):
-                raise ValueError("atoms.cell contains NaN or inf")
-            if abs(atoms.cell.volume) < 1e-12:
-                raise ValueError("periodic Atoms need a cell with non-zero volume")
-            heights = atoms.cell.volume / np.linalg.norm(
-                np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1
-            )
-            thin = [
-                f"{'abc'[k]}: {abs(heights[k]):.3g} Å"
-                for k in range(3)
-                if atoms.pbc[k] and abs(heights[k]) < MIN_CELL_HEIGHT
-            ]
-            if thin:
-                raise ValueError(
-                    f"the periodic cell is thinner than {MIN_CELL_HEIGHT} Å ({', '.join(thin)}): "
-                    "no material has such a lattice spacing; check the cell's units (Å)"
-                )
+            _check_cell(atoms)
 
     def calculate(
         self,
@@ -151,8 +134,13 @@ class MLFFCalculator(Calculator):
         periodic = bool(atoms.pbc.all())
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress is only defined for 3-D periodic systems")
+        # positions relative to the centre, in float64 before any cast: a molecule far
+        # from the origin keeps its float32 precision (energy, forces and stress are
+        # translation invariant)
+        centred = atoms.copy()
+        centred.positions = atoms.positions - atoms.positions.mean(axis=0)
         batch = Batch.from_atoms(
-            atoms, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
+            centred, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
         )
         _warn_close_atoms(batch)
         out = compute_properties(self.model, batch, forces=True, stress=periodic)
@@ -184,4 +172,28 @@ def _warn_close_atoms(batch: Batch) -> None:
             "energy and forces there are far outside any training data",
             RuntimeWarning,
             stacklevel=3,
+        )
+
+
+def _check_cell(atoms: Atoms) -> None:
+    """The cell of (partly) periodic Atoms: finite, its periodic vectors independent (a
+    slab with c = 0 and pbc = [T, T, F] is fine), and no lattice spacing along a periodic
+    direction below :data:`MIN_CELL_HEIGHT`."""
+    cell = np.asarray(atoms.cell[:])
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("atoms.cell contains NaN or inf")
+    periodic = cell[atoms.pbc]
+    if np.linalg.matrix_rank(periodic, tol=1e-9) < len(periodic):
+        what = "volume" if atoms.pbc.all() else "independent periodic cell vectors"
+        raise ValueError(f"periodic Atoms need a cell with non-zero {what}")
+    if not atoms.pbc.all():
+        return
+    heights = abs(atoms.cell.volume) / np.linalg.norm(
+        np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1
+    )
+    thin = [f"{'abc'[k]}: {heights[k]:.3g} Å" for k in range(3) if heights[k] < MIN_CELL_HEIGHT]
+    if thin:
+        raise ValueError(
+            f"the periodic cell is thinner than {MIN_CELL_HEIGHT} Å ({', '.join(thin)}): "
+            "no material has such a lattice spacing; check the cell's units (Å)"
         )
