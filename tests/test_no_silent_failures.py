@@ -307,3 +307,59 @@ def test_float32_far_from_the_origin_keeps_its_precision():
     far.calc = MLFFCalculator("aspirin-painn", dtype="float32")
     np.testing.assert_allclose(far.get_forces(), ref.get_forces(), atol=1e-4)
     assert far.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value", "message"),
+    [
+        ("painn", "hidden", 0, "PaiNN: hidden must be an integer >= 1, got 0"),
+        ("painn", "n_interactions", 0, "PaiNN: n_interactions must be an integer >= 1"),
+        ("painn", "hidden", "8", "PaiNN: hidden must be an integer >= 1, got '8'"),
+        ("schnet", "n_filters", 0, "SchNet: n_filters must be an integer >= 1"),
+        ("schnet", "cutoff", -1.0, r"SchNet: cutoff must be a number > 0 Å, got -1.0"),
+    ],
+)
+def test_empty_networks_are_refused(model, field, value, message):
+    """hidden 0 once built a network with empty layers that trained to nothing."""
+    from ase_mlff.models import build_model
+
+    with pytest.raises(ValueError, match=message):
+        build_model({"name": model, "species": [1, 6, 8], field: value})
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--check-every", "0"], "--check-every: check_every must be an integer >= 1, got 0"),
+        (["--agents", "0"], "--agents must be >= 1, got 0"),
+        (["--replicas", "0"], "--replicas must be >= 1, got 0"),
+    ],
+)
+def test_stability_flags_that_cannot_run_are_named(flag, message, capsys):
+    from ase_mlff.recipes import stability
+
+    with pytest.raises(SystemExit) as e:
+        stability.main(["--replicas", "1", *flag])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_truncated_trainer_state_is_refused_in_one_line(tmp_path):
+    """A trainer state cut off by a full disk once raised a bare OSError."""
+    from ase_mlff.models import PaiNN
+    from ase_mlff.training import Trainer
+
+    ds = load_dataset("aspirin")[np.arange(0, 200, 20)]
+    cfg = TrainConfig(epochs=1, batch_size=5)
+    Trainer(
+        PaiNN(hidden=8, n_interactions=1, species=[1, 6, 8]), ds[:8], ds[8:], cfg, tmp_path
+    ).fit()
+    state = tmp_path / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    again = Trainer(
+        PaiNN(hidden=8, n_interactions=1, species=[1, 6, 8]), ds[:8], ds[8:], cfg, tmp_path
+    )
+    with pytest.raises(
+        CheckpointError, match=r"^cannot resume from .*trainer_state.pt cannot be read"
+    ):
+        again.try_resume()

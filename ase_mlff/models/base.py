@@ -10,6 +10,7 @@ convention: the numerical stress of ``ase.calculators.calculator`` is the same q
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 from typing import Any
 
@@ -168,8 +169,17 @@ class CosineCutoff(nn.Module):
 class GNNPotential(Potential):
     """Shared plumbing of the message-passing potentials: edges, distances, readout."""
 
-    def __init__(self, cutoff: float, species: list[int] | None) -> None:
+    def __init__(self, cutoff: float, species: list[int] | None, **sizes: int) -> None:
         super().__init__()
+        if not (isinstance(cutoff, numbers.Real) and cutoff > 0):
+            raise ValueError(
+                f"{type(self).__name__}: cutoff must be a number > 0 Å, got {cutoff!r}"
+            )
+        for name, value in sizes.items():  # hidden, n_interactions, ...: a 0 builds an empty net
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must be an integer >= 1, got {value!r}"
+                )
         self.cutoff = float(cutoff)
         self.species = sorted(int(z) for z in species) if species else None
         self.atomref = AtomicReference()

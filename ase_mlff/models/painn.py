@@ -83,7 +83,7 @@ class PaiNN(GNNPotential):
         cutoff: float = 5.0,
         species: list[int] | None = None,
     ) -> None:
-        super().__init__(cutoff, species)
+        super().__init__(cutoff, species, hidden=hidden, n_interactions=n_interactions, n_rbf=n_rbf)
         self.config = {
             "name": "painn",
             "hidden": hidden,

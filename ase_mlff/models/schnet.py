@@ -74,7 +74,14 @@ class SchNet(GNNPotential):
         cutoff: float = 5.0,
         species: list[int] | None = None,
     ) -> None:
-        super().__init__(cutoff, species)
+        super().__init__(
+            cutoff,
+            species,
+            hidden=hidden,
+            n_filters=n_filters,
+            n_interactions=n_interactions,
+            n_rbf=n_rbf,
+        )
         self.config = {
             "name": "schnet",
             "hidden": hidden,
