@@ -29,6 +29,7 @@ import numpy as np
 from ase import Atoms, units
 
 from ase_mlff.graph.geometry import minimum_image
+from ase_mlff.metrics.clusters import kabsch_align
 
 #: pair-vector entries (frames × pairs) materialised at once by the chunked reductions
 MAX_PAIR_ENTRIES = 1_000_000
@@ -373,16 +374,6 @@ def lindemann_index(
 
 
 # --------------------------------------------------------------------------- RMSD, RMSF
-def _kabsch():
-    try:
-        from ase_mlff.metrics.clusters import kabsch_align
-    except ImportError as err:  # pragma: no cover - depends on the checkout
-        raise ImportError(
-            "RMSD/RMSF with align=True need ase_mlff.metrics.clusters.kabsch_align"
-        ) from err
-    return kabsch_align
-
-
 def _atom_subset(pos: np.ndarray, atoms, weights):
     if atoms is None:
         return pos, weights
@@ -414,7 +405,7 @@ def rmsd_series(
     pos, w = _atom_subset(pos, atoms, weights)
     ref = ref if atoms is None else ref[np.asarray(atoms)]
     if align:
-        _, rmsd = _kabsch()(pos, ref, w)
+        _, rmsd = kabsch_align(pos, ref, w)
         return np.asarray(rmsd, dtype=np.float64)
     w = np.ones(pos.shape[1]) if w is None else np.asarray(w, float)
     d2 = np.einsum("tnc,tnc->tn", pos - ref, pos - ref)
@@ -442,15 +433,14 @@ def rmsf(
     pos = _positions(positions_tnc)
     pos, w = _atom_subset(pos, atoms, weights)
     if align:
-        kabsch = _kabsch()
         ref = pos[0] if reference_nc is None else np.asarray(reference_nc, np.float64)
         if reference_nc is not None and atoms is not None:
             ref = ref[np.asarray(atoms)]
         if ref.shape != pos.shape[1:]:
             raise ValueError(f"reference {ref.shape} does not match frames {pos.shape[1:]}")
-        aligned, _ = kabsch(pos, ref, w)
+        aligned, _ = kabsch_align(pos, ref, w)
         for _ in range(max(n_iter, 0)):
-            aligned, _ = kabsch(pos, np.asarray(aligned).mean(axis=0), w)
+            aligned, _ = kabsch_align(pos, np.asarray(aligned).mean(axis=0), w)
         pos = np.asarray(aligned, dtype=np.float64)
     dev = pos - pos.mean(axis=0)
     return np.sqrt(np.einsum("tnc,tnc->n", dev, dev) / len(pos))
