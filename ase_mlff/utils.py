@@ -109,13 +109,17 @@ def write_json(path: str | Path, data: Any, *, indent: int = 1, nan_as_null: boo
     return path
 
 
-def numeric_metrics(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The entries of a flat record MLflow can take as metrics: finite numbers as floats
-    (booleans as 1/0), keys prefixed; NaN/±inf, strings and containers are left out."""
+def numeric_metrics(
+    record: Mapping[str, Any], prefix: str = "", *, keep_nan: bool = False
+) -> dict[str, float]:
+    """The entries of a flat record MLflow can take as metrics: numbers as floats
+    (booleans as 1/0), keys prefixed; strings and containers are left out, and NaN/±inf
+    too unless ``keep_nan`` (MLflow stores NaN; the force report keeps it, so that a
+    metric a model lacks shows as NaN beside the others)."""
     out = {}
     for k, v in record.items():
-        if isinstance(v, (bool, int, float, np.integer, np.floating, np.bool_)) and math.isfinite(
-            v
+        if isinstance(v, (bool, int, float, np.integer, np.floating, np.bool_)) and (
+            keep_nan or math.isfinite(v)
         ):
             out[f"{prefix}{k}"] = float(v)
     return out

@@ -270,7 +270,7 @@ def recipe(monkeypatch):
     def no_work(*args, **kwargs):
         raise WorkStarted
 
-    monkeypatch.setattr(stability, "start_structures", no_work)
+    monkeypatch.setattr("ase_mlff.agents.benchmark.start_structures", no_work)
     monkeypatch.setattr("ase_mlff.agents.study.ensure_ray", no_work)
     return stability
 

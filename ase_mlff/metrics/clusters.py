@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ase_mlff.metrics.forces import METRIC_LABELS, metrics_from_per_frame, per_frame_force_errors
+from ase_mlff.utils import numeric_metrics
 
 FEATURES = ("aligned", "distances")
 _FORMAT_VERSION = 1
@@ -404,14 +405,11 @@ def flatten_cluster_metrics(results: Mapping[str, Any], prefix: str = "") -> dic
     Per-cluster values become ``{prefix}cluster{k}_{name}`` (e.g. ``cluster0_forces_mae``,
     ``cluster0_rbp``); the global ones ``{prefix}global_{name}``.
     """
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for c in results["clusters"]:
-        for key, val in c.items():
-            if key != "cluster":
-                out[f"{prefix}cluster{c['cluster']}_{key}"] = float(val)
-    for key, val in results.get("global", {}).items():
-        out[f"{prefix}global_{key}"] = float(val)
-    return out
+        out.update({f"cluster{c['cluster']}_{k}": v for k, v in c.items() if k != "cluster"})
+    out.update({f"global_{k}": v for k, v in results.get("global", {}).items()})
+    return numeric_metrics(out, prefix, keep_nan=True)
 
 
 def exploration(

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ase_mlff.utils import numeric_metrics
+
 
 def force_report(
     model: torch.nn.Module,
@@ -67,4 +69,4 @@ def flat_metrics(res: dict[str, Any]) -> dict[str, float]:
         flat.update(flatten_cluster_metrics(res["clusters"]))
     for k, v in res.get("scalars", {}).items():
         flat[k] = v
-    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float, np.number))}
+    return numeric_metrics(flat, keep_nan=True)

@@ -32,10 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ase_mlff.data import load_dataset
-from ase_mlff.data.splits import start_structures
-from ase_mlff.graph.geometry import bond_graphs_from_dataset
-
 log = logging.getLogger(__name__)
 
 PROFILES = {
@@ -131,11 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_args(p, a)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from ase_mlff.agents import run_stability_study
-    from ase_mlff.md.conservation import energy_drift_report
-    from ase_mlff.tracking import Tracker
+    from ase_mlff.agents.benchmark import stability_benchmark
 
-    models = a.model or ["aspirin-painn"]
     md = {
         "steps": a.steps if a.steps is not None else PROFILES[a.profile]["steps"],
         "dt": a.dt,
@@ -148,77 +141,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "record_every": a.record_every,
     }
     out = a.out or Path("runs") / f"stability-{time.strftime('%Y%m%d-%H%M%S')}"
-    starts = start_structures(a.data, a.replicas)
-    tracker = Tracker(a.experiment, uri=a.tracking_uri)
-    protocol = {
-        "md": md,
-        "replicas": a.replicas,
-        "data": a.data,
-        "bond_delta": a.delta,
-        "models": models,
-        "dtype": a.dtype,
-        "device": a.device,
-    }
-    with tracker.run(
-        f"stability-{time.strftime('%Y%m%d-%H%M%S')}", params=protocol, tags={"recipe": "stability"}
-    ) as parent:
-        res = run_stability_study(
-            models,
-            starts,
-            n_replicas=a.replicas,
-            out_dir=out,
-            md=md,
-            n_agents=a.agents,
-            bond_delta=a.delta,
-            bond_reference=bond_graphs_from_dataset(load_dataset(a.data)),
-            dtype=a.dtype,
-            device=a.device,
-        )
-        drift = (
-            energy_drift_report(models, starts, md, a.nve_steps, a.dtype, a.device, out=out)
-            if a.nve_steps
-            else {}
-        )
-        log_study(tracker, parent, models, res, drift, out)
-    print_results(res, drift)
-    print(f"results in {out}; MLflow store: {tracker.uri}")
-    return {
-        "out": str(out),
-        "summaries": res.summaries,
-        "run_id": parent.run_id,
-        "energy_drift": drift,
-    }
-
-
-def log_study(tracker, parent, models: list[str], res, drift: dict, out: Path) -> None:
-    """A child run per model (survival statistics and curve, drift, trajectories) and the
-    study's files on the parent run."""
-    from ase_mlff.md.conservation import drift_metrics
-    from ase_mlff.metrics.plots import survival_figure
-    from ase_mlff.metrics.stability import survival_metrics
-
-    for model in models:
-        with tracker.run(
-            Path(str(model)).name,
-            params={"model": model},
-            tags={"recipe": "stability"},
-            parent=parent,
-        ) as child:
-            child.log_metrics(survival_metrics(res.summaries[str(model)]))
-            if str(model) in drift:
-                child.log_metrics(drift_metrics(drift[str(model)]))
-            times, frac = res.curves[str(model)]
-            for t, f in zip(times[::10], frac[::10]):
-                child.log_metrics({"fraction_stable": float(f)}, step=int(t))
-            child.log_figure(survival_figure({str(model): res.km[str(model)]}), "survival.png")
-            model_dir = next(
-                Path(r["traj_dir"]).parent for r in res.rows if r["model"] == str(model)
-            )
-            child.log_artifact(model_dir, "trajectories")
-    for f in ("t_inst.csv", "survival.csv", "summary.json", "survival.png", "logrank.csv"):
-        parent.log_artifact(out / f)
-    if drift:
-        parent.log_artifact(out / "energy_drift.json")
+    result = stability_benchmark(
+        a.model or ["aspirin-painn"],
+        a.data,
+        replicas=a.replicas,
+        md=md,
+        out=out,
+        agents=a.agents,
+        bond_delta=a.delta,
+        nve_steps=a.nve_steps,
+        dtype=a.dtype,
+        device=a.device,
+        experiment=a.experiment,
+        tracking_uri=a.tracking_uri,
+    )
+    print_results(result["study"], result["energy_drift"])
+    print(f"results in {out}; MLflow store: {result['tracking_uri']}")
+    return {k: result[k] for k in ("out", "summaries", "run_id", "energy_drift")}
 
 
 def print_results(res, drift: dict) -> None:
