@@ -133,7 +133,7 @@ def unphysical_figure(table: dict[str, dict[str, dict[str, int]]]):
     return fig
 
 
-def _table1(results: dict[str, Any]) -> list[str]:
+def _unphysical_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "**Table 1** — trajectories flagged (of the replicas started from test structures)",
         "",
@@ -149,7 +149,7 @@ def _table1(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _table2(results: dict[str, Any]) -> list[str]:
+def _error_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "**Table 2** — test-set errors",
@@ -192,5 +192,5 @@ def tables(results: dict[str, Any]) -> str:
     """Markdown of a study's ``results`` (``variants``: name -> ``test`` errors, ``md``
     counts per ensemble, ``rdf_mae``; ``force_angles``): Table 1 (unphysical counts),
     Table 2 (EFS MAE), RDF MAE, force angles."""
-    lines = _table1(results) + _table2(results) + _rdf_and_angle_tables(results)
+    lines = _unphysical_table(results) + _error_table(results) + _rdf_and_angle_tables(results)
     return "\n".join(lines) + "\n"
