@@ -3,6 +3,7 @@ another model or other data, budgets that cannot train. Each fails before anythi
 written, with one message that names the problem."""
 
 import fcntl
+import json
 
 import numpy as np
 import pytest
@@ -363,3 +364,271 @@ def test_a_truncated_trainer_state_is_refused_in_one_line(tmp_path):
         CheckpointError, match=r"^cannot resume from .*trainer_state.pt cannot be read"
     ):
         again.try_resume()
+
+
+# ------------------------------------------------- moved here: one module for issue 17
+def test_a_run_left_running_by_a_killed_process_is_closed_at_the_next_start(tmp_path):
+    """A run whose process died without closing it (SIGKILL: no handler runs) is marked
+    FAILED, with the reason, when the next run of the experiment starts on this host; a
+    run of a live process and one of another host stay RUNNING."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ase_mlff.tracking import HOST_TAG, PID_TAG, Tracker
+
+    tracker = Tracker("stale", uri=f"sqlite:///{tmp_path / 'm.db'}")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    runs = {}
+    for name, pid, h in (
+        ("killed", dead.stdout.strip(), host),
+        ("alive", str(os.getpid()), host),
+        ("elsewhere", dead.stdout.strip(), "another-host"),
+    ):
+        r = tracker.client.create_run(
+            tracker.experiment_id, run_name=name, tags={PID_TAG: pid, HOST_TAG: h}
+        )
+        runs[name] = r.info.run_id
+    with tracker.run("next") as run:
+        assert tracker.get_run(run.run_id).data.tags[PID_TAG] == str(os.getpid())
+    status = {n: tracker.get_run(i).info.status for n, i in runs.items()}
+    assert status == {"killed": "FAILED", "alive": "RUNNING", "elsewhere": "RUNNING"}
+    error = tracker.get_run(runs["killed"]).data.tags["error"]
+    assert error.startswith(f"the process (pid {dead.stdout.strip()} on {host}) ended")
+
+
+def test_a_flipped_bit_or_an_edited_config_does_not_load(tmp_path):
+    """One flipped bit in the weights (it once loaded and gave +90,840 eV) and a model.json
+    whose cutoff was edited (it once loaded and was silently wrong) are refused, naming
+    the cause; the intact copy loads and predicts as the original."""
+    import shutil
+
+    import ase.io
+
+    from ase_mlff.calculators import MLFFCalculator
+    from ase_mlff.calculators.mlff import resolve_model_path
+    from ase_mlff.data.io import SHIPPED_DIR
+    from ase_mlff.models.io import META, WEIGHTS, load_model
+
+    path = resolve_model_path("aspirin-painn")
+    aspirin = ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+    flipped = tmp_path / "flipped"
+    shutil.copytree(path, flipped)
+    data = bytearray((flipped / WEIGHTS).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (flipped / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted or was replaced"):
+        load_model(flipped)
+    edited = tmp_path / "edited"
+    shutil.copytree(path, edited)
+    meta = json.loads((edited / META).read_text())
+    meta["model"]["cutoff"] = meta["model"]["cutoff"] + 1.0
+    (edited / META).write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointError, match=r"differs from the one saved with the weights \(cutoff"
+    ):
+        load_model(edited)
+    intact = tmp_path / "intact"
+    shutil.copytree(path, intact)
+    a, b = aspirin.copy(), aspirin.copy()
+    a.calc, b.calc = MLFFCalculator(path), MLFFCalculator(intact)
+    assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_non_finite_labels_are_refused_before_any_run_naming_the_frames(workdir):
+    """NaN forces in a test frame, NaN energy in a training frame: a ValueError that names
+    the set and the frames, raised before an MLflow run or a file exists (the test frame
+    once gave "test force MAE nan" and exit 0, a validation frame "no checkpoint")."""
+    from ase_mlff.data.splits import split_dataset
+
+    ds = load_dataset(workdir / "small.npz")
+    cfg = train_recipe.build_config(
+        train_recipe.build_parser().parse_args(_args(workdir, workdir / "x"))
+    )
+    split = split_dataset(ds, cfg.data)
+    for kind, frame, what in (
+        ("forces", split.test[3], "test"),
+        ("energy", split.train[5], "training"),
+    ):
+        bad = load_dataset(workdir / "small.npz")
+        if kind == "forces":
+            bad.forces_nc[bad.ptr_s[frame] + 2, 1] = np.nan
+        else:
+            bad.energy_s[frame] = np.nan
+        bad.save_npz(workdir / f"nan_{kind}.npz")
+        args = _args(workdir, workdir / f"nan_{kind}_run", data=f"nan_{kind}.npz")
+        sub = split.test if what == "test" else split.train
+        index = int(np.flatnonzero(np.asarray(sub) == frame)[0])  # its index in that set
+        with pytest.raises(ValueError, match=f"^the {what} set has non-finite labels: {kind}") as e:
+            train_recipe.main(args)
+        assert f"in 1 frame(s) ({index})" in str(e.value)
+        assert not (workdir / f"nan_{kind}_run").exists()
+
+
+# ------------------------------------------------------------- studies (no agent starts)
+def test_a_study_resumed_with_another_agent_split_or_on_a_missing_gpu_is_refused(
+    ray_local, tmp_path
+):
+    """A stability study's folder records how its replicas were split over agents: a rerun
+    with another ``--agents`` (once: a replica that never ran reported as stable) is
+    refused before any agent starts; ``device="cuda"`` on a cluster without a GPU (once:
+    agents waiting forever) too."""
+    import json
+
+    import ase.io
+
+    from ase_mlff.agents.study import LAYOUT_FILE, run_stability_study
+    from ase_mlff.data.io import SHIPPED_DIR
+
+    start = ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
+    md = {"steps": 20, "check_every": 10}
+    layout = {"models": ["aspirin-painn"], "agents": [[0], [1]], "md": md}
+    (tmp_path / LAYOUT_FILE).write_text(json.dumps(layout))
+    with pytest.raises(
+        ValueError, match=r"another agents \(agents: 2 with replicas \[\[0\], \[1\]\]"
+    ):
+        run_stability_study(
+            ["aspirin-painn"], [start], n_replicas=2, n_agents=1, out_dir=tmp_path, md=md
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAYOUT_FILE]
+    with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
+        run_stability_study(
+            ["aspirin-painn"], [start], n_replicas=1, out_dir=tmp_path / "gpu", md=md, device="cuda"
+        )
+
+
+# ------------------------------------------------------------------ more bad inputs
+def _calc_case(kind):
+    from ase import Atoms
+    from ase.build import molecule
+
+    from ase_mlff.calculators import MLFFCalculator
+
+    calc = MLFFCalculator("aspirin-painn")
+    if kind == "empty":
+        atoms = Atoms()
+    elif kind == "nan":
+        atoms = molecule("CH4")
+        atoms.positions[0, 1] = np.nan
+    elif kind == "element":
+        atoms = molecule("SiH4")
+    else:
+        atoms = molecule("CH4")
+    atoms.calc = calc
+    return atoms
+
+
+@pytest.mark.parametrize(
+    ("kind", "call", "error", "message"),
+    [
+        ("empty", "get_potential_energy", ValueError, "MLFFCalculator got an empty Atoms object"),
+        ("nan", "get_potential_energy", ValueError, "atoms.positions contain NaN or inf"),
+        ("element", "get_forces", ValueError, "never trained on element.*Si; it knows H, C, O"),
+        ("stress", "get_stress", Exception, "stress is only defined for 3-D periodic systems"),
+    ],
+)
+def test_calculator_inputs_it_cannot_evaluate(kind, call, error, message):
+    atoms = _calc_case(kind)
+    with pytest.raises(error, match=message):
+        getattr(atoms, call)()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(optimizer="lbfgs"), r"TrainConfig.optimizer must be one of \('adamw', 'sam'\)"),
+        (dict(loss="huber"), "TrainConfig.loss must be one of"),
+        (dict(select_by="stability"), r'select_by="stability" needs probe_every > 0'),
+        (dict(sam_rho=0.0), "TrainConfig.sam_rho must be > 0, got 0.0"),
+        (dict(stress_weight=-1.0), "TrainConfig.stress_weight must be >= 0, got -1.0"),
+    ],
+)
+def test_training_settings_that_do_not_exist_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(steps=100, dt=0.0), "dt must be > 0 fs, got 0.0"),
+        (dict(steps=100, integrator="verlet2"), "unknown integrator 'verlet2'; choose from"),
+        (dict(steps=100, temperature_K=-5.0), "temperature_K must be >= 0 K, got -5.0"),
+        (dict(steps=0), "steps must be an integer >= 1, got 0"),
+        (dict(), r"an MD protocol needs steps \(the run length\)"),
+    ],
+)
+def test_md_protocols_that_cannot_run_are_named(fields, message):
+    """(a protocol without steps once gave a TypeError from the dataclass)"""
+    from ase_mlff.md.protocol import make_protocol
+    from ase_mlff.md.validation import MDParameterError
+
+    with pytest.raises(MDParameterError, match=message):
+        make_protocol(None, **fields)
+
+
+def test_unknown_data_and_a_study_folder_without_a_study_are_named(tmp_path):
+    from ase_mlff.agents.evaluation import EvaluationOptions, evaluation_report
+
+    with pytest.raises(FileNotFoundError, match=r"no dataset named 'nonexistent_set' \(shipped"):
+        load_dataset("nonexistent_set")
+    with pytest.raises(FileNotFoundError, match="is not a stability study directory"):
+        evaluation_report(EvaluationOptions(stability=tmp_path, out=tmp_path / "r"))
+
+
+def test_fine_tuning_from_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    from ase_mlff.models import PaiNN, SchNet, save_model
+    from ase_mlff.training.stage import run_stage
+
+    ds = load_dataset("aspirin")[np.arange(0, 100, 10)]
+    ckpt = save_model(
+        SchNet(hidden=8, n_filters=8, n_interactions=1, species=[1, 6, 8]), tmp_path / "schnet"
+    )
+    model = PaiNN(hidden=8, n_interactions=1, species=[1, 6, 8])
+    cfg = TrainConfig(epochs=1, batch_size=5)
+    with pytest.raises(ValueError, match="needs the same architecture"):
+        run_stage("ft", model, ds[:8], ds[8:], cfg, tmp_path / "ft", init_from=ckpt)
+
+
+def test_a_terminated_run_leaves_no_ray_processes_behind(tmp_path):
+    """SIGTERM (``kill``, a scheduler's time limit) on a process that started a local Ray:
+    every helper process of that Ray session (GCS server, raylet, dashboard, monitors) is
+    gone within seconds. (SIGKILL cannot be handled by the process; see
+    ``Tracker.close_stale_runs`` for what a later start does about its MLflow run.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import os, time\n"
+        "import ray._private.worker as w\n"
+        "from ase_mlff.utils import ensure_ray\n"
+        "ensure_ray(num_cpus=1)\n"
+        "print(w._global_node.get_session_dir_path(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    session = proc.stdout.readline().strip().rsplit("/", 1)[-1]
+    assert session.startswith("session_")
+
+    def helpers() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", session], capture_output=True, text=True)
+        return out.stdout.split()
+
+    assert helpers(), "the Ray session started helper processes"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.time() + 30
+    while helpers() and time.time() < deadline:
+        time.sleep(1)
+    assert helpers() == []

@@ -96,37 +96,6 @@ def test_failed_run_is_marked_failed(workdir, monkeypatch):
     assert runs[0].data.params["data.name"].endswith("small.npz")
 
 
-def test_non_finite_labels_are_refused_before_any_run_naming_the_frames(workdir):
-    """NaN forces in a test frame, NaN energy in a training frame: a ValueError that names
-    the set and the frames, raised before an MLflow run or a file exists (the test frame
-    once gave "test force MAE nan" and exit 0, a validation frame "no checkpoint")."""
-    from ase_mlff.data.splits import split_dataset
-
-    ds = load_dataset(workdir / "small.npz")
-    cfg = train_recipe.build_config(
-        train_recipe.build_parser().parse_args(_args(workdir, workdir / "x", 2))
-    )
-    split = split_dataset(ds, cfg.data)
-    for kind, frame, what in (
-        ("forces", split.test[3], "test"),
-        ("energy", split.train[5], "training"),
-    ):
-        bad = load_dataset(workdir / "small.npz")
-        if kind == "forces":
-            bad.forces_nc[bad.ptr_s[frame] + 2, 1] = np.nan
-        else:
-            bad.energy_s[frame] = np.nan
-        bad.save_npz(workdir / f"nan_{kind}.npz")
-        args = _args(workdir, workdir / f"nan_{kind}_run", 2)
-        args[1] = str(workdir / f"nan_{kind}.npz")
-        sub = split.test if what == "test" else split.train
-        index = int(np.flatnonzero(np.asarray(sub) == frame)[0])  # its index in that set
-        with pytest.raises(ValueError, match=f"^the {what} set has non-finite labels: {kind}") as e:
-            train_recipe.main(args)
-        assert f"in 1 frame(s) ({index})" in str(e.value)
-        assert not (workdir / f"nan_{kind}_run").exists()
-
-
 def test_config_yaml_roundtrip_and_errors(tmp_path):
     cfg = ExperimentConfig.from_dict(
         {

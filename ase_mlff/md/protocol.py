@@ -120,6 +120,10 @@ class MDProtocol:
     def from_dict(cls, values: Mapping[str, Any]) -> MDProtocol:
         """A protocol from a mapping of its fields (e.g. a YAML or JSON block)."""
         _check_names(values)
+        if "steps" not in values:
+            raise MDParameterError(
+                "steps", "an MD protocol needs steps (the run length), e.g. steps=2000"
+            )
         return cls(**dict(values))
 
 
