@@ -31,6 +31,10 @@ def _aspirin():
 
 def test_study_over_two_agents(ray_local, tiny_model, tmp_path):
     from ase_mlff.agents import run_stability_study
+    from ase_mlff.agents.study import model_dirs
+
+    def model_dir_name(m):
+        return model_dirs([m])[m]
 
     res = run_stability_study(
         [tiny_model],
@@ -50,20 +54,33 @@ def test_study_over_two_agents(ray_local, tiny_model, tmp_path):
         assert (tmp_path / f).exists()
     s = res.summaries[tiny_model]
     assert s["fraction_stable"] == 0.0 and s["n_replicas"] == 4
-    # resumed with another agent split: refused (it once reported a replica that never ran
-    # as stable), before any agent starts; the first study's files are untouched
-    before = (tmp_path / "t_inst.csv").read_text()
-    with pytest.raises(ValueError, match=r"another agents \(agents: 2 with replicas"):
+    # resumed with another agent split (the default, one agent per CPU, differs between
+    # machines): the study keeps its own split, so every agent's finished checkpoint is
+    # used and the rows are the same (once: a replica that never ran reported as stable)
+    again = run_stability_study(
+        [tiny_model],
+        [_aspirin()],
+        n_replicas=4,
+        n_agents=1,
+        out_dir=tmp_path,
+        md={"steps": 100, "dt": 0.5, "temperature_K": 500, "seed": 1, "check_every": 10},
+        checkpoint_every=50,
+    )
+    strip = [{k: v for k, v in r.items() if k != "traj_dir"} for r in res.rows]
+    assert [{k: v for k, v in r.items() if k != "traj_dir"} for r in again.rows] == strip
+    assert sorted(p.name for p in (tmp_path / model_dir_name(tiny_model)).iterdir()) == [
+        "agent_00",
+        "agent_01",
+    ]
+    with pytest.raises(ValueError, match="holds a stability study with other number of replicas"):
         run_stability_study(
             [tiny_model],
             [_aspirin()],
-            n_replicas=4,
-            n_agents=1,
+            n_replicas=5,
             out_dir=tmp_path,
             md={"steps": 100, "dt": 0.5, "temperature_K": 500, "seed": 1, "check_every": 10},
             checkpoint_every=50,
         )
-    assert (tmp_path / "t_inst.csv").read_text() == before
     # a GPU device on a cluster without one: refused at once (agents once waited forever)
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         run_stability_study(

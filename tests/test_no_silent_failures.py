@@ -473,15 +473,11 @@ def test_non_finite_labels_are_refused_before_any_run_naming_the_frames(workdir)
 
 
 # ------------------------------------------------------------- studies (no agent starts)
-def test_a_study_resumed_with_another_agent_split_or_on_a_missing_gpu_is_refused(
-    ray_local, tmp_path
-):
-    """A stability study's folder records how its replicas were split over agents: a rerun
-    with another ``--agents`` (once: a replica that never ran reported as stable) is
-    refused before any agent starts; ``device="cuda"`` on a cluster without a GPU (once:
-    agents waiting forever) too."""
-    import json
-
+def test_a_study_resumed_with_other_settings_or_on_a_missing_gpu_is_refused(ray_local, tmp_path):
+    """A stability study's folder records its models, replicas and MD settings (and its
+    agents' split, which a rerun keeps: see ``test_agents.py``): a rerun with other MD
+    settings is refused before any agent starts; ``device="cuda"`` on a cluster without a
+    GPU (once: agents waiting forever) too."""
     import ase.io
 
     from ase_mlff.agents.study import LAYOUT_FILE, run_stability_study
@@ -489,18 +485,21 @@ def test_a_study_resumed_with_another_agent_split_or_on_a_missing_gpu_is_refused
 
     start = ase.io.read(SHIPPED_DIR / "aspirin_md17_order.xyz")
     md = {"steps": 20, "check_every": 10}
-    layout = {"models": ["aspirin-painn"], "agents": [[0], [1]], "md": md}
+    layout = {"models": ["aspirin-painn"], "agents": [[0], [1]], "md": {**md, "steps": 40}}
     (tmp_path / LAYOUT_FILE).write_text(json.dumps(layout))
-    with pytest.raises(
-        ValueError, match=r"another agents \(agents: 2 with replicas \[\[0\], \[1\]\]"
-    ):
+    with pytest.raises(ValueError, match=r"holds a stability study with other md \(models"):
         run_stability_study(
             ["aspirin-painn"], [start], n_replicas=2, n_agents=1, out_dir=tmp_path, md=md
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAYOUT_FILE]
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         run_stability_study(
-            ["aspirin-painn"], [start], n_replicas=1, out_dir=tmp_path / "gpu", md=md, device="cuda"
+            ["aspirin-painn"],
+            [start],
+            n_replicas=1,
+            out_dir=tmp_path / "gpu",
+            md=md,
+            device="cuda",
         )
 
 
@@ -632,3 +631,22 @@ def test_a_terminated_run_leaves_no_ray_processes_behind(tmp_path):
     while helpers() and time.time() < deadline:
         time.sleep(1)
     assert helpers() == []
+
+
+def test_an_extxyz_without_energies_is_refused_before_training(tmp_path):
+    """Structures without labels (once: "lower the learning rate" after the first batch):
+    the missing energies and forces are named at the start, frame by frame."""
+    import ase.io
+
+    from ase_mlff.models import PaiNN
+    from ase_mlff.training import Trainer
+
+    ds = load_dataset("aspirin")[np.arange(0, 120, 10)]
+    ase.io.write(tmp_path / "bare.extxyz", ds.to_atoms_list(with_labels=False))
+    bare = load_dataset(tmp_path / "bare.extxyz")
+    model = PaiNN(hidden=8, n_interactions=1, species=[1, 6, 8])
+    with pytest.raises(
+        ValueError,
+        match=r"^the training set has non-finite labels: energy in 8 frame\(s\) \(0, 1, 2",
+    ):
+        Trainer(model, bare[:8], bare[8:], TrainConfig(epochs=1), tmp_path / "run")

@@ -166,7 +166,7 @@ def run_stability_study(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_agents = max(1, min(n_replicas, cpus // threads_per_agent))
     chunks = [c.tolist() for c in np.array_split(np.arange(n_replicas), min(n_agents, n_replicas))]
-    _check_layout(out, {"models": [str(m) for m in models], "agents": chunks, "md": md})
+    chunks = _study_layout(out, {"models": [str(m) for m in models], "agents": chunks, "md": md})
     spec_kw = dict(
         md=md,
         checkpoint_every=checkpoint_every,
@@ -250,25 +250,37 @@ def _check_study_args(starts, n_replicas, n_agents, threads_per_agent) -> None:
 LAYOUT_FILE = "study_layout.json"
 
 
-def _check_layout(out: Path, layout: dict[str, Any]) -> None:
-    """Record the study's layout (models, the replicas of each agent, the MD protocol) in
-    ``out``, or, when a study was started there before, refuse another layout: its agents'
-    checkpoints hold other replicas, and a replica that never ran would be reported as
-    stable (a rerun with another ``--agents`` once did that)."""
+def _study_layout(out: Path, layout: dict[str, Any]) -> list[list[int]]:
+    """The agents' replica chunks of the study in ``out``: on its first run ``layout``'s
+    (recorded in :data:`LAYOUT_FILE`), on a rerun the recorded ones, whatever the agent
+    count asked for now (the default, one agent per CPU, differs between machines), so a
+    resumed study continues every agent's checkpoint and no replica is reported that never
+    ran. A rerun with other models, replicas or MD settings is refused."""
     path = out / LAYOUT_FILE
     layout = jsonable(layout, nan_as_null=False)
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != layout:
-            what = [k for k in layout if old.get(k) != layout.get(k)]
-            raise ValueError(
-                f"{out} holds a stability study with another {' and '.join(what)} "
-                f"(agents: {len(old.get('agents', []))} with replicas {old.get('agents')}; "
-                f"now {len(layout['agents'])} with {layout['agents']}); resume it with the "
-                "same models, --agents, --replicas and MD settings, or choose another --out"
-            )
-        return
-    write_json(path, layout, nan_as_null=False)
+    if not path.exists():
+        write_json(path, layout, nan_as_null=False)
+        return layout["agents"]
+    old = json.loads(path.read_text())
+    n_old = sum(len(c) for c in old.get("agents", []))
+    n_new = sum(len(c) for c in layout["agents"])
+    what = [k for k in ("models", "md") if old.get(k) != layout.get(k)]
+    if n_old != n_new:
+        what.append("number of replicas")
+    if what:
+        raise ValueError(
+            f"{out} holds a stability study with other {' and '.join(what)} "
+            f"(models {old.get('models')}, {n_old} replicas, md {old.get('md')}); resume it "
+            "with the same models, --replicas and MD settings, or choose another --out"
+        )
+    if old["agents"] != layout["agents"]:
+        log.info(
+            "resuming %s with its own split over %d agent(s), not the %d asked for now",
+            out,
+            len(old["agents"]),
+            len(layout["agents"]),
+        )
+    return old["agents"]
 
 
 def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:
