@@ -487,7 +487,7 @@ def test_a_study_resumed_with_other_settings_or_on_a_missing_gpu_is_refused(ray_
     md = {"steps": 20, "check_every": 10}
     layout = {"models": ["aspirin-painn"], "agents": [[0], [1]], "md": {**md, "steps": 40}}
     (tmp_path / LAYOUT_FILE).write_text(json.dumps(layout))
-    with pytest.raises(ValueError, match=r"holds a stability study with other md \(models"):
+    with pytest.raises(ValueError, match=r"holds a stability study with other md \(2 replicas, md"):
         run_stability_study(
             ["aspirin-painn"], [start], n_replicas=2, n_agents=1, out_dir=tmp_path, md=md
         )
@@ -650,3 +650,24 @@ def test_an_extxyz_without_energies_is_refused_before_training(tmp_path):
         match=r"^the training set has non-finite labels: energy in 8 frame\(s\) \(0, 1, 2",
     ):
         Trainer(model, bare[:8], bare[8:], TrainConfig(epochs=1), tmp_path / "run")
+
+
+def test_placement_does_not_make_another_stage_and_species_may_be_left_open(tmp_path):
+    """A finished stage rerun with only another thread count is read back, not retrained
+    (data-parallel ranks differ in their device); a model built without species saves,
+    loads and trains (its checkpoint once failed to load after training)."""
+    from dataclasses import replace
+
+    from ase_mlff.models import build_model, load_model, save_model
+    from ase_mlff.training.stage import run_stage
+
+    ds = load_dataset("aspirin")[np.arange(0, 100, 10)]
+    cfg = TrainConfig(epochs=1, batch_size=5)
+    model = build_model({"name": "painn", "hidden": 8, "n_interactions": 1})
+    assert model.config["species"] is None
+    _, first = run_stage("s", model, ds[:8], ds[8:], cfg, tmp_path / "s")
+    again_model = build_model({"name": "painn", "hidden": 8, "n_interactions": 1})
+    _, again = run_stage("s", again_model, ds[:8], ds[8:], replace(cfg, threads=2), tmp_path / "s")
+    assert again.history == first.history and again.epochs_run == 1
+    save_model(model, tmp_path / "open")
+    assert load_model(tmp_path / "open")[0].config["species"] is None

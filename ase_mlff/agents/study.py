@@ -255,32 +255,34 @@ def _study_layout(out: Path, layout: dict[str, Any]) -> list[list[int]]:
     (recorded in :data:`LAYOUT_FILE`), on a rerun the recorded ones, whatever the agent
     count asked for now (the default, one agent per CPU, differs between machines), so a
     resumed study continues every agent's checkpoint and no replica is reported that never
-    ran. A rerun with other models, replicas or MD settings is refused."""
+    ran. Models may be added or dropped (each has its own folder); a rerun with another
+    number of replicas or other MD settings is refused."""
     path = out / LAYOUT_FILE
     layout = jsonable(layout, nan_as_null=False)
-    if not path.exists():
-        write_json(path, layout, nan_as_null=False)
-        return layout["agents"]
-    old = json.loads(path.read_text())
-    n_old = sum(len(c) for c in old.get("agents", []))
-    n_new = sum(len(c) for c in layout["agents"])
-    what = [k for k in ("models", "md") if old.get(k) != layout.get(k)]
-    if n_old != n_new:
-        what.append("number of replicas")
-    if what:
-        raise ValueError(
-            f"{out} holds a stability study with other {' and '.join(what)} "
-            f"(models {old.get('models')}, {n_old} replicas, md {old.get('md')}); resume it "
-            "with the same models, --replicas and MD settings, or choose another --out"
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None:
+        n_old = sum(len(c) for c in old.get("agents", []))
+        n_new = sum(len(c) for c in layout["agents"])
+        what = (["md"] if old.get("md") != layout.get("md") else []) + (
+            ["number of replicas"] if n_old != n_new else []
         )
-    if old["agents"] != layout["agents"]:
-        log.info(
-            "resuming %s with its own split over %d agent(s), not the %d asked for now",
-            out,
-            len(old["agents"]),
-            len(layout["agents"]),
-        )
-    return old["agents"]
+        if what:
+            raise ValueError(
+                f"{out} holds a stability study with other {' and '.join(what)} "
+                f"({n_old} replicas, md {old.get('md')}); resume it with the same --replicas "
+                "and MD settings, or choose another --out"
+            )
+        if old["agents"] != layout["agents"]:
+            log.info(
+                "resuming %s with its own split over %d agent(s), not the %d asked for now",
+                out,
+                len(old["agents"]),
+                len(layout["agents"]),
+            )
+        layout["agents"] = old["agents"]
+    models = list(dict.fromkeys([*(old or {}).get("models", []), *layout["models"]]))
+    write_json(path, {**layout, "models": models}, nan_as_null=False)
+    return layout["agents"]
 
 
 def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:

@@ -26,7 +26,7 @@ def build_model(config: dict[str, Any]) -> Potential:
     name = config.pop("name", None)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    if "species" in config:
+    if config.get("species") is not None:  # None: a model not tied to elements yet
         config["species"] = species_numbers(config["species"])
     try:
         return MODELS[name](**config)

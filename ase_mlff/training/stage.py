@@ -45,6 +45,9 @@ from ase_mlff.utils import DTYPES, jsonable, write_json
 log = logging.getLogger(__name__)
 
 DONE_FILE = "stage_done.json"
+#: TrainConfig fields that say where a stage runs, not what it is: ignored when deciding
+#: whether a finished stage is the same
+PLACEMENT = frozenset({"device", "threads", "eval_batch_size"})
 #: held while a run writes into its folder (:func:`exclusive_run_dir`)
 LOCK_FILE = ".lock"
 #: the stage's TrainConfig in its stage file: a finished stage is skipped only for the same
@@ -252,10 +255,12 @@ def _run_stage(
 ) -> tuple[torch.nn.Module, StageResult]:
     done = out_dir / DONE_FILE
     dtype = DTYPES[cfg.dtype]
-    config = jsonable(cfg, nan_as_null=False)
+    # where a stage runs does not make it another stage (data-parallel ranks differ in it)
+    config = {k: v for k, v in jsonable(cfg, nan_as_null=False).items() if k not in PLACEMENT}
     if done.exists():
         info = json.loads(done.read_text())
         stored = info.pop(CONFIG_KEY, config)  # stage files written before it was stored
+        stored = {k: v for k, v in stored.items() if k not in PLACEMENT}
         if stored == config:
             result = StageResult.from_json(info, out_dir)
             trained, _ = load_model(result.best_dir, device=cfg.device, dtype=dtype)
