@@ -20,6 +20,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
+from ase_mlff.md.metadynamics import BiasedPotential, Metadynamics, check_metadynamics
 from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
 from ase_mlff.md.state import MDState, init_state
 from ase_mlff.md.storage import Frame, TrajectoryStore, as_frames, stored_frames
@@ -165,6 +166,7 @@ def run_md(
     traj_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
+    metadynamics: Metadynamics | None = None,
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -190,12 +192,19 @@ def run_md(
     has its own cell, recorded with each frame (``ReplicaResult.cell_t33``, ``atoms.cell``
     of the stored frames).
 
+    ``metadynamics``: a :class:`~ase_mlff.md.metadynamics.Metadynamics` bias acting in
+    every step (its hills deposited at the checks, kept in the checkpoint).
+
     Every parameter is checked first (the protocol when it is made,
     :func:`~ase_mlff.md.validation.validate_md_parameters`): a bad one raises
     ``ValueError`` naming it before the model is evaluated.
     """
     p = make_protocol(protocol, **protocol_fields)
     _check_run(p, model, images, dtype, traj_dir, checkpoint_every)
+    if metadynamics is not None:  # the bias force in every step; hills at the checks
+        check_metadynamics(metadynamics, p.check_every)
+        metadynamics.dt_fs = p.dt
+        model = BiasedPotential(model, metadynamics)
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
     state = init_state(
         model,
@@ -207,6 +216,8 @@ def run_md(
         device=device,
     )
     dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
+    if metadynamics is not None:
+        dets.append(metadynamics)
     step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
     settings = _settings(p, seed, dets)
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None

@@ -1,0 +1,213 @@
+"""Batched (well-tempered) metadynamics on the project's MD engine.
+
+    from ase_mlff.md.colvars import Dihedral
+    from ase_mlff.md.metadynamics import Metadynamics
+    metad = Metadynamics([Dihedral(4, 6, 8, 14)], sigma=[0.35], height=0.012, pace=500,
+                         bias_factor=6.0, temperature_K=300.0)
+    run = run_md(model, images, steps=200_000, integrator="langevin", metadynamics=metad)
+    s, f = metad.free_energy(grid)          # F(s), eV, from the sum of hills
+
+**Bias.** ``V(s) = Σ_k w_k exp(−Σ_d Δ_d(s, c_k)² / (2 σ_d²))`` over the hills deposited so
+far (Laio & Parrinello 2002), ``Δ_d`` wrapped into (−period/2, period/2] for periodic CVs
+(dihedrals). **Well-tempered** (Barducci, Bussi & Parrinello 2008): a hill deposited at
+``s`` has height ``w = w0 exp(−V(s) / (k_B ΔT))``, ``ΔT = T (γ − 1)``, ``γ`` the bias
+factor; the free energy is then ``F(s) = −γ/(γ − 1) V(s)`` (+ const.), and ``−V(s)`` for
+plain metadynamics (``bias_factor=None``). These are PLUMED's METAD conventions (HEIGHT,
+SIGMA, PACE, BIASFACTOR, TEMP).
+
+**Walkers.** ``shared=False`` (default): every replica is an independent walker with its
+own hills. ``shared=True``: multiple walkers (Raiteri et al. 2006) — one set of hills,
+every replica deposits into it and feels all of it.
+
+**In the MD step.** :func:`~ase_mlff.md.runner.run_md` wraps the model in
+:class:`BiasedPotential`, so the bias force −∂V/∂x comes from the same autograd pass as
+the model's forces, for every integrator, with the detectors on. Hills are deposited at
+the runner's checks every ``pace`` steps (``pace`` a multiple of ``check_every``), and
+the object rides on the detectors' per-replica bookkeeping: it is dropped with the
+replicas that stop and saved in the MD checkpoint, so a killed run resumes with its
+hills. :meth:`Metadynamics.write_hills` writes PLUMED's HILLS format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from torch import Tensor
+
+from ase_mlff.graph.batch import Batch
+from ase_mlff.md.colvars import CollectiveVariable
+from ase_mlff.md.detectors import Detector
+from ase_mlff.md.state import MDState
+
+
+class Metadynamics(Detector):
+    """The hills and the bias of a metadynamics run (module doc). A :class:`Detector`
+    that never flags: its per-replica hills follow the replicas and the MD checkpoint."""
+
+    name = "metadynamics"
+    accumulators = ("centers", "heights", "times", "n_deposits")
+
+    def __init__(
+        self,
+        cvs: Sequence[CollectiveVariable],
+        sigma: Sequence[float],
+        height: float,
+        pace: int,
+        temperature_K: float,
+        bias_factor: float | None = None,
+        shared: bool = False,
+    ) -> None:
+        self.cvs = list(cvs)
+        if not self.cvs or len(sigma) != len(self.cvs):
+            raise ValueError("Metadynamics needs CVs and one sigma per CV")
+        if min(sigma) <= 0 or not height > 0 or int(pace) < 1 or not temperature_K > 0:
+            raise ValueError("Metadynamics needs sigma > 0, height > 0, pace >= 1, T > 0")
+        if bias_factor is not None and not bias_factor > 1:
+            raise ValueError(f"the bias factor must be > 1 (None: plain), got {bias_factor}")
+        self.sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        self.height, self.pace, self.temperature_K = float(height), int(pace), temperature_K
+        self.bias_factor, self.shared = bias_factor, bool(shared)
+        self.period = torch.tensor(
+            [cv.period if cv.periodic else 0.0 for cv in self.cvs], dtype=torch.float64
+        )
+        self.per_system = () if self.shared else ("centers", "heights", "times")
+        self.centers: Tensor | None = None  # (W, K, D), W walkers (1 when shared)
+        self.heights: Tensor | None = None  # (W, K) eV
+        self.times: Tensor | None = None  # (W, K) fs
+        self.n_deposits = 0
+        self.dt_fs: float | None = None
+
+    # ------------------------------------------------------------ the bias
+    def values(self, batch: Batch) -> Tensor:
+        """(S, D) CV values of every replica."""
+        return torch.stack([cv(batch) for cv in self.cvs], dim=1)
+
+    def _delta(self, s: Tensor, c: Tensor) -> Tensor:
+        d = s - c
+        per = self.period.to(d)
+        wrapped = d - per * torch.round(d / torch.where(per > 0, per, torch.ones_like(per)))
+        return torch.where(per > 0, wrapped, d)
+
+    def bias(self, s_sd: Tensor) -> Tensor:
+        """(S,) V(s) of every replica (its own hills, or the shared ones), eV."""
+        if self.centers is None or self.centers.shape[1] == 0:
+            return torch.zeros(s_sd.shape[0], dtype=s_sd.dtype, device=s_sd.device)
+        c, w = self.centers.to(s_sd), self.heights.to(s_sd)
+        if self.shared:
+            c, w = c.expand(s_sd.shape[0], -1, -1), w.expand(s_sd.shape[0], -1)
+        d = self._delta(s_sd[:, None, :], c) / self.sigma.to(s_sd)
+        return (w * torch.exp(-0.5 * (d * d).sum(dim=2))).sum(dim=1)
+
+    def _start(self, n_walkers: int, d: int, dtype: torch.dtype, device) -> None:
+        w = 1 if self.shared else n_walkers
+        self.centers = torch.zeros(w, 0, d, dtype=dtype, device=device)
+        self.heights = torch.zeros(w, 0, dtype=dtype, device=device)
+        self.times = torch.zeros(w, 0, dtype=dtype, device=device)
+
+    def deposit(self, state: MDState) -> None:
+        """Add a hill at every replica's current CV values (well-tempered heights)."""
+        with torch.no_grad():
+            s = self.values(state.batch).double()
+            if self.centers is None:
+                self._start(len(s), s.shape[1], s.dtype, s.device)
+            w = torch.full((len(s),), self.height, dtype=s.dtype, device=s.device)
+            if self.bias_factor is not None:
+                kdt = units.kB * self.temperature_K * (self.bias_factor - 1.0)
+                w = w * torch.exp(-self.bias(s) / kdt)
+            t = torch.full_like(w, state.step * (self.dt_fs or 0.0))
+            if self.shared:  # one hill per walker, all into the common set
+                s, w, t = s[None], w[None], t[None]
+            else:
+                s, w, t = s[:, None], w[:, None], t[:, None]
+            self.centers = torch.cat([self.centers.to(s), s], dim=1)
+            self.heights = torch.cat([self.heights.to(w), w], dim=1)
+            self.times = torch.cat([self.times.to(t), t], dim=1)
+            self.n_deposits += 1
+
+    def __call__(self, state: MDState) -> Tensor:
+        """At a check: deposit when ``pace`` steps have passed; never flags a replica."""
+        if state.step > 0 and state.step % self.pace == 0:
+            self.deposit(state)
+        return torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
+
+    def load_state_dict(self, data: dict) -> None:
+        """Restore the hills saved in a checkpoint (their number grows, so no shape check)."""
+        for f in self.accumulators:
+            setattr(self, f, data[f])
+
+    # ------------------------------------------------------------ analysis
+    def free_energy(self, grid_gd: np.ndarray, walker: int = 0) -> np.ndarray:
+        """F on the CV points ``grid_gd`` (G, D) from the hills of ``walker`` (or the
+        shared set), eV, minimum 0: −γ/(γ−1) V well-tempered, −V plain."""
+        s = torch.as_tensor(np.asarray(grid_gd, dtype=np.float64).reshape(len(grid_gd), -1))
+        saved = (self.centers, self.heights)
+        k = 0 if self.shared else walker
+        self.centers, self.heights = self.centers[k : k + 1].cpu(), self.heights[k : k + 1].cpu()
+        shared, self.shared = self.shared, True
+        try:
+            v = self.bias(s).numpy()
+        finally:
+            self.centers, self.heights = saved
+            self.shared = shared
+        g = self.bias_factor
+        f = -v * (g / (g - 1.0) if g is not None else 1.0)
+        return f - f.min()
+
+    def write_hills(self, path: str | Path, walker: int = 0) -> Path:
+        """PLUMED's HILLS file of ``walker`` (or the shared set): time, centres, sigmas,
+        height (eV) and the bias factor, one hill per line."""
+        path = Path(path)
+        names = [f"{cv.name}{k}" for k, cv in enumerate(self.cvs)]
+        k = 0 if self.shared else walker
+        lines = [
+            "#! FIELDS time "
+            + " ".join(names)
+            + " "
+            + " ".join(f"sigma_{n}" for n in names)
+            + " height biasf",
+            "#! SET multivariate false",
+            "#! SET kerneltype stretched-gaussian",
+        ]
+        for n, cv in zip(names, self.cvs):
+            if cv.periodic:
+                lines += [f"#! SET min_{n} -pi", f"#! SET max_{n} pi"]
+        biasf = self.bias_factor if self.bias_factor is not None else 1.0
+        if self.centers is not None:
+            c, w, t = (x[k].cpu().numpy() for x in (self.centers, self.heights, self.times))
+            for tk, ck, wk in zip(t, c, w):
+                cells = [f"{tk:.6f}", *(f"{x:.8f}" for x in ck)]
+                cells += [f"{x:.8f}" for x in self.sigma.numpy()]
+                cells += [f"{wk:.10g}", f"{biasf:g}"]
+                lines.append(" ".join(cells))
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+class BiasedPotential(torch.nn.Module):
+    """``model`` plus the metadynamics bias V(s(x)): its forces include −∂V/∂x by
+    autograd, in whatever integrator runs it."""
+
+    def __init__(self, model: torch.nn.Module, metad: Metadynamics) -> None:
+        super().__init__()
+        self.model, self.metad = model, metad
+        self.cutoff = model.cutoff
+        self.config = getattr(model, "config", {})
+
+    def forward(self, batch: Batch) -> Tensor:
+        e = self.model(batch)
+        return e + self.metad.bias(self.metad.values(batch)).to(e.dtype)
+
+
+def check_metadynamics(metad: Metadynamics, check_every: int) -> None:
+    """The deposition stride must fall on the runner's checks."""
+    if metad.pace % check_every:
+        raise ValueError(
+            f"metadynamics pace {metad.pace} must be a multiple of check_every {check_every}"
+        )
+
+
+__all__ = ["BiasedPotential", "Metadynamics", "check_metadynamics"]
