@@ -157,6 +157,61 @@ class Metadynamics(Detector):
         f = -v * (g / (g - 1.0) if g is not None else 1.0)
         return f - f.min()
 
+    def _hills(self, walker: int) -> tuple[Tensor, Tensor, Tensor]:
+        k = 0 if self.shared else walker
+        return self.centers[k].cpu(), self.heights[k].cpu(), self.times[k].cpu()
+
+    def _bias_at(self, s_gd: Tensor, centers: Tensor, heights: Tensor) -> Tensor:
+        d = self._delta(s_gd[:, None, :], centers[None].to(s_gd)) / self.sigma.to(s_gd)
+        return torch.exp(-0.5 * (d * d).sum(dim=2)) @ heights.to(s_gd)
+
+    def c_of_t(self, grid_gd: np.ndarray, cell_volume: float, walker: int = 0) -> np.ndarray:
+        """Tiwary–Parrinello c(t) after each deposition (well-tempered), eV:
+        ``c = k_B T ln[∫ e^{γ V/((γ−1) k_B T)} ds / ∫ e^{V/((γ−1) k_B T)} ds]`` on the
+        CV points ``grid_gd`` (each of volume ``cell_volume``), V with the hills up to then."""
+        if self.bias_factor is None:
+            raise ValueError("c(t) reweighting is defined for well-tempered metadynamics")
+        g, kt = self.bias_factor, units.kB * self.temperature_K
+        c_k, w_k, _ = self._hills(walker)
+        s = torch.as_tensor(np.asarray(grid_gd, np.float64).reshape(len(grid_gd), -1))
+        d = self._delta(s[:, None, :], c_k[None]) / self.sigma
+        kernel = torch.exp(-0.5 * (d * d).sum(dim=2))  # (G, K)
+        v_gk = torch.cumsum(kernel * w_k[None], dim=1).numpy()  # V after hill k, per point
+        a = np.log(np.exp(g * v_gk / ((g - 1) * kt)).sum(0) * cell_volume)
+        b = np.log(np.exp(v_gk / ((g - 1) * kt)).sum(0) * cell_volume)
+        return kt * (a - b)
+
+    def reweighted_free_energy(
+        self,
+        s_fd: np.ndarray,
+        t_f: np.ndarray,
+        edges: Sequence[np.ndarray],
+        walker: int = 0,
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """F(s) from the visited CV values ``s_fd`` (frames × D) at times ``t_f`` (fs),
+        each weighted by ``exp((V(s, t) − c(t)) / k_B T)`` (Tiwary & Parrinello 2015), V and
+        c from the hills deposited up to that time; histogram on ``edges`` (one array of
+        bin edges per CV). Returns the bin centres and F (eV, minimum 0; +inf where no
+        frame fell)."""
+        kt = units.kB * self.temperature_K
+        c_k, w_k, t_k = self._hills(walker)
+        s = torch.as_tensor(np.asarray(s_fd, np.float64).reshape(len(s_fd), -1))
+        t = torch.as_tensor(np.asarray(t_f, np.float64))
+        d = self._delta(s[:, None, :], c_k[None]) / self.sigma
+        before = t_k[None, :] <= t[:, None] + 1e-9  # hills already there at t
+        v_f = (torch.exp(-0.5 * (d * d).sum(dim=2)) * w_k[None] * before).sum(1).numpy()
+        centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
+        mesh = np.stack(np.meshgrid(*centres, indexing="ij"), -1).reshape(-1, len(edges))
+        volume = float(np.prod([np.diff(e).mean() for e in edges]))
+        c_t = self.c_of_t(mesh, volume, walker)
+        n_before = before.sum(1).numpy()  # hills deposited up to each frame
+        c_f = np.where(n_before > 0, c_t[np.maximum(n_before - 1, 0)], 0.0)
+        logw = (v_f - c_f) / kt
+        hist, _ = np.histogramdd(s.numpy(), bins=list(edges), weights=np.exp(logw - logw.max()))
+        with np.errstate(divide="ignore"):
+            f = -kt * np.log(hist)
+        return centres, f - f[np.isfinite(f)].min()
+
     def write_hills(self, path: str | Path, walker: int = 0) -> Path:
         """PLUMED's HILLS file of ``walker`` (or the shared set): time, centres, sigmas,
         height (eV) and the bias factor, one hill per line."""
