@@ -26,21 +26,10 @@ from ase import Atoms, units
 from ase_mlff.md.colvars import Distance
 from ase_mlff.md.metadynamics import Metadynamics
 from ase_mlff.md.runner import run_md
-from ase_mlff.models.base import Potential
+from ase_mlff.models.analytic import PairDoubleWell
 
 R1, R2, A, T = 1.2, 1.8, 25.0, 300.0
 FIGURE = Path(__file__).resolve().parents[1] / "docs/figures/metadynamics/double_well.png"
-
-
-class DoubleWell(Potential):
-    def __init__(self):
-        super().__init__()
-        self.cutoff, self.config = 4.0, {"name": "double_well"}
-
-    def forward(self, batch):
-        ptr = torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s
-        r = (batch.pos_nc[ptr + 1] - batch.pos_nc[ptr]).norm(dim=1)
-        return A * ((r - R1) * (r - R2)) ** 2
 
 
 def run(steps: int, walkers: int, seed: int):
@@ -56,7 +45,7 @@ def run(steps: int, walkers: int, seed: int):
     images = [Atoms("C2", positions=[[0, 0, 0], [R1, 0, 0]]) for _ in range(walkers)]
     t0 = time.perf_counter()
     md = run_md(
-        DoubleWell(),
+        PairDoubleWell(A, R1, R2),
         images,
         steps=steps,
         dt=1.0,

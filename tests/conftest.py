@@ -72,3 +72,17 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+class CrashAfter(torch.nn.Module):
+    """Wraps a potential and raises after ``n`` calls: a worker killed mid-run."""
+
+    def __init__(self, model, n):
+        super().__init__()
+        self.model, self.n, self.cutoff = model, n, model.cutoff
+
+    def forward(self, batch):
+        self.n -= 1
+        if self.n < 0:
+            raise RuntimeError("worker killed")
+        return self.model(batch)

@@ -22,6 +22,7 @@ from ase_mlff.md.detectors import (
 )
 from ase_mlff.md.runner import run_md
 from ase_mlff.models.base import Potential, scatter_sum
+from tests.conftest import CrashAfter
 
 torch.set_num_threads(1)
 
@@ -389,20 +390,6 @@ def test_trajectories_stored_incrementally(tmp_path):
     assert frames[3].get_potential_energy() == pytest.approx(run.replicas[0].energy_t[3])
     ase.io.write(tmp_path / "r0.extxyz", frames)
     assert len(ase.io.read(tmp_path / "r0.extxyz", ":")) == len(frames)
-
-
-class CrashAfter(torch.nn.Module):
-    """Wraps a potential and raises after ``n`` calls: a worker killed mid-run."""
-
-    def __init__(self, model, n):
-        super().__init__()
-        self.model, self.n, self.cutoff = model, n, model.cutoff
-
-    def forward(self, batch):
-        self.n -= 1
-        if self.n < 0:
-            raise RuntimeError("worker killed")
-        return self.model(batch)
 
 
 def test_checkpoint_resume_is_exact_and_loses_no_frames(tmp_path):

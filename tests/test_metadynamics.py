@@ -11,28 +11,38 @@ from ase_mlff.graph import Batch
 from ase_mlff.md.colvars import Dihedral, Distance
 from ase_mlff.md.metadynamics import Metadynamics
 from ase_mlff.md.runner import run_md
-from ase_mlff.models.base import Potential
+from ase_mlff.models.analytic import PairDoubleWell
+from tests.conftest import CrashAfter
 
 torch.set_num_threads(1)
 
 R1, R2, A = 1.2, 1.8, 25.0  # two wells at 1.2 and 1.8 Å, barrier A (0.3 · 0.3)² = 0.2 eV
 
 
-class DoubleWell(Potential):
-    """U(r) = A ((r − R1)(r − R2))² between the two atoms of every replica."""
-
-    def __init__(self):
-        super().__init__()
-        self.cutoff, self.config = 4.0, {"name": "double_well"}
-
-    def forward(self, batch):
-        ptr = torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s
-        r = (batch.pos_nc[ptr + 1] - batch.pos_nc[ptr]).norm(dim=1)
-        return A * ((r - R1) * (r - R2)) ** 2
+def DoubleWell():  # noqa: N802 - reads as the potential it builds
+    return PairDoubleWell(A, R1, R2)
 
 
 def _dimers(n):
     return [Atoms("C2", positions=[[0, 0, 0], [R1, 0, 0]]) for _ in range(n)]
+
+
+def _shared_run(steps):
+    """16 walkers sharing their hills, Langevin 300 K, 1 fs: (metadynamics, MD run)."""
+    metad = _metad(shared=True)
+    run = run_md(
+        DoubleWell(),
+        _dimers(16),
+        steps=steps,
+        dt=1.0,
+        integrator="langevin",
+        temperature_K=300.0,
+        friction=0.01,
+        detectors=[],
+        metadynamics=metad,
+        seed=1,
+    )
+    return metad, run
 
 
 def _metad(**kw):
@@ -47,19 +57,7 @@ def test_well_tempered_free_energy_of_a_double_well_is_the_exact_one():
     barrier region included (about 8 k_B T high). Reading the hills as plain metadynamics
     (−V instead of −γ/(γ−1) V, γ = 4) is off by 2.7 k_B T at worst: the test can fail.
     Reweighting the frames gives the same F; the unweighted histogram does not."""
-    metad = _metad(shared=True)
-    run = run_md(
-        DoubleWell(),
-        _dimers(16),
-        steps=4000,
-        dt=1.0,
-        integrator="langevin",
-        temperature_K=300.0,
-        friction=0.01,
-        detectors=[],
-        metadynamics=metad,
-        seed=1,
-    )
+    metad, run = _shared_run(4000)
     assert metad.centers.shape == (1, 16 * 200, 1)  # a hill per walker every 20 steps
     kt = units.kB * 300.0
     r = np.linspace(1.05, 1.95, 37)
@@ -138,18 +136,6 @@ def test_independent_walkers_follow_their_replicas():
         m.deposit(state)
         m.select(torch.tensor([True, False, True]), state)
     assert own.centers.shape == (2, 1, 1) and shared.centers.shape == (1, 3, 1)
-
-
-class CrashAfter(torch.nn.Module):
-    def __init__(self, model, n):
-        super().__init__()
-        self.model, self.n, self.cutoff = model, n, model.cutoff
-
-    def forward(self, batch):
-        self.n -= 1
-        if self.n < 0:
-            raise RuntimeError("worker killed")
-        return self.model(batch)
 
 
 def test_hills_survive_a_killed_run_and_are_written_as_plumed_hills(tmp_path):
@@ -238,19 +224,7 @@ def test_free_energy_agrees_with_openmms_metadynamics():
     rms and 1.25 k_B T at worst over 1.05–1.95 Å (each has its own sampling error), and
     OpenMM's agrees with the exact F to 0.2 k_B T rms."""
     r, f_omm = openmm_double_well_free_energy(1_000_000)
-    metad = _metad(shared=True)
-    run_md(
-        DoubleWell(),
-        _dimers(16),
-        steps=4000,
-        dt=1.0,
-        integrator="langevin",
-        temperature_K=300.0,
-        friction=0.01,
-        detectors=[],
-        metadynamics=metad,
-        seed=1,
-    )
+    metad, _ = _shared_run(4000)
     kt = units.kB * 300.0
     sel = (r >= 1.05) & (r <= 1.95)
     ours = metad.free_energy(r[sel, None])
