@@ -144,6 +144,7 @@ def test_combinations_and_bad_definitions():
         (lambda: Angle(0, 1, 1), "Angle: the atoms must be different"),
         (lambda: Dihedral(0, 1, 2, -3), "atom indices must be >= 0"),
         (lambda: Coordination([0], [1], r0=0.0), "r0 must be > 0"),
+        (lambda: Coordination([3], [3], r0=1.0), "at least one pair of different atoms"),
         (lambda: Coordination([0], [1], r0=1.0, n=12, m=6), "0 < n < m"),
         (lambda: LinearCombination([d], [1.0, 2.0]), "one coefficient per CV"),
     ):

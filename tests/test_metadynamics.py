@@ -9,7 +9,7 @@ from ase import Atoms, units
 
 from ase_mlff.graph import Batch
 from ase_mlff.md.colvars import Dihedral, Distance
-from ase_mlff.md.metadynamics import Metadynamics
+from ase_mlff.md.metadynamics import BiasedPotential, Metadynamics
 from ase_mlff.md.runner import run_md
 from ase_mlff.models.analytic import PairDoubleWell
 from tests.conftest import CrashAfter
@@ -237,3 +237,29 @@ def test_free_energy_agrees_with_openmms_metadynamics():
     d = f_omm[sel] - exact
     d -= d.mean()
     assert np.sqrt(np.mean(d**2)) < 0.2 * kt
+
+
+def test_the_double_well_and_the_biased_potential_pass_the_shared_potential_checks():
+    """Forces = −∇E (finite differences), stress of a periodic cell by strain, invariance
+    under translation and rotation, batch = single, calculator = model: for the analytic
+    double well alone and with a metadynamics bias of two shared hills on its distance
+    (the bias force is part of the forces)."""
+    from tests.potential_checks import check_potential
+
+    free = [
+        Atoms("C2", positions=[[0, 0, 0], [1.45, 0.1, 0.05]]),
+        Atoms("CCH", positions=[[0, 0, 0], [0.2, 1.55, -0.1], [2.0, 0.3, 0.4]]),
+    ]
+    box = Atoms("C2", positions=[[0.2, 0.1, 5.7], [0.4, 0.3, 1.0]], pbc=True)
+    box.set_cell([[6.0, 0, 0], [1.0, 6.5, 0], [0.5, -0.8, 6.2]])  # the pair across the wall
+    check_potential(PairDoubleWell(A, R1, R2), free, [box], permutation=False)
+    d = box.get_distance(0, 1, mic=True)  # ASE's minimum image (4.7 Å without it)
+    assert d < 2.0 and PairDoubleWell(A, R1, R2)(
+        Batch.from_atoms([box], cutoff=4.0, dtype=torch.float64)
+    ).item() == pytest.approx(A * ((d - R1) * (d - R2)) ** 2, rel=1e-12)
+    metad = _metad(shared=True)
+    metad._start(1, 1, torch.float64, "cpu")
+    metad.centers = torch.tensor([[[1.45], [1.6]]], dtype=torch.float64)
+    metad.heights = torch.tensor([[0.02, 0.03]], dtype=torch.float64)
+    biased = BiasedPotential(PairDoubleWell(A, R1, R2), metad)
+    check_potential(biased, free, [box], permutation=False)

@@ -236,3 +236,24 @@ def edge_vectors(
         cell_e = cell.index_select(0, batch.system_n.index_select(0, i))
         vec = vec + torch.einsum("ec,ecd->ed", shift.to(pos.dtype), cell_e)
     return vec
+
+
+def replica_vectors(batch: Batch, a, b) -> Tensor:
+    """``x_b − x_a`` for atoms ``a`` and ``b`` (indices within a system) of every system of
+    the batch, the exact minimum image in periodic systems
+    (:func:`ase_mlff.graph.geometry.minimum_image_torch`); differentiable. Integers give
+    (S, 3); equal-length index sequences give (S, P, 3), all pairs at once."""
+    from ase_mlff.graph.geometry import minimum_image_torch
+
+    single = isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer))
+    dev = batch.pos_nc.device
+    a_p = torch.as_tensor(np.atleast_1d(a), dtype=torch.long, device=dev)
+    b_p = torch.as_tensor(np.atleast_1d(b), dtype=torch.long, device=dev)
+    ptr = (torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s)[:, None]
+    d = batch.pos_nc[ptr + b_p[None]] - batch.pos_nc[ptr + a_p[None]]  # (S, P, 3)
+    if batch.periodic:
+        s, p = d.shape[:2]
+        systems = torch.arange(s, device=dev).repeat_interleave(p)
+        d = minimum_image_torch(d.reshape(-1, 3), batch.cell_s33, batch.pbc_s3, systems)
+        d = d.reshape(s, p, 3)
+    return d[:, 0] if single else d

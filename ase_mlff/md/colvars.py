@@ -35,8 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ase_mlff.graph.batch import Batch
-from ase_mlff.graph.geometry import minimum_image_torch
+from ase_mlff.graph.batch import Batch, replica_vectors
 
 
 class CollectiveVariable:
@@ -77,16 +76,6 @@ def _atom_indices(atoms: Sequence[int], size: int, name: str) -> tuple[int, ...]
     return idx
 
 
-def _vectors(batch: Batch, a: int, b: int) -> Tensor:
-    """(S, 3) x_b − x_a of every replica, minimum image where periodic."""
-    ptr = torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s
-    d = batch.pos_nc[ptr + b] - batch.pos_nc[ptr + a]
-    if batch.periodic:
-        systems = torch.arange(batch.n_systems, device=d.device)
-        d = minimum_image_torch(d, batch.cell_s33, batch.pbc_s3, systems)
-    return d
-
-
 class Distance(CollectiveVariable):
     """``|x_j − x_i|``, Å."""
 
@@ -97,7 +86,7 @@ class Distance(CollectiveVariable):
 
     def __call__(self, batch: Batch) -> Tensor:
         self._check(batch)
-        return torch.linalg.vector_norm(_vectors(batch, *self.atoms), dim=1)
+        return torch.linalg.vector_norm(replica_vectors(batch, *self.atoms), dim=1)
 
 
 class Angle(CollectiveVariable):
@@ -111,7 +100,7 @@ class Angle(CollectiveVariable):
     def __call__(self, batch: Batch) -> Tensor:
         self._check(batch)
         i, j, k = self.atoms
-        u, v = _vectors(batch, j, i), _vectors(batch, j, k)
+        u, v = replica_vectors(batch, j, i), replica_vectors(batch, j, k)
         # atan2(|u × v|, u · v): accurate near 0 and π, where acos is not
         return torch.atan2(
             torch.linalg.vector_norm(torch.cross(u, v, dim=1), dim=1), (u * v).sum(1)
@@ -131,7 +120,11 @@ class Dihedral(CollectiveVariable):
     def __call__(self, batch: Batch) -> Tensor:
         self._check(batch)
         i, j, k, l = self.atoms  # noqa: E741
-        b1, b2, b3 = _vectors(batch, i, j), _vectors(batch, j, k), _vectors(batch, k, l)
+        b1, b2, b3 = (
+            replica_vectors(batch, i, j),
+            replica_vectors(batch, j, k),
+            replica_vectors(batch, k, l),
+        )
         n1, n2 = torch.cross(b1, b2, dim=1), torch.cross(b2, b3, dim=1)
         y = torch.linalg.vector_norm(b2, dim=1) * (b1 * n2).sum(1)
         return torch.atan2(y, (n1 * n2).sum(1))
@@ -163,8 +156,9 @@ class Coordination(CollectiveVariable):
         if not 0 < self.n < self.m:
             raise ValueError(f"Coordination needs 0 < n < m, got n={self.n}, m={self.m}")
         self.atoms = tuple(sorted(set(self.a + self.b)))
-        pairs = [(p, q) for p in self.a for q in self.b if p != q]
-        self._pairs = pairs
+        self._pairs = [(p, q) for p in self.a for q in self.b if p != q]
+        if not self._pairs:
+            raise ValueError("Coordination needs at least one pair of different atoms")
 
     def switch(self, r: Tensor) -> Tensor:
         """s(r), with its limit n/m at x = 1 and 1 below d0."""
@@ -178,10 +172,9 @@ class Coordination(CollectiveVariable):
 
     def __call__(self, batch: Batch) -> Tensor:
         self._check(batch)
-        total = torch.zeros(batch.n_systems, dtype=batch.pos_nc.dtype, device=batch.device)
-        for p, q in self._pairs:
-            total = total + self.switch(torch.linalg.vector_norm(_vectors(batch, p, q), dim=1))
-        return total
+        a, b = zip(*self._pairs)
+        r = torch.linalg.vector_norm(replica_vectors(batch, list(a), list(b)), dim=2)
+        return self.switch(r).sum(dim=1)
 
 
 class LinearCombination(CollectiveVariable):

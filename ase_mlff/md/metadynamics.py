@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import units
+from scipy.special import logsumexp
 from torch import Tensor
 
 from ase_mlff.graph.batch import Batch
@@ -96,9 +97,9 @@ class Metadynamics(Detector):
         """(S,) V(s) of every replica (its own hills, or the shared ones), eV."""
         if self.centers is None or self.centers.shape[1] == 0:
             return torch.zeros(s_sd.shape[0], dtype=s_sd.dtype, device=s_sd.device)
-        c, w = self.centers.to(s_sd), self.heights.to(s_sd)
         if self.shared:
-            c, w = c.expand(s_sd.shape[0], -1, -1), w.expand(s_sd.shape[0], -1)
+            return self._bias_at(s_sd, self.centers[0], self.heights[0])
+        c, w = self.centers.to(s_sd), self.heights.to(s_sd)
         d = self._delta(s_sd[:, None, :], c) / self.sigma.to(s_sd)
         return (w * torch.exp(-0.5 * (d * d).sum(dim=2))).sum(dim=1)
 
@@ -144,15 +145,8 @@ class Metadynamics(Detector):
         """F on the CV points ``grid_gd`` (G, D) from the hills of ``walker`` (or the
         shared set), eV, minimum 0: −γ/(γ−1) V well-tempered, −V plain."""
         s = torch.as_tensor(np.asarray(grid_gd, dtype=np.float64).reshape(len(grid_gd), -1))
-        saved = (self.centers, self.heights)
-        k = 0 if self.shared else walker
-        self.centers, self.heights = self.centers[k : k + 1].cpu(), self.heights[k : k + 1].cpu()
-        shared, self.shared = self.shared, True
-        try:
-            v = self.bias(s).numpy()
-        finally:
-            self.centers, self.heights = saved
-            self.shared = shared
+        centers, heights, _ = self._hills(walker)
+        v = self._bias_at(s, centers, heights).numpy()
         g = self.bias_factor
         f = -v * (g / (g - 1.0) if g is not None else 1.0)
         return f - f.min()
@@ -168,7 +162,8 @@ class Metadynamics(Detector):
     def c_of_t(self, grid_gd: np.ndarray, cell_volume: float, walker: int = 0) -> np.ndarray:
         """Tiwary–Parrinello c(t) after each deposition (well-tempered), eV:
         ``c = k_B T ln[∫ e^{γ V/((γ−1) k_B T)} ds / ∫ e^{V/((γ−1) k_B T)} ds]`` on the
-        CV points ``grid_gd`` (each of volume ``cell_volume``), V with the hills up to then."""
+        CV points ``grid_gd`` (equal cells of volume ``cell_volume``, which cancels), V
+        with the hills up to then; log-sum-exp, so large biases do not overflow."""
         if self.bias_factor is None:
             raise ValueError("c(t) reweighting is defined for well-tempered metadynamics")
         g, kt = self.bias_factor, units.kB * self.temperature_K
@@ -177,8 +172,8 @@ class Metadynamics(Detector):
         d = self._delta(s[:, None, :], c_k[None]) / self.sigma
         kernel = torch.exp(-0.5 * (d * d).sum(dim=2))  # (G, K)
         v_gk = torch.cumsum(kernel * w_k[None], dim=1).numpy()  # V after hill k, per point
-        a = np.log(np.exp(g * v_gk / ((g - 1) * kt)).sum(0) * cell_volume)
-        b = np.log(np.exp(v_gk / ((g - 1) * kt)).sum(0) * cell_volume)
+        a = logsumexp(g * v_gk / ((g - 1) * kt), axis=0)  # the cell volume cancels
+        b = logsumexp(v_gk / ((g - 1) * kt), axis=0)
         return kt * (a - b)
 
     def reweighted_free_energy(

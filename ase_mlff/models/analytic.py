@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ase_mlff.graph.batch import Batch
+from ase_mlff.graph.batch import Batch, replica_vectors
 from ase_mlff.models.base import Potential
 
 
 class PairDoubleWell(Potential):
-    """``U(r) = A ((r − r1)(r − r2))²`` (eV, Å) between the first two atoms of each system;
-    other atoms feel nothing."""
+    """``U(r) = A ((r − r1)(r − r2))²`` (eV, Å) between the first two atoms of each system
+    (their minimum-image distance in a periodic cell); other atoms feel nothing."""
 
     def __init__(self, a: float = 25.0, r1: float = 1.2, r2: float = 1.8, cutoff: float = 4.0):
         super().__init__()
@@ -28,8 +28,7 @@ class PairDoubleWell(Potential):
         self.config = {"name": "pair_double_well", "a": a, "r1": r1, "r2": r2, "cutoff": cutoff}
 
     def forward(self, batch: Batch) -> Tensor:
-        ptr = torch.cumsum(batch.n_atoms_s, 0) - batch.n_atoms_s
-        r = torch.linalg.vector_norm(batch.pos_nc[ptr + 1] - batch.pos_nc[ptr], dim=1)
+        r = torch.linalg.vector_norm(replica_vectors(batch, 0, 1), dim=1)  # minimum image
         return (self.a * ((r - self.r1) * (r - self.r2)) ** 2).double()
 
     def free_energy(self, r, temperature_K: float):
