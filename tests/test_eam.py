@@ -19,7 +19,7 @@ SPECIES = [1, 6, 8, 14, 29]
 
 
 def perturbed_model(species=SPECIES, seed=0, **kw) -> EAM:
-    """An EAM with random, asymmetric parameters (ρ_ab ≠ ρ_ba), in float64."""
+    """An EAM with random parameters (with ``densities="ordered"``: ρ_ab ≠ ρ_ba), float64."""
     torch.manual_seed(seed)
     m = EAM(species=species, **kw).double()
     with torch.no_grad():
@@ -39,8 +39,15 @@ def np_params(model):
 
 
 def np_switch(model, r):
-    x = np.clip((r - (model.cutoff - model.cutoff_width)) / model.cutoff_width, 0.0, 1.0)
-    return 0.5 * (np.cos(np.pi * x) + 1.0) * (r < model.cutoff)
+    """The authors' cutoff_function (MatDeepLearn_dev eam_interaction.py, from JuLIP)."""
+    rc, ro = model.cutoff, model.cutoff - model.cutoff_width
+    s = 1.0 - (r - ro) / (rc - ro)
+    return float(s >= 1.0) + float(0.0 < s < 1.0) * (6.0 * s**5 - 15.0 * s**4 + 10.0 * s**3)
+
+
+def np_morse(p, a, b, r):
+    """Binding Morse of the authors' code: D(1 − e^{−α(r − r_m)})² − D."""
+    return p["D"][a, b] * (1 - np.exp(-p["a"][a, b] * (r - p["r_e"][a, b]))) ** 2 - p["D"][a, b]
 
 
 def np_energy(model, atoms) -> float:
@@ -56,8 +63,7 @@ def np_energy(model, atoms) -> float:
             r = atoms.get_distance(i, j)
             fc = np_switch(model, r)
             rho += np.sum(p["A"][a, b] * np.exp(-p["beta"][a, b] * r)) * fc
-            v = p["D"][a, b] * (1 - np.exp(-p["a"][a, b] * (r - p["r_e"][a, b]))) ** 2
-            e += 0.5 * v * fc
+            e += 0.5 * np_morse(p, a, b, r) * fc
         e += p["B"][a] * (rho - p["rho0"][a]) ** 2 + p["e_atom"][a]
     return e
 
@@ -73,22 +79,63 @@ def test_initialisation_follows_paper():
     for k in ("D", "a", "A", "B", "rho0", "e_atom"):
         np.testing.assert_allclose(p[k], 1.0)
     np.testing.assert_allclose(p["beta"][0, 1], [1.0, 2.0, 3.0])
-    assert m.config["name"] == "eam"
+    np.testing.assert_allclose(p["A"], np.transpose(p["A"], (1, 0, 2)))  # unordered pairs
+    assert m.config["name"] == "eam" and m.config["densities"] == "unordered"
     assert EAM(**{k: v for k, v in m.config.items() if k != "name"}).config == m.config
+    # the authors' inner cutoff r_o = 0.66 r_c
+    assert m.cutoff_width == pytest.approx(0.34 * m.cutoff)
+    # n_a = 3 interaction types for two elements, as the paper's A, β ∈ R^{n_a × n_b}
+    assert tuple(m.raw_A.shape) == (3, 3)
+    assert tuple(EAM(species=[8, 14], n_density_terms=3, densities="ordered").raw_A.shape) == (
+        4,
+        3,
+    )
+    with pytest.raises(ValueError, match="densities"):
+        EAM(species=[8, 14], densities="both")
 
 
-def test_dimer_matches_hand_formula():
-    m = perturbed_model()
+@pytest.mark.parametrize("width", [None, 1.0, 6.0])
+def test_pair_term_binds_with_its_well_at_r_e(width):
+    """V f_c has its minimum −D at r_e and vanishes at r_c; the switch leaves it untouched
+    below r_c − width (paper 004 Fig. 2; the authors' D(1 − e^{−α(r − r_m)})² − D)."""
+    m = perturbed_model(species=[8, 14], cutoff_width=width)
+    p = np_params(m)
+    si, o = m.species.index(14), m.species.index(8)
+    r_e, depth = p["r_e"][si, o], p["D"][si, o]
+    r = torch.linspace(0.5, m.cutoff + 0.5, 20001, dtype=torch.float64)
+    full = torch.full_like(r, si, dtype=torch.long), torch.full_like(r, o, dtype=torch.long)
+    with torch.no_grad():
+        v = m.pair(r, *full).numpy()
+    rr = r.numpy()
+    morse = np.array([np_morse(p, si, o, x) for x in rr])
+    fc = np.array([np_switch(m, x) for x in rr])
+    np.testing.assert_allclose(v, morse * fc, atol=1e-12)
+    inner = rr <= m.cutoff - m.cutoff_width
+    np.testing.assert_allclose(v[inner], morse[inner], atol=1e-12)  # no switch inside r_o
+    assert np.all(v[rr >= m.cutoff] == 0.0)
+    if r_e < m.cutoff - m.cutoff_width:
+        k = int(np.argmin(v))
+        assert abs(rr[k] - r_e) < 2 * (rr[1] - rr[0])
+        assert v[k] == pytest.approx(-depth, rel=1e-6)
+        assert v[k] < 0
+
+
+@pytest.mark.parametrize("densities", ["unordered", "ordered"])
+def test_dimer_matches_hand_formula(densities):
+    m = perturbed_model(densities=densities)
     p = np_params(m)
     r = 1.7
     atoms = Atoms("SiO", positions=[[0, 0, 0], [r, 0.3, -0.2]])
     r = atoms.get_distance(0, 1)
     si, o = m.species.index(14), m.species.index(8)
     fc = np_switch(m, r)
-    v = p["D"][si, o] * (1 - np.exp(-p["a"][si, o] * (r - p["r_e"][si, o]))) ** 2 * fc
+    v = np_morse(p, si, o, r) * fc
     rho_si = np.sum(p["A"][si, o] * np.exp(-p["beta"][si, o] * r)) * fc
     rho_o = np.sum(p["A"][o, si] * np.exp(-p["beta"][o, si] * r)) * fc
-    assert abs(rho_si - rho_o) > 1e-3  # the ordered-pair densities really differ
+    if densities == "ordered":
+        assert abs(rho_si - rho_o) > 1e-3  # the ordered-pair densities really differ
+    else:
+        assert rho_si == rho_o
     expected = (
         v
         + p["B"][si] * (rho_si - p["rho0"][si]) ** 2
@@ -100,9 +147,9 @@ def test_dimer_matches_hand_formula():
     np.testing.assert_allclose(e[0], expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("width", [None, 1.5])
-def test_trimer_matches_hand_formula(width):
-    m = perturbed_model(cutoff_width=width)
+@pytest.mark.parametrize(("width", "densities"), [(None, "unordered"), (1.5, "ordered")])
+def test_trimer_matches_hand_formula(width, densities):
+    m = perturbed_model(cutoff_width=width, densities=densities)
     atoms = Atoms("SiOCu", positions=[[0, 0, 0], [1.6, 0.1, 0], [0.4, 2.2, 0.3]])
     e, _ = energy_forces(m, [atoms])
     np.testing.assert_allclose(e[0], np_energy(m, atoms), rtol=1e-12)
@@ -115,14 +162,17 @@ def test_trimer_matches_hand_formula(width):
 
 
 def test_smooth_at_cutoff():
+    """Value, slope and curvature of V f_c and ρ f_c vanish at r_c (C² quintic switch)."""
     m = perturbed_model()
-    r = torch.tensor([m.cutoff - 1e-4, m.cutoff], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([m.cutoff - 1e-3, m.cutoff], dtype=torch.float64, requires_grad=True)
     a, b = torch.tensor([3, 3]), torch.tensor([2, 2])
-    v, rho = m.pair(r, a, b), m.density(r, a, b)
-    (gv,) = torch.autograd.grad(v.sum(), r)
-    v, rho = v.detach(), rho.detach()
-    assert abs(float(v[0])) < 1e-6 and float(v[1]) == 0.0 and float(rho[1]) == 0.0
-    assert abs(float(gv[0])) < 1e-3
+    for fn in (m.pair, m.density):
+        y = fn(r, a, b)
+        (g,) = torch.autograd.grad(y.sum(), r, create_graph=True)
+        (c,) = torch.autograd.grad(g.sum(), r)
+        y, g = y.detach(), g.detach()
+        assert float(y[1]) == 0.0 and float(g[1]) == 0.0 and float(c[1]) == 0.0
+        assert abs(float(y[0])) < 1e-7 and abs(float(g[0])) < 1e-4 and abs(float(c[0])) < 0.1
 
 
 def test_unknown_element_raises():
@@ -159,36 +209,65 @@ def _export_structures():
     return [dimer, trimer, cell]
 
 
-@pytest.mark.parametrize(("fold", "width"), [(True, None), (False, 1.5)])
-def test_export_eam_fs_matches_matscipy(tmp_path, fold, width):
-    """matscipy reading the eam/fs file reproduces the model (E_atom folded into F or not)."""
+def _peer_calculators(path):
+    """matscipy's and ASE's EAM calculators reading the same eam/fs file."""
+    from ase.calculators.eam import EAM as AseEAM
+
     eam_mod = pytest.importorskip("matscipy.calculators.eam")
-    m = perturbed_model(species=[8, 14], seed=1, cutoff_width=width)
+    ase_path = path.with_suffix(".fs")  # ASE tells the format by the suffix
+    ase_path.write_text(path.read_text())
+    return {"matscipy": eam_mod.EAM(str(path), kind="eam/fs"), "ase": AseEAM(potential=str(ase_path))}
+
+
+@pytest.mark.parametrize(
+    ("fold", "width", "densities"),
+    [(True, None, "ordered"), (False, 1.5, "ordered"), (True, None, "unordered")],
+)
+def test_export_eam_fs_matches_matscipy_and_ase(tmp_path, fold, width, densities):
+    """matscipy and ASE reading the eam/fs file reproduce the model (E_atom folded into F
+    or not), per atom, on a dimer, a trimer and a rattled periodic cell."""
+    m = perturbed_model(species=[8, 14], seed=1, cutoff_width=width, densities=densities)
     path = write_eam_fs(
         m, tmp_path / "m.eam.fs", nrho=20000, nr=20000, atomic_energy_in_embedding=fold
     )
-    calc = eam_mod.EAM(str(path), kind="eam/fs")
     p = np_params(m)
-    # ρ_OSi ≠ ρ_SiO: a file with the density tables of the wrong element fails this test
-    assert np.abs(p["A"][0, 1] - p["A"][1, 0]).max() > 0.05
-    de, df = [], []
-    for atoms in _export_structures():
-        e_ref, f_ref = energy_forces(m, [atoms])
-        if not fold:
-            e_ref = e_ref - sum(p["e_atom"][m.species.index(z)] for z in atoms.numbers)
-        a = atoms.copy()
-        if not a.pbc.any():  # matscipy's neighbour list needs a cell, even without pbc
-            a.cell = [30.0, 30.0, 30.0]
-            a.center()
-        a.calc = calc
-        de.append(abs(a.get_potential_energy() - e_ref[0]))
-        df.append(np.abs(a.get_forces() - f_ref).max())
-    print(
-        f"eam/fs export (fold E_atom={fold}, width={width}): "
-        f"max|dE|={max(de):.2e} eV max|dF|={max(df):.2e} eV/A"
-    )
-    assert max(de) < 1e-4
-    assert max(df) < 1e-3
+    if densities == "ordered":  # a file with the density tables of the wrong element fails
+        assert np.abs(p["A"][0, 1] - p["A"][1, 0]).max() > 0.05
+    for name, calc in _peer_calculators(path).items():
+        de, df = [], []
+        for atoms in _export_structures():
+            e_ref, f_ref = energy_forces(m, [atoms])
+            if not fold:
+                e_ref = e_ref - sum(p["e_atom"][m.species.index(z)] for z in atoms.numbers)
+            a = atoms.copy()
+            if not a.pbc.any():  # matscipy's neighbour list needs a cell, even without pbc
+                a.cell = [30.0, 30.0, 30.0]
+                a.center()
+            a.calc = calc
+            de.append(abs(a.get_potential_energy() - e_ref[0]) / len(a))
+            df.append(np.abs(a.get_forces() - f_ref).max())
+        print(
+            f"eam/fs export vs {name} (fold E_atom={fold}, width={width}, {densities}): "
+            f"max|dE|/atom={max(de):.2e} eV max|dF|={max(df):.2e} eV/A"
+        )
+        assert max(de) < 1e-12, name  # measured 4e-15 eV/atom
+        assert max(df) < 1e-8, name  # measured 1.4e-10 eV/Å
+
+
+def test_old_eam_checkpoint_refused(tmp_path):
+    """A checkpoint of the old, non-binding EAM form is refused, not loaded as the new one."""
+    from ase_mlff.models import save_model
+    from ase_mlff.models.hybrid import HybridPotential
+    from ase_mlff.models.io import CheckpointError, load_model
+
+    old = EAM(species=[8, 14])
+    old.config = {k: v for k, v in old.config.items() if k not in ("pair_term", "densities")}
+    with pytest.raises(CheckpointError, match="old form"):
+        load_model(save_model(old, tmp_path / "old"))
+    hybrid = HybridPotential({"name": "schnet", "cutoff": 4.0, "hidden": 8, "n_interactions": 1}, old)
+    with pytest.raises(CheckpointError, match="old form"):
+        load_model(save_model(hybrid, tmp_path / "old_hybrid"))
+    load_model(save_model(EAM(species=[8, 14]), tmp_path / "new"))  # the new form loads
 
 
 def test_export_file_layout(tmp_path):

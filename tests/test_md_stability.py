@@ -14,6 +14,7 @@ from ase_mlff.graph import Batch
 from ase_mlff.md import init_state
 from ase_mlff.md.detectors import (
     AtomOverlap,
+    Detector,
     BondLengthDeviation,
     ExplodingForces,
     NonFinite,
@@ -459,3 +460,69 @@ def test_resume_keeps_the_windows_of_windowed_detectors(tmp_path):
     np.testing.assert_array_equal([r.t_inst_fs for r in run.replicas], t_ref)
     for a, b in zip(ref.replicas, run.replicas):
         np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-12)
+
+
+class Scripted(Detector):
+    """Flags replica r from step ``plan[r]`` on (follows replica ids through drops)."""
+
+    per_system = ("ids",)
+
+    def __init__(self, name, plan, ids, terminal=False, lag=0):
+        self.name, self.plan, self.terminal, self.onset_lag_checks = name, plan, terminal, lag
+        self.ids = torch.as_tensor(ids)
+
+    def __call__(self, state):
+        return torch.tensor([state.step >= self.plan.get(r, 10**9) for r in self.ids.tolist()])
+
+
+def _scripted(references, state):
+    ids = list(range(len(references)))
+    return [
+        Scripted("a", {0: 20, 1: 50}, ids),
+        Scripted("b", {0: 60}, ids, lag=2),
+        Scripted("t", {1: 70}, ids, terminal=True),
+    ]
+
+
+def test_every_criterion_judged_to_the_end_when_asked(tmp_path):
+    """stop_on_failure=False: a replica runs on after a failed check, each criterion's
+    first failure is recorded (onset with the detector's lag), only a terminal detector
+    stops it; the default stops at the first failure. Resume keeps the record."""
+    from ase_mlff.md.storage import read_summary
+
+    asp = _aspirin()
+    model = TemplateSprings([asp], [20.0])
+    images = [asp, asp.copy(), asp.copy()]
+    kw = dict(steps=100, dt=0.5, temperature_K=300, seed=3, check_every=5, record_every=5)
+    kw["detector_factory"] = _scripted
+    stop = run_md(model, images, **kw)
+    assert [r.fired_fs for r in stop.replicas] == [{"a": 10.0}, {"a": 25.0}, {}]
+    assert stop.replicas[0].times_fs.max() == 7.5  # the last passed check
+    judged = run_md(model, images, stop_on_failure=False, traj_dir=tmp_path / "ref", **kw)
+    r0, r1, r2 = judged.replicas
+    # "b" fires at step 60, dated two checks (10 steps) earlier
+    assert r0.fired_fs == {"a": 10.0, "b": 25.0} and (r0.reason, r0.t_inst_fs) == ("a", 10.0)
+    assert r0.times_fs.max() == 50.0 and len(r0.times_fs) == 21  # ran to the end
+    assert r1.fired_fs == {"a": 25.0, "t": 35.0} and r1.times_fs.max() == 32.5  # "t" stops it
+    assert r2.stable and r2.fired_fs == {}
+    np.testing.assert_allclose(r2.positions_tn3, stop.replicas[2].positions_tn3, atol=1e-12)
+    np.testing.assert_allclose(judged.t_inst(), [10.0, 25.0, 50.0])
+    summary = read_summary(tmp_path / "ref")["replicas"]
+    assert summary["0"]["fired_fs"] == {"a": 10.0, "b": 25.0} and summary["0"]["reason"] == "a"
+    # killed between the two failures of replica 0, resumed from the checkpoint
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_md(
+            CrashAfter(model, 50),
+            images,
+            stop_on_failure=False,
+            traj_dir=tmp_path / "run",
+            checkpoint_every=20,
+            **kw,
+        )
+    again = run_md(
+        model, images, stop_on_failure=False, traj_dir=tmp_path / "run", checkpoint_every=20, **kw
+    )
+    for a, b in zip(judged.replicas, again.replicas):
+        assert a.fired_fs == b.fired_fs
+        np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-12)
+    assert read_summary(tmp_path / "run")["replicas"] == summary

@@ -144,6 +144,11 @@ def test_count_unphysical():
 
     c = count_unphysical([None, "atom_overlap", "lindemann", "non_finite", None, "atom_overlap"])
     assert c == {"atom_overlap": 2, "lindemann": 1, "other": 1, "unphysical": 4, "n": 6}
+    # per criterion (paper 004 Table 1): a replica counts in every column that fired
+    per = count_unphysical(
+        [{}, {"atom_overlap": 10.0, "lindemann": 2000.0}, {"lindemann": 2000.0}, {"temperature": 4.0}]
+    )
+    assert per == {"atom_overlap": 1, "lindemann": 2, "other": 1, "unphysical": 3, "n": 4}
     results = {
         "variants": {
             "baseline": {
@@ -157,7 +162,7 @@ def test_count_unphysical():
         }
     }
     text = tables(results)
-    assert "| baseline | NVT | 2 | 1 | 1 | 2/6 |" in text
+    assert "| baseline | NVT | 2 | 1 | 1 | 4 | 2/6 |" in text
     assert "| baseline | 1.00 | 2.0 | 0.300 |" in text
 
 

@@ -332,7 +332,8 @@ def _follow(jobs: list, n_total: int, poll_s: float = 2.0) -> list[dict]:
 
 def read_t_inst(out_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a study's ``t_inst.csv`` (written by :func:`run_stability_study`) with
-    ``t_inst_fs`` as float (NaN for a replica that stayed stable) and ``stable`` as bool."""
+    ``t_inst_fs`` as float (NaN for a replica that stayed stable), ``stable`` as bool and
+    ``fired_fs`` as {criterion: onset fs} (empty in studies written before it existed)."""
     path = Path(out_dir) / "t_inst.csv"
     if not path.exists():
         raise FileNotFoundError(
@@ -345,6 +346,7 @@ def read_t_inst(out_dir: str | Path) -> list[dict[str, Any]]:
         t = r["t_inst_fs"]
         r["t_inst_fs"] = float(t) if t not in ("", "None") else float("nan")
         r["stable"] = r["stable"] in ("True", "true", "1")
+        r["fired_fs"] = json.loads(r.get("fired_fs") or "{}")
     return rows
 
 
@@ -383,8 +385,11 @@ def write_study_files(result: StudyResult, md: dict) -> None:
     out = result.out_dir
     with open(out / "t_inst.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(result.rows[0]))
-        w.writeheader()
-        w.writerows(result.rows)
+        w.writeheader()  # dicts (fired_fs) as JSON, read back by read_t_inst
+        w.writerows(
+            {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()}
+            for row in result.rows
+        )
     write_survival_csv(out / "survival.csv", result.km)
     write_logrank_csv(out / "logrank.csv", result.logrank)
     summary = {

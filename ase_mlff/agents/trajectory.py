@@ -140,6 +140,7 @@ class TrajectoryAgent:
                     "reason": r.reason,
                     "stable": r.stable,
                     "frames": len(r.times_fs),
+                    "fired_fs": dict(getattr(r, "fired_fs", {})),  # criterion: onset fs
                 }
                 for r in run.replicas
             ],

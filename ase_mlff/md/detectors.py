@@ -48,6 +48,13 @@ class Detector:
     generic (:meth:`select`, :meth:`state_dict`, :meth:`load_state_dict`)."""
 
     name = "detector"
+    #: a flagged replica cannot go on (non-finite values, runaway forces or temperature):
+    #: it stops even in a run that judges every criterion to the end
+    #: (``run_md(stop_on_failure=False)``)
+    terminal = False
+    #: checks by which the judged onset precedes the check that flags it (a window judged
+    #: at its end dates the failure at the window's start, paper 003 Eq. 8)
+    onset_lag_checks = 0
     #: attributes indexed by replica, kept in step with the replicas that remain
     per_system: tuple[str, ...] = ()
     #: attributes a windowed detector accumulates; saved in the MD checkpoint
@@ -87,6 +94,7 @@ class Detector:
 
 class NonFinite(Detector):
     name = "non_finite"
+    terminal = True
 
     def __call__(self, state: MDState) -> Tensor:
         b = state.batch
@@ -100,6 +108,7 @@ class NonFinite(Detector):
 
 class ExplodingForces(Detector):
     name = "exploding_forces"
+    terminal = True
 
     def __init__(self, max_force: float = 100.0) -> None:
         self.max_force = max_force
@@ -111,6 +120,7 @@ class ExplodingForces(Detector):
 
 class TemperatureBounds(Detector):
     name = "temperature"
+    terminal = True
 
     def __init__(self, low_K: float = 0.1, high_K: float = 1e5) -> None:
         self.low, self.high = low_K, high_K

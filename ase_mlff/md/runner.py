@@ -39,12 +39,15 @@ def _save_checkpoint(
     stopped: dict,
     settings: dict,
     dets: Sequence[Detector] = (),
+    fired: dict | None = None,
 ) -> None:
+    fired = fired or {}
     data = {
         "settings": settings,
         "step": state.step,
         "active": active,
         "stopped": {str(r): [t, why] for r, (t, why) in stopped.items()},
+        "fired": {str(r): [[name, t] for name, t in f.items()] for r, f in fired.items()},
         # windowed detectors (Lindemann, RDF) carry their accumulators across a resume
         "detectors": [d.state_dict() for d in dets],
     }
@@ -63,8 +66,9 @@ def _save_checkpoint(
 
 def _load_checkpoint(
     path: Path, state0: MDState, ids: list[int], settings: dict, dets: list, model: torch.nn.Module
-) -> tuple[MDState, list[int], dict]:
-    """Rebuild the saved state from the deterministic start state ``state0``."""
+) -> tuple[MDState, list[int], dict, dict]:
+    """Rebuild the saved state from the deterministic start state ``state0``; returns it,
+    the active replicas, the stopped ones and every replica's fired criteria."""
     data = torch.load(path, weights_only=True)
     if data["settings"] != settings:
         raise ValueError(
@@ -72,8 +76,11 @@ def _load_checkpoint(
             "remove it or use another traj_dir"
         )
     stopped = {int(r): (float(t), str(why)) for r, (t, why) in data["stopped"].items()}
+    fired = {int(r): {str(n): float(t) for n, t in f} for r, f in data.get("fired", {}).items()}
+    for r, (t, why) in stopped.items():  # checkpoints written before "fired" existed
+        fired.setdefault(r, {why: t})
     if not data["active"]:
-        return replace(state0, step=int(data["step"])), [], stopped
+        return replace(state0, step=int(data["step"])), [], stopped, fired
     keep = torch.tensor([r in data["active"] for r in ids], device=state0.batch.device)
     for det in dets:
         det.select(keep, state0)
@@ -95,13 +102,13 @@ def _load_checkpoint(
         step=int(data["step"]),
         thermostat={k: v.to(dev) for k, v in data["thermostat"].items()},
     )
-    return state, list(data["active"]), stopped
+    return state, list(data["active"]), stopped, fired
 
 
 @dataclass
 class ReplicaResult:
     replica_id: int
-    t_inst_fs: float  # time of the first failed check; nan when it stayed stable
+    t_inst_fs: float  # onset of the first failed check; nan when it stayed stable
     reason: str | None
     times_fs: np.ndarray  # (T,)
     positions_tn3: np.ndarray  # (T, n, 3) Å, the stable part
@@ -109,6 +116,9 @@ class ReplicaResult:
     temperature_t: np.ndarray  # (T,) K
     max_force_t: np.ndarray  # (T,) largest per-atom force norm, eV/Å
     cell_t33: np.ndarray | None = None  # (T, 3, 3) Å, each frame's cell (NPT changes it)
+    #: each criterion that failed, with the onset of its first failure (fs), in firing
+    #: order; with ``stop_on_failure=False`` every criterion is judged to the end
+    fired_fs: dict[str, float] = field(default_factory=dict)
 
     @property
     def stable(self) -> bool:
@@ -121,6 +131,7 @@ class ReplicaResult:
         t_inst_fs: float,
         reason: str | None,
         frames: Sequence[Frame | tuple],
+        fired_fs: dict[str, float] | None = None,
     ) -> ReplicaResult:
         """From :class:`~ase_mlff.md.storage.Frame` records (or tuples in its field order);
         ``cell_t33`` when every frame has a cell."""
@@ -136,6 +147,7 @@ class ReplicaResult:
             temperature_t=np.array([f.temperature_K for f in frames]),
             max_force_t=np.array([f.max_force for f in frames]),
             cell_t33=np.array(cells) if frames and all(c is not None for c in cells) else None,
+            fired_fs=dict(fired_fs or ({} if reason is None else {reason: t_inst_fs})),
         )
 
 
@@ -167,6 +179,7 @@ def run_md(
     checkpoint_every: int | None = None,
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
     metadynamics: Metadynamics | None = None,
+    stop_on_failure: bool = True,
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -195,6 +208,13 @@ def run_md(
     ``metadynamics``: a :class:`~ase_mlff.md.metadynamics.Metadynamics` bias acting in
     every step (its hills deposited at the checks, kept in the checkpoint).
 
+    ``stop_on_failure=False`` judges every criterion on its own (paper 004 Table 1 counts
+    overlap and Lindemann separately): a replica runs on after a failed check and
+    ``ReplicaResult.fired_fs`` records when each criterion first failed; only a
+    ``terminal`` detector (non-finite values, runaway forces or temperature) stops it.
+    ``t_inst_fs``/``reason`` are the first failure either way; in this mode the stored
+    frames go on past it.
+
     Every parameter is checked first (the protocol when it is made,
     :func:`~ase_mlff.md.validation.validate_md_parameters`): a bad one raises
     ``ValueError`` naming it before the model is evaluated.
@@ -219,14 +239,16 @@ def run_md(
     if metadynamics is not None:
         dets.append(metadynamics)
     step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
-    settings = _settings(p, seed, dets)
+    settings = _settings(p, seed, dets, stop_on_failure)
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
     resuming = bool(checkpoint_every and ckpt and ckpt.exists())
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
-    book = _Replicas(ids, p.dt, store)
+    book = _Replicas(ids, p.dt, store, p.check_every, stop_on_failure)
     if resuming:
-        state, book.active, book.stopped = _load_checkpoint(ckpt, state, ids, settings, dets, model)
-        store.truncate(state.step * p.dt, book.stopped)  # frames written after the checkpoint go
+        state, book.active, book.stopped, book.fired = _load_checkpoint(
+            ckpt, state, ids, settings, dets, model
+        )
+        store.truncate(state.step * p.dt, book.fired)  # frames written after the checkpoint go
         book.frames = {r: stored_frames(traj_dir, r) for r in ids}
     else:
         book.record(state)
@@ -239,16 +261,18 @@ def run_md(
         if state.step % p.check_every == 0 or state.step == p.steps:
             state = book.check(state, dets)
             if checkpoint_every and (state.step % checkpoint_every == 0 or not book.active):
-                _save_checkpoint(ckpt, state, book.active, book.stopped, settings, dets)
+                book.save(ckpt, state, settings, dets)
     if checkpoint_every and book.active:  # a rerun returns at once
-        _save_checkpoint(ckpt, state, book.active, book.stopped, settings, dets)
+        book.save(ckpt, state, settings, dets)
     bar.close()
     if store:
         store.close()
     results = []
     for r in ids:
-        t_inst, reason = book.stopped.get(r, (float("nan"), None))
-        results.append(ReplicaResult.from_frames(r, t_inst, reason, book.frames[r]))
+        fired = book.fired.get(r, {})
+        reason = next(iter(fired), None)
+        t_inst = fired[reason] if reason else float("nan")
+        results.append(ReplicaResult.from_frames(r, t_inst, reason, book.frames[r], fired))
     return MDRun(replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings)
 
 
@@ -277,7 +301,9 @@ def _check_run(
         )
 
 
-def _settings(p: MDProtocol, seed: int, dets: Sequence[Detector]) -> dict[str, Any]:
+def _settings(
+    p: MDProtocol, seed: int, dets: Sequence[Detector], stop_on_failure: bool = True
+) -> dict[str, Any]:
     """What a run was made with: recorded with its frames, compared on resume."""
     settings = {
         "integrator": p.integrator,
@@ -291,6 +317,8 @@ def _settings(p: MDProtocol, seed: int, dets: Sequence[Detector]) -> dict[str, A
         "tdamp": p.tdamp,
         "detectors": [d.name for d in dets],
     }
+    if not stop_on_failure:  # older runs (always stopping) keep their settings
+        settings["stop_on_failure"] = False
     if p.integrator_spec.periodic_only:  # the barostat's constants (older checkpoints: same)
         settings.update(
             {k: getattr(p, k) for k in p.integrator_spec.params if k != "temperature_K"}
@@ -300,16 +328,30 @@ def _settings(p: MDProtocol, seed: int, dets: Sequence[Detector]) -> dict[str, A
 
 class _Replicas:
     """The bookkeeping of :func:`run_md` per replica id: the ``active`` replicas (in batch
-    order), their recorded frames ``pending`` until the next passed check, the stable
-    ``frames``, and ``stopped`` = {id: (t_inst fs, reason)}; frames that pass a check go
-    to the trajectory ``store`` too."""
+    order), their recorded frames ``pending`` until the next passed check, the kept
+    ``frames``, ``fired`` = {id: {criterion: onset fs}} and ``stopped`` = {id: (t fs,
+    reason)} of the replicas taken out of the batch; kept frames go to the trajectory
+    ``store`` too. ``stop_on_failure``: a failed check stops the replica (else only a
+    terminal detector does, and the others are judged to the end)."""
 
-    def __init__(self, ids: list[int], dt: float, store: TrajectoryStore | None) -> None:
-        self.dt, self.store = dt, store
+    def __init__(
+        self,
+        ids: list[int],
+        dt: float,
+        store: TrajectoryStore | None,
+        check_every: int = 1,
+        stop_on_failure: bool = True,
+    ) -> None:
+        self.dt, self.store, self.check_every = dt, store, check_every
+        self.stop_on_failure = stop_on_failure
         self.active = list(ids)
         self.frames: dict[int, list] = {r: [] for r in ids}
         self.pending: dict[int, list] = {r: [] for r in ids}
         self.stopped: dict[int, tuple[float, str]] = {}
+        self.fired: dict[int, dict[str, float]] = {}
+
+    def save(self, path: Path, state: MDState, settings: dict, dets: Sequence[Detector]) -> None:
+        _save_checkpoint(path, state, self.active, self.stopped, settings, dets, self.fired)
 
     def record(self, st: MDState) -> None:
         """Append the current frame of every active replica to its pending frames."""
@@ -335,24 +377,39 @@ class _Replicas:
                 )
             )
 
-    def check(self, state: MDState, dets: Sequence[Detector]) -> MDState:
-        """Run the detectors (the first that flags a replica names the reason); a flagged
-        replica stops and loses its pending frames, the others keep theirs. Returns the
-        state without the stopped replicas (the detectors drop them too)."""
-        bad_s = torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
+    def _judge(self, state: MDState, dets: Sequence[Detector]) -> tuple[Tensor, list[str]]:
+        """Run every detector; note each criterion's first failure per replica. Returns
+        which replicas stop and, for those, the first detector that stops them."""
+        stop_s = torch.zeros(state.batch.n_systems, dtype=torch.bool, device=state.batch.device)
         reasons = [""] * len(self.active)
         for det in dets:
-            flag = det(state) & ~bad_s
+            flag = det(state)
+            lag = getattr(det, "onset_lag_checks", 0)  # duck-typed detectors: no lag
+            onset = (state.step - lag * self.check_every) * self.dt
             for k in torch.nonzero(flag).flatten().tolist():
-                reasons[k] = det.name
-            bad_s |= flag
+                mine = self.fired.setdefault(self.active[k], {})
+                if det.name not in mine:
+                    mine[det.name] = onset
+                    if self.store:
+                        self.store.mark_fired(self.active[k], mine)
+            terminal = getattr(det, "terminal", False)
+            stops = flag & ~stop_s if self.stop_on_failure or terminal else None
+            if stops is not None:
+                for k in torch.nonzero(stops).flatten().tolist():
+                    reasons[k] = det.name
+                stop_s |= stops
+        return stop_s, reasons
+
+    def check(self, state: MDState, dets: Sequence[Detector]) -> MDState:
+        """Run the detectors (the first that flags a replica names the reason); a replica
+        that stops loses its pending frames, the others keep theirs. Returns the state
+        without the stopped replicas (the detectors drop them too)."""
+        bad_s, reasons = self._judge(state, dets)
         t = state.step * self.dt
         for k, r in enumerate(self.active):
             if bad_s[k]:
                 self.stopped[r] = (t, reasons[k])
                 self.pending[r] = []  # frames after the last passed check are not stable
-                if self.store:
-                    self.store.mark_stopped(r, t, reasons[k])
             else:
                 self.frames[r].extend(self.pending[r])
                 if self.store:

@@ -89,8 +89,9 @@ class TrajectoryStore:
                 traj.write(atoms)
         self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
 
-    def truncate(self, t_max_fs: float, stopped: dict[int, tuple[float, str]]) -> None:
-        """Back to a checkpoint: drop frames after ``t_max_fs`` and stops not in ``stopped``."""
+    def truncate(self, t_max_fs: float, fired: dict[int, dict[str, float]]) -> None:
+        """Back to a checkpoint: drop frames after ``t_max_fs`` and failures not in
+        ``fired`` ({replica: {criterion: onset fs}}, as :meth:`mark_fired`)."""
         from ase.io.trajectory import Trajectory
 
         for key, info in self.summary["replicas"].items():
@@ -103,13 +104,25 @@ class TrajectoryStore:
                         traj.write(a)
                 path.with_suffix(".tmp").replace(path)
                 info["frames"] = len(kept)
-            t_inst, reason = stopped.get(r, (None, None))
-            info.update(t_inst_fs=t_inst, reason=reason)
+            info.pop("fired_fs", None)
+            info.update(t_inst_fs=None, reason=None)
+            if fired.get(r):
+                self._set_fired(info, fired[r])
         self._write_summary()
 
     def mark_stopped(self, replica_id: int, t_inst_fs: float, reason: str) -> None:
-        self.summary["replicas"][str(replica_id)].update(t_inst_fs=t_inst_fs, reason=reason)
+        self.mark_fired(replica_id, {reason: t_inst_fs})
         self._write_summary()
+
+    def mark_fired(self, replica_id: int, fired_fs: dict[str, float]) -> None:
+        """Record a replica's failed criteria ({criterion: onset fs}, in firing order): its
+        t_inst and reason are the first."""
+        self._set_fired(self.summary["replicas"][str(replica_id)], fired_fs)
+
+    @staticmethod
+    def _set_fired(info: dict, fired_fs: dict[str, float]) -> None:
+        reason = next(iter(fired_fs))
+        info.update(t_inst_fs=fired_fs[reason], reason=reason, fired_fs=dict(fired_fs))
 
     def flush(self) -> None:
         """Write the summary (frame counts, stops) so readers see the run's progress."""

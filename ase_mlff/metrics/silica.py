@@ -2,7 +2,7 @@
 relaxed polymorphs' NVT runs against the reference MD, force angles (Fig. B.1) and the
 Markdown tables of a study's results.
 
-    counts = count_unphysical(reasons)               # Table 1, one ensemble, one model
+    counts = count_unphysical(fired)                 # Table 1, one ensemble, one model
     r, g = polymorph_rdfs(reference_frames(md_ref, names), r_max=5.0, n_bins=100)
     angles = force_angle_sets({"hybrid": hybrid, "baseline": mlip}, fitted_eam, test)
     print(tables(results))
@@ -31,17 +31,20 @@ PAIR_NAMES = ["Si–O", "O–O", "Si–Si"]
 _NAMED_REASONS = ("atom_overlap", "lindemann")
 
 
-def count_unphysical(reasons: list[str | None]) -> dict[str, int]:
-    """Table 1's columns from the stop reasons of the replicas (None: ran to the end)."""
-    overlap = sum(r == "atom_overlap" for r in reasons)
-    lindemann = sum(r == "lindemann" for r in reasons)
-    other = sum(r is not None and r not in _NAMED_REASONS for r in reasons)
+def count_unphysical(fired: list[dict[str, float] | str | None]) -> dict[str, int]:
+    """Table 1's columns for one model and ensemble, each criterion counted on its own as
+    paper 004 does: ``fired`` holds per replica its failed criteria ({criterion: onset fs},
+    ``ReplicaResult.fired_fs`` of a run with ``stop_on_failure=False``), or just its stop
+    reason (None: ran to the end). Columns: trajectories in which atom overlap, the
+    Lindemann criterion and any other check fired; ``unphysical``: in which any fired
+    (so a replica can count in several criterion columns, once in ``unphysical``)."""
+    sets = [set() if f is None else {f} if isinstance(f, str) else set(f) for f in fired]
     return {
-        "atom_overlap": overlap,
-        "lindemann": lindemann,
-        "other": other,
-        "unphysical": overlap + lindemann + other,
-        "n": len(reasons),
+        "atom_overlap": sum("atom_overlap" in f for f in sets),
+        "lindemann": sum("lindemann" in f for f in sets),
+        "other": sum(bool(f - set(_NAMED_REASONS)) for f in sets),
+        "unphysical": sum(bool(f) for f in sets),
+        "n": len(sets),
     }
 
 
@@ -107,23 +110,25 @@ def force_angle_sets(models: dict[str, Any], eam, test: Dataset) -> dict[str, np
 
 
 def unphysical_figure(table: dict[str, dict[str, dict[str, int]]]):
-    """Bars of Table 1: overlap / Lindemann / other per variant, one panel per ensemble;
-    ``table``: variant -> ensemble -> :func:`count_unphysical`."""
+    """Bars of Table 1: overlap / Lindemann / other / any per variant, side by side (each
+    criterion counted on its own), one panel per ensemble; ``table``: variant -> ensemble
+    -> :func:`count_unphysical`."""
     plt = _plt()
     ensembles = sorted({e for v in table.values() for e in v})
     fig, axes = plt.subplots(1, len(ensembles), figsize=(5.0 * len(ensembles), 3.4), squeeze=False)
     names = list(table)
     x = np.arange(len(names))
+    columns = (
+        ("atom_overlap", "atom overlap"),
+        ("lindemann", "Lindemann"),
+        ("other", "other"),
+        ("unphysical", "any"),
+    )
+    width = 0.8 / len(columns)
     for ax, ens in zip(axes[0], ensembles):
-        bottom = np.zeros(len(names))
-        for key, label in (
-            ("atom_overlap", "atom overlap"),
-            ("lindemann", "Lindemann"),
-            ("other", "other"),
-        ):
+        for k, (key, label) in enumerate(columns):
             h = np.array([table[n].get(ens, {}).get(key, 0) for n in names], dtype=float)
-            ax.bar(x, h, bottom=bottom, label=label)
-            bottom += h
+            ax.bar(x + (k - (len(columns) - 1) / 2) * width, h, width, label=label)
         n = max((table[v].get(ens, {}).get("n", 0) for v in names), default=0)
         ax.set(title=f"{ens}: unphysical trajectories (of {n})", ylabel="trajectories")
         ax.set_xticks(x, names, rotation=15)
@@ -135,16 +140,17 @@ def unphysical_figure(table: dict[str, dict[str, dict[str, int]]]):
 
 def _unphysical_table(results: dict[str, Any]) -> list[str]:
     lines = [
-        "**Table 1** — trajectories flagged (of the replicas started from test structures)",
+        "**Table 1** — trajectories flagged (of the replicas started from test structures), "
+        "each criterion counted on its own; a trajectory can count in several columns",
         "",
-        "| setup | ensemble | atom overlap | Lindemann | other | stable |",
-        "|---|---|---|---|---|---|",
+        "| setup | ensemble | atom overlap | Lindemann | other | any | stable |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
         for ens, c in v.get("md", {}).items():
             lines.append(
                 f"| {name} | {ens} | {c['atom_overlap']} | {c['lindemann']} | {c['other']} | "
-                f"{c['n'] - c['unphysical']}/{c['n']} |"
+                f"{c['unphysical']} | {c['n'] - c['unphysical']}/{c['n']} |"
             )
     return lines
 

@@ -1,4 +1,4 @@
-"""A learnable embedded-atom (EAM, Finnis-Sinclair flavour) potential, paper 004 §2.2.2.
+"""A learnable embedded-atom (EAM) potential, paper 004 §2.2.2.
 
 Energy of a system (paper 004, Eq. 1, with the sums written per atom)::
 
@@ -7,19 +7,29 @@ Energy of a system (paper 004, Eq. 1, with the sums written per atom)::
     ρ_i        = Σ_{j≠i} ρ_{a_i a_j}(r_ij) f_c(r_ij)
     ρ_ab(r)    = Σ_k A_abk exp(-β_abk r)                     (Eq. 2, K = n_density_terms)
     F_a(ρ)     = B_a (ρ - ρ0_a)²                              (Eq. 2, quadratic embedding)
-    V_ab(r)    = D_ab (1 - exp(-a_ab (r - re_ab)))²           (Eq. 3, Morse)
+    V_ab(r)    = D_ab [(1 - exp(-a_ab (r - re_ab)))² - 1]     (Eq. 3, binding Morse)
 
-``a_i`` is the element of atom i. Morse parameters belong to the unordered element pair
-(V_ab = V_ba); density parameters to the ordered pair (centre a, neighbour b), so the
-density an atom feels depends on both elements, as in LAMMPS ``eam/fs`` (Finnis-Sinclair).
-``E_atom`` is a learnable per-element reference energy (paper 004, end of §2.2.2).
+``a_i`` is the element of atom i.
 
-Cutoff: ``f_c`` multiplies both the pair and the density terms. It is the cosine switch
-of :class:`ase_mlff.models.base.CosineCutoff` on the last ``cutoff_width`` Å before
-``cutoff`` (default: the whole range [0, r_c], i.e. exactly ``CosineCutoff``), so V·f_c and
-ρ·f_c go to zero *with zero slope* at r_c: energy and forces are continuous when a
-neighbour crosses the cutoff. A narrower width (e.g. 1 Å) leaves the Morse well and the
-densities untouched below r_c - width.
+**The pair term binds.** Eq. 3 as printed, D(1 − e^{−a(r−r_e)})², is never negative and
+is D, not 0, at large r; the paper's Fig. 2 shows a well of depth D relative to the
+cutoff, and the authors' code (Fung-Lab/MatDeepLearn_dev, ``eam_interaction.py``) uses
+D(1 − e^{−a(r−r_m)})² − D. We use that form: V(r_e) = −D is the minimum and V → 0 at
+large r.
+
+**Cutoff** (as the authors' code): f_c is 1 below r_o = r_c − ``cutoff_width`` and the
+quintic C² polynomial 6s⁵ − 15s⁴ + 10s³, s = (r_c − r)/width, between r_o and r_c
+(JuLIP's cutoff; zero value, slope and curvature at r_c). The default width is
+0.34 r_c (the authors' r_o = 0.66 r_c), so the Morse well and the repulsive wall below
+r_o are not scaled at all, and energy and forces are continuous when a neighbour crosses
+r_c. It multiplies both the pair and the density terms.
+
+**Parameters per element pair.** Morse parameters belong to the unordered element pair
+(V_ab = V_ba). Densities belong by default to the unordered pair too (``densities=
+"unordered"``: A, β ∈ R^{n_a × n_b} with n_a the number of *diatomic interaction types*,
+paper 004 §2.2.2, and the authors' code); ``densities="ordered"`` gives each ordered
+pair (centre a, neighbour b) its own density, the Finnis-Sinclair freedom of LAMMPS
+``eam/fs``. ``E_atom`` is a learnable per-element reference energy (end of §2.2.2).
 
 Initialisation (paper 004, §2.3 "We optimize all EAM potential parameters ..."): r_e is
 the sum of the covalent radii of the pair (``ase.data.covalent_radii``), all other
@@ -48,14 +58,26 @@ def _inv_softplus(y: Tensor) -> Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+#: the pair term's form, recorded in every EAM config; checkpoints without it were written
+#: with the old non-binding V = D(1 − e^{−a(r−r_e)})² and a switch over the whole range
+PAIR_TERM = "binding_morse"
+#: the authors' inner cutoff r_o = 0.66 r_c, i.e. a default switch width of 0.34 r_c
+DEFAULT_WIDTH_FRACTION = 0.34
+DENSITY_CHOICES = ("unordered", "ordered")
+
+
 class EAM(Potential):
-    """Learnable EAM/FS potential over the elements ``species`` (atomic numbers).
+    """Learnable EAM potential over the elements ``species`` (atomic numbers).
 
     Args:
         species: atomic numbers the model handles (required: parameters are per element).
         cutoff: r_c, Å.
         n_density_terms: K, exponentials in each density function (paper: n_b).
-        cutoff_width: width of the cosine switch before r_c, Å (None: the whole range).
+        cutoff_width: width of the smooth cutoff before r_c, Å (None: 0.34 r_c, the
+            authors' r_o = 0.66 r_c).
+        densities: ``"unordered"`` (paper and authors: one density per element pair) or
+            ``"ordered"`` (one per centre/neighbour pair, Finnis-Sinclair).
+        pair_term: must be ``"binding_morse"``; the key marks checkpoints of this form.
     """
 
     def __init__(
@@ -64,21 +86,32 @@ class EAM(Potential):
         cutoff: float = 6.0,
         n_density_terms: int = 2,
         cutoff_width: float | None = None,
+        densities: str = "unordered",
+        pair_term: str = PAIR_TERM,
     ) -> None:
         super().__init__()
         if not species:
             raise ValueError("EAM needs the list of its elements (species)")
+        if densities not in DENSITY_CHOICES:
+            raise ValueError(f"densities must be one of {DENSITY_CHOICES}, not {densities!r}")
+        if pair_term != PAIR_TERM:
+            raise ValueError(f"pair_term must be {PAIR_TERM!r}, not {pair_term!r}")
         self.species = sorted({int(z) for z in species})
         self.cutoff = float(cutoff)
-        self.cutoff_width = float(cutoff) if cutoff_width is None else float(cutoff_width)
+        self.cutoff_width = (
+            DEFAULT_WIDTH_FRACTION * self.cutoff if cutoff_width is None else float(cutoff_width)
+        )
         if not 0 < self.cutoff_width <= self.cutoff:
             raise ValueError("cutoff_width must be in (0, cutoff]")
+        self.densities = densities
         self.config = {
             "name": "eam",
             "species": self.species,
             "cutoff": self.cutoff,
             "n_density_terms": int(n_density_terms),
             "cutoff_width": None if cutoff_width is None else self.cutoff_width,
+            "densities": densities,
+            "pair_term": PAIR_TERM,
         }
         n, k = len(self.species), int(n_density_terms)
         z_to_idx = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
@@ -90,6 +123,11 @@ class EAM(Potential):
         pair_idx[rows, cols] = torch.arange(len(rows))
         pair_idx[cols, rows] = torch.arange(len(rows))
         self.register_buffer("pair_idx", pair_idx)
+        # (centre a, neighbour b) -> row of the density parameters
+        ordered = densities == "ordered"
+        density_idx = torch.arange(n * n).view(n, n) if ordered else pair_idx.clone()
+        self.register_buffer("density_idx", density_idx)
+        n_density_rows = n * n if ordered else len(rows)
 
         one = _inv_softplus(torch.ones((), dtype=torch.float64))
         radii = torch.as_tensor(covalent_radii[self.species], dtype=torch.float64)
@@ -97,8 +135,8 @@ class EAM(Potential):
         self.raw_depth = nn.Parameter(one.repeat(len(rows)))
         self.raw_width = nn.Parameter(one.repeat(len(rows)))
         self.raw_r_e = nn.Parameter(_inv_softplus(r_e))
-        self.raw_A = nn.Parameter(one.repeat(n, n, k))
-        beta = torch.arange(1, k + 1, dtype=torch.float64).expand(n, n, k)
+        self.raw_A = nn.Parameter(one.repeat(n_density_rows, k))
+        beta = torch.arange(1, k + 1, dtype=torch.float64).expand(n_density_rows, k)
         self.raw_beta = nn.Parameter(_inv_softplus(beta).clone())
         self.raw_B = nn.Parameter(one.repeat(n))
         self.rho0 = nn.Parameter(torch.ones(n, dtype=torch.float64))
@@ -112,16 +150,16 @@ class EAM(Potential):
     def params(self) -> dict[str, Tensor]:
         """Physical parameters, indexed by element index (order of ``species``).
 
-        ``D, a, r_e``: (n, n), symmetric; ``A, beta``: (n, n, K), [centre, neighbour, k];
-        ``B, rho0, e_atom``: (n,).
+        ``D, a, r_e``: (n, n), symmetric; ``A, beta``: (n, n, K), [centre, neighbour, k]
+        (symmetric in the first two for ``densities="unordered"``); ``B, rho0, e_atom``: (n,).
         """
-        pi = self.pair_idx
+        pi, di = self.pair_idx, self.density_idx
         return {
             "D": F.softplus(self.raw_depth)[pi],
             "a": F.softplus(self.raw_width)[pi],
             "r_e": F.softplus(self.raw_r_e)[pi],
-            "A": F.softplus(self.raw_A),
-            "beta": F.softplus(self.raw_beta),
+            "A": F.softplus(self.raw_A)[di],
+            "beta": F.softplus(self.raw_beta)[di],
             "B": F.softplus(self.raw_B),
             "rho0": self.rho0,
             "e_atom": self.e_atom,
@@ -164,15 +202,17 @@ class EAM(Potential):
 
     # ------------------------------------------------------------ the functions
     def switch(self, r: Tensor) -> Tensor:
-        """f_c(r): 1 below r_c - width, ½(cos(π (r - r_c + width)/width) + 1) up to r_c, 0 after."""
-        x = ((r - (self.cutoff - self.cutoff_width)) / self.cutoff_width).clamp(0.0, 1.0)
-        return 0.5 * (torch.cos(torch.pi * x) + 1.0) * (r < self.cutoff).to(r.dtype)
+        """f_c(r): 1 below r_c − width, 6s⁵ − 15s⁴ + 10s³ with s = (r_c − r)/width up to r_c
+        (C²: value, slope and curvature vanish at r_c), 0 beyond."""
+        s = ((self.cutoff - r) / self.cutoff_width).clamp(0.0, 1.0)
+        return s**3 * (s * (6.0 * s - 15.0) + 10.0)
 
     def pair(self, r: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        """V_ab(r) f_c(r) (Eq. 3 times the switch); ``a, b`` element indices per r."""
+        """V_ab(r) f_c(r) = D[(1 − e^{−a(r − r_e)})² − 1] f_c (Eq. 3 as a binding Morse, the
+        authors' code); ``a, b`` element indices per r."""
         p = self.params()
         d, w, re = (p[k][a, b].to(r.dtype) for k in ("D", "a", "r_e"))
-        return d * (1.0 - torch.exp(-w * (r - re))) ** 2 * self.switch(r)
+        return d * ((1.0 - torch.exp(-w * (r - re))) ** 2 - 1.0) * self.switch(r)
 
     def density(self, r: Tensor, a: Tensor, b: Tensor) -> Tensor:
         """ρ_ab(r) f_c(r): density at a centre of element a from a neighbour of element b."""

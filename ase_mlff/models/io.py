@@ -114,6 +114,7 @@ def load_model(
             f"checkpoint {path}: the model config in {META} differs from the one saved with "
             f"the weights ({'; '.join(diff)}); {META} was edited or belongs to other weights"
         )
+    _refuse_old_eam(meta["model"], path)
     # cast before loading, so that a float64 checkpoint is not rounded through float32
     model = build_model(meta["model"]).to(device=device, dtype=dtype)
     try:
@@ -122,6 +123,21 @@ def load_model(
         raise CheckpointError(f"weights in {weights} do not fit the model config: {err}") from err
     model.to(device=device, dtype=dtype)
     return model.eval(), meta
+
+
+def _refuse_old_eam(config: Any, path: Path) -> None:
+    """An EAM config (also inside a hybrid's) without ``pair_term`` was written when the
+    EAM's pair term could not bind and its switch spanned the whole cutoff: its weights
+    mean another function now, so it is refused instead of loaded as something else."""
+    if isinstance(config, dict):
+        if config.get("name") == "eam" and "pair_term" not in config:
+            raise CheckpointError(
+                f"checkpoint {path} holds an EAM of the old form (pair term "
+                "D(1 - exp(-a(r - r_e)))^2 without a well, cosine switch over the whole "
+                "cutoff); the EAM now uses paper 004's binding Morse: refit it"
+            )
+        for value in config.values():
+            _refuse_old_eam(value, path)
 
 
 def _config_json(config: dict[str, Any]) -> str:

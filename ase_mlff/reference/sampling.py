@@ -113,10 +113,10 @@ def perturbed_dataset(
     :class:`~ase_mlff.data.dataset.Dataset` (config type ``perturbed``) with per-frame
     ``perturb_round`` and ``perturb_source`` (index into ``dataset``).
 
-    ``max_label_force`` (eV/Å): drop frames whose largest labelled force is above it
-    (not in the paper). Pulls of up to 2 × d_pull move bonded atoms through each other,
-    and an EAM's Morse wall then gives forces of 10⁴-10⁵ eV/Å (silica, Table A.1 row:
-    measured); ``provenance["dropped_frames"]`` counts what was dropped."""
+    ``max_label_force`` (eV/Å): drop frames whose largest labelled force is above it, and
+    frames whose labels are not finite (not in the paper, which keeps every frame; pulls
+    of up to 2 × d_pull can move bonded atoms through each other, onto the EAM's Morse
+    wall); ``provenance["dropped_frames"]`` counts what was dropped."""
     settings = dict(
         n_aug=n_aug,
         n_pairs=n_pairs,
