@@ -216,7 +216,10 @@ def _peer_calculators(path):
     eam_mod = pytest.importorskip("matscipy.calculators.eam")
     ase_path = path.with_suffix(".fs")  # ASE tells the format by the suffix
     ase_path.write_text(path.read_text())
-    return {"matscipy": eam_mod.EAM(str(path), kind="eam/fs"), "ase": AseEAM(potential=str(ase_path))}
+    return {
+        "matscipy": eam_mod.EAM(str(path), kind="eam/fs"),
+        "ase": AseEAM(potential=str(ase_path)),
+    }
 
 
 @pytest.mark.parametrize(
@@ -264,7 +267,9 @@ def test_old_eam_checkpoint_refused(tmp_path):
     old.config = {k: v for k, v in old.config.items() if k not in ("pair_term", "densities")}
     with pytest.raises(CheckpointError, match="old form"):
         load_model(save_model(old, tmp_path / "old"))
-    hybrid = HybridPotential({"name": "schnet", "cutoff": 4.0, "hidden": 8, "n_interactions": 1}, old)
+    hybrid = HybridPotential(
+        {"name": "schnet", "cutoff": 4.0, "hidden": 8, "n_interactions": 1}, old
+    )
     with pytest.raises(CheckpointError, match="old form"):
         load_model(save_model(hybrid, tmp_path / "old_hybrid"))
     load_model(save_model(EAM(species=[8, 14]), tmp_path / "new"))  # the new form loads

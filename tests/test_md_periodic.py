@@ -219,10 +219,11 @@ class _RecordingRDF(RDFDeviation):
         return dev
 
 
-def test_rdf_detector_judges_each_window_on_its_own_frames():
-    """As the Lindemann test: ⟨g_ab⟩ of each window equals a numpy histogram of ASE's
-    minimum-image distances over that window's frames, the deviation is
-    max_ab Σ|⟨g⟩ - g_ref| dr, and only the melt window flags."""
+def test_rdf_detector_judges_every_sliding_window_on_its_own_frames():
+    """As the Lindemann test: at every check from the window-th on, ⟨g_ab⟩ over the last
+    ``window`` frames equals a numpy histogram of ASE's minimum-image distances over those
+    frames, the deviation is max_ab Σ|⟨g⟩ − g_ref| dr, and a check flags exactly when that
+    deviation exceeds Δ: the fully melted window does, the ordered ones do not."""
     rng = np.random.default_rng(1)
     window, r_max, n_bins = 5, 5.0, 50
     pairs = [(11, 11), (11, 17), (17, 17)]
@@ -232,21 +233,45 @@ def test_rdf_detector_judges_each_window_on_its_own_frames():
     g_ref = _numpy_rdf(ref_frames, numbers, cell, pairs, r_max, n_bins)
     state = _state([a, a.copy()], cutoff=r_max)
     det = _RecordingRDF(pairs, g_ref, r_max=r_max, window=window, delta=1.0)
-    flags = []
-    for f in frames:
-        flags.append(det(_moved(state, torch.as_tensor(np.concatenate(f)))).tolist())
-    expected = [[False, False]] * (3 * window)
-    expected[2 * window - 1] = [False, True]
-    assert flags == expected
-    assert [c for c, _, _ in det.judged] == [window] * 3
+    assert det.onset_lag_checks == window - 1
+    flags = [det(_moved(state, torch.as_tensor(np.concatenate(f)))).tolist() for f in frames]
+    assert flags[: window - 1] == [[False, False]] * (window - 1)  # no full window yet
+    assert [c for c, _, _ in det.judged] == list(range(window, 3 * window + 1))
     dr = r_max / n_bins
-    for w, (_, g_spb, dev) in enumerate(det.judged):
-        sl = frames[w * window : (w + 1) * window]
+    for (count, g_spb, dev), flag in zip(det.judged, flags[window - 1 :]):
+        sl = frames[count - window : count]
         for r in range(2):
             g = _numpy_rdf([f[r] for f in sl], numbers, cell, pairs, r_max, n_bins)
             np.testing.assert_allclose(g_spb[r].numpy(), g, rtol=1e-9, atol=1e-9)
             expected_dev = (np.abs(g - g_ref).sum(axis=1) * dr).max()
             assert float(dev[r]) == pytest.approx(expected_dev, rel=1e-9)
+            assert flag[r] == (expected_dev > 1.0)
+    assert flags[window - 1] == [False, False] and flags[-1] == [False, False]  # ordered
+    assert flags[2 * window - 1] == [False, True]  # the melted window of replica 1
+
+
+def test_rdf_detector_minimum_image_path_equals_the_graph_path():
+    """The all-pairs minimum-image RDF (used when every replica has the same atoms)
+    equals the neighbour-graph one, in an orthorhombic and a triclinic cell."""
+    from ase_mlff.graph.rdf import half_cell_height, min_image_rdf, rdf_per_system
+
+    pairs = [(11, 11), (11, 17), (17, 17)]
+    tilted = _crystal(2, 0.1)
+    tilted.set_cell(tilted.cell[:] + np.array([[0, 0, 0], [1.5, 0, 0], [0.8, -1.1, 0]]), True)
+    for images in ([_crystal(1, 0.1), _crystal(3, 0.1)], [tilted, tilted.copy()]):
+        b = Batch.from_atoms(images, cutoff=8.0, dtype=torch.float64)
+        r_max = float(half_cell_height(b.cell_s33).min())
+        assert r_max < 8.0
+        n = len(images[0])
+        args = (b.pos_nc.view(2, n, 3), b.numbers_n[:n], b.cell_s33, pairs)
+        g_min = min_image_rdf(*args, r_max, 40)
+        g_graph = rdf_per_system(b, pairs, r_max, 40)
+        torch.testing.assert_close(g_min, g_graph, rtol=1e-12, atol=1e-12)
+        assert float(g_min.sum()) > 0
+        with pytest.raises(ValueError, match="half the smallest cell height"):
+            min_image_rdf(
+                b.pos_nc.view(2, n, 3), b.numbers_n[:n], b.cell_s33, pairs, r_max + 0.1, 40
+            )
 
 
 # ------------------------------------------------- defaults, each criterion alone, limits
@@ -340,7 +365,7 @@ def test_rdf_detector_select_and_resume_mid_window_match_a_run_without_them():
     det.select(keep, full)
     full = full.select(keep)
     saved = det.state_dict()
-    assert saved["count"] == 2 and saved["acc"].shape == (2, 3, 50)
+    assert saved["count"] == 2 and saved["hist"].shape == (2, 3, 3, 50)
     resumed = _RecordingRDF(pairs, g_ref, **kw)
     resumed.load_state_dict(saved)
     flags = resumed(_moved(full, torch.cat(frames[2][1:])))
@@ -348,7 +373,7 @@ def test_rdf_detector_select_and_resume_mid_window_match_a_run_without_them():
     assert flags.tolist() == [False, True]
     for a, b in zip(resumed.judged[0][1:], only.judged[0][1:]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert resumed.count == 0 and resumed.acc is None  # reset for the next window
+    assert resumed.count == 3  # sliding: the next check judges the last 3 again
 
 
 def test_rdf_detector_at_its_exact_bound():

@@ -14,8 +14,8 @@ from ase_mlff.graph import Batch
 from ase_mlff.md import init_state
 from ase_mlff.md.detectors import (
     AtomOverlap,
-    Detector,
     BondLengthDeviation,
+    Detector,
     ExplodingForces,
     NonFinite,
     TemperatureBounds,

@@ -77,3 +77,33 @@ def test_scan_energies_batched_equal_calculator():
     morse = d * (1 - np.exp(-beta * (np.linspace(0.7, 3.0, 8) - r0))) ** 2
     np.testing.assert_allclose(e_batch - e_batch[0], morse - morse[0], rtol=1e-9)
     assert isinstance(images[0], Atoms)
+
+
+def test_h_of_r_mae_equals_mdsims_on_its_grid():
+    """MAE_h on the default grid is the number MDsim's code behind paper 003 gives
+    (observable.ipynb: ``get_hr`` = torch.cdist over all ordered pairs, np.histogram with
+    density=True on linspace(1e-6, 10, 501); ``mae`` = mean |Δh| × xlim), and the label
+    of every table names that grid."""
+    import torch
+
+    from ase_mlff.data import load_dataset
+    from ase_mlff.metrics.distance_distribution import H_R_MAE_LABEL
+
+    ds = load_dataset("aspirin")
+    n = int(ds.n_atoms_s[0])
+    pos = ds.positions_nc[: 120 * n].reshape(120, n, 3)
+    a, b = pos[:60], pos[60:]
+
+    def mdsim_hr(traj):
+        bins = np.linspace(1e-6, 10, 500 + 1)
+        pdist = torch.cdist(torch.as_tensor(traj), torch.as_tensor(traj)).flatten()
+        return np.histogram(pdist.numpy(), bins, density=True)[0]
+
+    theirs = np.abs(mdsim_hr(a) - mdsim_hr(b)).mean() * 10
+    ours = h_of_r_mae(h_of_r(a)[1], h_of_r(b)[1])
+    assert theirs > 0.01
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    # a coarser grid gives another number: the grid is part of the result
+    coarse = h_of_r_mae(h_of_r(a, bins=100)[1], h_of_r(b, bins=100)[1])
+    assert coarse < 0.8 * ours
+    assert H_R_MAE_LABEL == "h(r) MAE (0–10 Å, 0.02 Å bins)"

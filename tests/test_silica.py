@@ -146,7 +146,12 @@ def test_count_unphysical():
     assert c == {"atom_overlap": 2, "lindemann": 1, "other": 1, "unphysical": 4, "n": 6}
     # per criterion (paper 004 Table 1): a replica counts in every column that fired
     per = count_unphysical(
-        [{}, {"atom_overlap": 10.0, "lindemann": 2000.0}, {"lindemann": 2000.0}, {"temperature": 4.0}]
+        [
+            {},
+            {"atom_overlap": 10.0, "lindemann": 2000.0},
+            {"lindemann": 2000.0},
+            {"temperature": 4.0},
+        ]
     )
     assert per == {"atom_overlap": 1, "lindemann": 2, "other": 1, "unphysical": 3, "n": 4}
     results = {

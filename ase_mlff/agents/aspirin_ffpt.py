@@ -57,7 +57,12 @@ from ase_mlff.data import Dataset, load_dataset
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.data.splits import holdout_split, shipped_split, start_structures
 from ase_mlff.md.protocol import PROTOCOLS
-from ase_mlff.metrics.distance_distribution import h_of_r, h_of_r_figure, h_of_r_mae
+from ase_mlff.metrics.distance_distribution import (
+    H_R_MAE_LABEL,
+    h_of_r,
+    h_of_r_figure,
+    h_of_r_mae,
+)
 from ase_mlff.metrics.errors import error_metrics
 from ase_mlff.metrics.plots import survival_figure
 from ase_mlff.metrics.scans import angle_scan, bond_scan, methyl_atoms, scan_energies, scan_figure
@@ -340,7 +345,7 @@ def comparison_table(results: dict[str, Any]) -> str:
     g = results["gaff_test"]
     lines = [
         "| model | test F-MAE (meV/Å) | test E-MAE (meV/atom) | stable replicas | "
-        "t_inst mean (fs) | h(r) MAE | C–H stretch hole (eV) | H–C–H hole (eV) | "
+        "t_inst mean (fs) | " + H_R_MAE_LABEL + " | C–H stretch hole (eV) | H–C–H hole (eV) | "
         "E(C–H 4 Å) (eV) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

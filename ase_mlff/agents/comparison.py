@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from ase_mlff.md.protocol import PROTOCOLS
+from ase_mlff.metrics.distance_distribution import H_R_MAE_LABEL
 from ase_mlff.utils import jsonable, write_json
 
 log = logging.getLogger(__name__)
@@ -745,7 +746,7 @@ def comparison_markdown(rows: list[dict], logrank: list[dict] | None = None) -> 
     head = (
         "| model | kind | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | "
         "E-MAE (meV/atom) | stable [95 % CI] | median t_inst (fs) [95 % CI] | "
-        "RMST (fs) [95 % CI] | h(r) MAE | training (min) |\n"
+        "RMST (fs) [95 % CI] | " + H_R_MAE_LABEL + " | training (min) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
 

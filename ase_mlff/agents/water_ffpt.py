@@ -72,8 +72,9 @@ N_TRAIN = 750
 MD_PROTOCOL = PROTOCOLS["water_langevin"].integration()
 PAIRS = [(8, 8), (8, 1), (1, 1)]
 PAIR_NAMES = ["O–O", "O–H", "H–H"]
-#: the RDF detector reads the MD batch's graph, so r_max is at most the model's cutoff
-R_MAX, N_BINS = 5.0, 100
+#: RDF bins: MDsim's width (observable.ipynb: 500 bins on [0, 6] Å for water), up to half
+#: the box (:func:`rdf_grid`; paper 003 Eq. 8 integrates over all r that the box allows)
+RDF_BIN_WIDTH = 6.0 / 500
 RDF_DELTA = 3.0  # paper 003, water
 CHECK_EVERY, RECORD_EVERY = 10, 20
 RATTLE_SIGMA_A = 0.2
@@ -109,19 +110,29 @@ class _Reference:
     oxygens: np.ndarray
     starts: list
     window_checks: int
+    grid: tuple[float, int]  # (r_max Å, n_bins) of every RDF
 
 
-def reference_rdf(ds: Dataset, stride: int = 4) -> np.ndarray:
+def rdf_grid(cell_33: np.ndarray) -> tuple[float, int]:
+    """(r_max, n_bins): half the smallest height of the box (6.21 Å for the shipped water)
+    in bins of :data:`RDF_BIN_WIDTH`."""
+    from ase_mlff.graph.rdf import half_cell_height
+
+    r_max = float(half_cell_height(torch.as_tensor(np.asarray(cell_33, dtype=np.float64)))[0])
+    return r_max, max(1, round(r_max / RDF_BIN_WIDTH))
+
+
+def reference_rdf(ds: Dataset, grid: tuple[float, int], stride: int = 4) -> np.ndarray:
     """(P, n_bins) element-pair RDFs of the reference frames (every ``stride``-th, at most
     200), on the grid the RDF detector uses."""
     frames = np.arange(0, len(ds), stride)[:200]
-    return rdf_of_frames(ds[frames].to_atoms_list(with_labels=False), PAIRS, R_MAX, N_BINS)[1]
+    return rdf_of_frames(ds[frames].to_atoms_list(with_labels=False), PAIRS, *grid)[1]
 
 
-def rdf_of_positions(pos_tnc: np.ndarray, like) -> np.ndarray:
+def rdf_of_positions(pos_tnc: np.ndarray, like, grid: tuple[float, int]) -> np.ndarray:
     """RDFs (P, n_bins) of frames with the numbers and cell of the Atoms ``like``."""
     return rdf_of_frames(
-        pos_tnc, PAIRS, R_MAX, N_BINS, numbers=like.numbers, cell=np.asarray(like.cell[:])
+        pos_tnc, PAIRS, *grid, numbers=like.numbers, cell=np.asarray(like.cell[:])
     )[1]
 
 
@@ -201,7 +212,8 @@ def _reference(st: _WaterStudy) -> _Reference:
     """The reference RDFs and oxygen self-diffusion of the test trajectory (the latter
     into ``results["reference"]``), the MD starts spread over it, the RDF window."""
     test = st.test
-    g_ref = reference_rdf(test)
+    grid = rdf_grid(test.cell_s33[0])
+    g_ref = reference_rdf(test, grid)
     oxygens = np.flatnonzero(test.to_atoms(0).numbers == 8)
     d_ref = diffusion_coefficient(
         test.positions_nc.reshape(len(test), -1, 3),
@@ -216,6 +228,7 @@ def _reference(st: _WaterStudy) -> _Reference:
         oxygens=oxygens,
         starts=start_structures("water", st.settings.replicas),
         window_checks=max(1, int(st.prof["rdf_window_fs"] / (CHECK_EVERY * MD_PROTOCOL["dt"]))),
+        grid=grid,
     )
 
 
@@ -244,7 +257,7 @@ def _run_md(st: _WaterStudy, model: torch.nn.Module, ref: _Reference):
             AtomOverlap(state),
             ExplodingForces(),
             TemperatureBounds(),
-            RDFDeviation(PAIRS, ref.g_ref, R_MAX, ref.window_checks, RDF_DELTA),
+            RDFDeviation(PAIRS, ref.g_ref, ref.grid[0], ref.window_checks, RDF_DELTA),
         ],
         **MD_PROTOCOL,
     )
@@ -255,8 +268,9 @@ def _stable_observables(res: dict[str, Any], pos: list, ref: _Reference) -> np.n
     ``res``, and, with at least 3 frames each, the oxygen self-diffusion coefficient over
     windows of half the shortest stable span, all of them averaged."""
     like = ref.starts[0]
-    g = np.mean([rdf_of_positions(p_, like) for p_ in pos], axis=0)
-    res["rdf_mae"] = dict(zip(PAIR_NAMES, map(float, rdf_mae(g, ref.g_ref, R_MAX))))
+    g = np.mean([rdf_of_positions(p_, like, ref.grid) for p_ in pos], axis=0)
+    res["rdf_mae"] = dict(zip(PAIR_NAMES, map(float, rdf_mae(g, ref.g_ref, ref.grid[0]))))
+    res["rdf_grid"] = {"r_max_A": ref.grid[0], "n_bins": ref.grid[1]}
     span = min(len(p_) for p_ in pos)
     if span >= 3:  # windows of half the stable span, all of them averaged
         frame_fs = RECORD_EVERY * MD_PROTOCOL["dt"]
@@ -320,9 +334,12 @@ def _evaluate(st: _WaterStudy, v: Variants, parent) -> dict[str, np.ndarray]:
     return curves
 
 
-def _figures(curves: dict[str, np.ndarray], histories: dict[str, dict]) -> dict[str, Any]:
+def _figures(
+    curves: dict[str, np.ndarray], histories: dict[str, dict], grid: tuple[float, int]
+) -> dict[str, Any]:
     """``rdf.png`` (a panel per pair) and the learning curves."""
-    r = (np.arange(N_BINS) + 0.5) * R_MAX / N_BINS
+    r_max, n_bins = grid
+    r = (np.arange(n_bins) + 0.5) * r_max / n_bins
     panels = {n: {m: g[k] for m, g in curves.items()} for k, n in enumerate(PAIR_NAMES)}
     return {"rdf.png": rdf_figure(r, panels), **learning_curve_figures(histories)}
 
@@ -397,7 +414,9 @@ def water_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcome:
             parent,
         )
         curves = _evaluate(st, v, parent)
-        save_figures(_figures(curves, v.histories), st.out, parent)
+        grid = rdf_grid(st.test.cell_s33[0])
+        st.results["rdf_grid"] = {"r_max_A": grid[0], "n_bins": grid[1]}
+        save_figures(_figures(curves, v.histories, grid), st.out, parent)
         st.results["logrank"] = _logrank(st)
         table = comparison_table(st.results)
         write_outputs(st.out, st.results, table, parent, t_start)
@@ -406,14 +425,14 @@ def water_ffpt_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcome:
 
 __all__ = [
     "MD_PROTOCOL",
-    "N_BINS",
     "N_TRAIN",
     "PAIRS",
     "PAIR_NAMES",
     "RDF_DELTA",
-    "R_MAX",
+    "RDF_BIN_WIDTH",
     "comparison_table",
     "pretraining_data",
+    "rdf_grid",
     "rdf_of_positions",
     "reference_rdf",
     "water_ffpt_study",

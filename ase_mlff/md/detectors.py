@@ -31,7 +31,7 @@ from ase_mlff.graph.geometry import (
     bond_graphs_from_frames,
     minimum_image_torch,
 )
-from ase_mlff.graph.rdf import rdf_per_system
+from ase_mlff.graph.rdf import half_cell_height, min_image_rdf, rdf_per_system
 from ase_mlff.md.state import MDState
 
 
@@ -80,6 +80,12 @@ class Detector:
 
     def load_state_dict(self, data: dict) -> None:
         """Restore :meth:`state_dict` (after the replicas were selected as saved)."""
+        missing = [f for f in self.accumulators if f not in data]
+        if missing:
+            raise ValueError(
+                f"the saved {self.name} detector state lacks {missing}: it was written by "
+                "another version of the detector; restart the run in a new directory"
+            )
         for f in self.accumulators:
             old, new = getattr(self, f), data[f]
             if isinstance(old, Tensor):
@@ -344,17 +350,27 @@ def materials_detectors(references: Sequence[Atoms], state: MDState, window: int
 
 
 class RDFDeviation(Detector):
-    """Unstable when ∫|⟨g_ab⟩_window − g_ab^ref| dr > Δ for any element pair (paper 003 App. A).
+    """Unstable when ∫₀^r_max |⟨g_ab⟩_τ − g_ab^ref| dr > Δ for any element pair (paper 003,
+    App. A, Eq. 8; the paper uses τ = 1 ps, Δ = 3.0 for water, 1.0 for LiPS).
 
-    The RDF of each replica is averaged over ``window`` consecutive checks (τ = window ×
-    check interval; the paper uses τ = 1 ps, Δ = 3.0 for water, 1.0 for LiPS) and
-    compared with ``reference_g`` (P, n_bins) on the same bins, e.g. from
-    :func:`ase_mlff.metrics.rdf.rdf` over reference frames.
+    **Sliding windows.** At every check the RDF of each replica, averaged over the last
+    ``window`` checks (τ = window × check interval), is compared with ``reference_g``
+    (P, n_bins, on the same bins), so t_inst has the resolution of the check interval. A
+    failing window dates the instability at its *start* (``onset_lag_checks = window − 1``):
+    Eq. 8 names T the start of the window [T, T + τ], and MDsim's ``observable.ipynb``
+    slides its 10-frame window one frame at a time and reports the window's start too.
+
+    **Range.** Eq. 8 integrates over all r; in a periodic box g is known up to half the
+    cell height, which is the range to pass (:func:`ase_mlff.graph.rdf.half_cell_height`;
+    MDsim integrates its water box to 6 Å). Distances are the minimum images of all atom
+    pairs (:func:`ase_mlff.graph.rdf.min_image_rdf`: exact up to half the cell height, no
+    graph to build) when every replica has the same atoms and the range allows it, else the
+    MD batch's neighbour graph (then r_max must not exceed the model's cutoff).
     """
 
     name = "rdf"
-    per_system = ("acc",)
-    accumulators = ("acc", "count")
+    per_system = ("hist",)
+    accumulators = ("hist", "count")
 
     def __init__(
         self,
@@ -364,6 +380,8 @@ class RDFDeviation(Detector):
         window: int,
         delta: float,
     ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 check, got {window}")
         self.element_pairs, self.r_max, self.window, self.delta = (
             element_pairs,
             r_max,
@@ -372,8 +390,9 @@ class RDFDeviation(Detector):
         )
         self.reference_g = torch.as_tensor(np.asarray(reference_g))
         self.n_bins = self.reference_g.shape[-1]
-        self.acc: Tensor | None = None
-        self.count = 0
+        self.onset_lag_checks = window - 1
+        self.hist: Tensor | None = None  # (S, window, P, n_bins): the last `window` g's
+        self.count = 0  # checks seen
 
     def deviation(self, g_spb: Tensor) -> Tensor:
         """(S,) max over element pairs of ∫|g − g_ref| dr."""
@@ -381,14 +400,27 @@ class RDFDeviation(Detector):
         ref = self.reference_g.to(g_spb)
         return ((g_spb - ref[None]).abs().sum(dim=2) * dr).amax(dim=1)
 
-    def __call__(self, state: MDState) -> Tensor:
+    def rdf(self, state: MDState) -> Tensor:
+        """(S, P, n_bins) g_ab of every replica now."""
         b = state.batch
-        g = rdf_per_system(b, self.element_pairs, self.r_max, self.n_bins)
-        self.acc = g if self.acc is None else self.acc.to(g) + g  # (restored on the CPU)
+        n = int(b.n_atoms_s[0])
+        same = bool((b.n_atoms_s == n).all()) and bool(
+            (b.numbers_n.view(-1, n) == b.numbers_n[:n]).all()
+        )
+        if same and bool((half_cell_height(b.cell_s33) >= self.r_max - 1e-9).all()):
+            pos = b.pos_nc.detach().view(b.n_systems, n, 3)
+            return min_image_rdf(
+                pos, b.numbers_n[:n], b.cell_s33, self.element_pairs, self.r_max, self.n_bins
+            )
+        return rdf_per_system(b, self.element_pairs, self.r_max, self.n_bins)
+
+    def __call__(self, state: MDState) -> Tensor:
+        g = self.rdf(state)
+        if self.hist is None:
+            self.hist = g.new_zeros((g.shape[0], self.window, *g.shape[1:]))
+        self.hist = self.hist.to(g)  # (restored on the CPU)
+        self.hist[:, self.count % self.window] = g
         self.count += 1
-        flags = torch.zeros(b.n_systems, dtype=torch.bool, device=b.device)
         if self.count < self.window:
-            return flags
-        flags = self.deviation(self.acc / self.count) > self.delta
-        self.acc, self.count = None, 0
-        return flags
+            return torch.zeros(g.shape[0], dtype=torch.bool, device=g.device)
+        return self.deviation(self.hist.mean(dim=1)) > self.delta

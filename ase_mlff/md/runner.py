@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
+from torch import Tensor
 from tqdm import tqdm
 
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max

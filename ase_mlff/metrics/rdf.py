@@ -63,42 +63,28 @@ def _rdf_sum_min_image(
     r_max: float,
     n_bins: int,
 ) -> np.ndarray:
-    """Σ over frames of g_ab (P, n_bins) from minimum-image distances of all pairs i < j.
-
-    Exact when r_max ≤ half of every cell height: then each pair has at most one periodic
-    image within r_max (no two lattice translations closer than 2 r_max) and no atom sees
-    its own image, so the counts equal those of the full neighbour graph.
-    """
-    from ase_mlff.graph.geometry import minimum_image
+    """Σ over frames of g_ab (P, n_bins) from minimum-image distances of all pairs i < j
+    (:func:`ase_mlff.graph.rdf.min_image_rdf`, chunked over frames; exact when r_max ≤
+    half of every cell height)."""
+    from ase_mlff.graph.rdf import min_image_rdf
     from ase_mlff.metrics.trajectory import MAX_PAIR_ENTRIES
 
     n = len(numbers_n)
-    i, j = np.triu_indices(n, k=1)
-    zi, zj = numbers_n[i], numbers_n[j]
-    # ordered pairs (i in a, j in b) per unordered pair {i, j}: 0, 1 or 2 (a == b)
-    w_pq = np.stack([((zi == a) & (zj == b)) * 1.0 + ((zi == b) & (zj == a)) for a, b in pairs])
-    keep = w_pq.any(axis=0)
-    i, j, w_pq = i[keep], j[keep], w_pq[:, keep]
-    total = np.zeros((len(pairs), n_bins))
-    if len(i) == 0:
-        return total
-    dr = r_max / n_bins
-    chunk = max(1, MAX_PAIR_ENTRIES // len(i))
+    chunk = max(1, MAX_PAIR_ENTRIES // max(1, n * (n - 1) // 2))
+    numbers = torch.as_tensor(np.asarray(numbers_n))
+    total = torch.zeros(len(pairs), n_bins, dtype=torch.float64)
     for start in range(0, len(pos_tnc), chunk):
         sl = slice(start, start + chunk)
-        d = minimum_image(pos_tnc[sl][:, j] - pos_tnc[sl][:, i], cells_t33[sl])
-        b = np.floor(np.sqrt(np.einsum("tqc,tqc->tq", d, d)) / dr).astype(np.int64)
-        ok = b < n_bins
-        vol = np.abs(np.linalg.det(cells_t33[sl]))[:, None] * np.ones_like(b, dtype=float)
-        for p in range(len(pairs)):
-            wt = (vol * w_pq[p][None])[ok]
-            total[p] += np.bincount(b[ok], weights=wt, minlength=n_bins)[:n_bins]
-    edges = np.linspace(0.0, r_max, n_bins + 1)
-    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    nanb = np.array(
-        [max(float(np.sum(numbers_n == a) * np.sum(numbers_n == b)), 1.0) for a, b in pairs]
-    )
-    return total / (nanb[:, None] * shell[None])
+        g = min_image_rdf(
+            torch.as_tensor(np.asarray(pos_tnc[sl], dtype=np.float64)),
+            numbers,
+            torch.as_tensor(np.asarray(cells_t33[sl], dtype=np.float64)),
+            pairs,
+            r_max,
+            n_bins,
+        )
+        total += g.sum(dim=0)
+    return total.numpy()
 
 
 def rdf_of_frames(

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from ase_mlff.metrics.distance_distribution import H_R_MAE_LABEL
+
 #: relative tolerance for a t_inst a rounding error past the run length
 _T_TOL = 1e-9
 
@@ -466,7 +468,9 @@ def force_vs_stability_table(result: dict) -> str:
     rows = result["rows"]
     head = (
         "| model | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | stable [95 % CI] | "
-        "mean t_inst = RMST (fs) [95 % CI] | h(r) MAE |\n|---|---|---|---|---|---|---|\n"
+        "mean t_inst = RMST (fs) [95 % CI] | "
+        + H_R_MAE_LABEL
+        + " |\n|---|---|---|---|---|---|---|\n"
     )
     nan = float("nan")
     lines = []
