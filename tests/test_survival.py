@@ -801,7 +801,7 @@ def test_force_vs_stability_table_formats_and_degenerate_correlations():
     lines = force_vs_stability_table(res).splitlines()
     assert lines[0] == (
         "| model | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | stable [95 % CI] | "
-        "mean t_inst = RMST (fs) [95 % CI] | h(r) MAE |"
+        "mean t_inst = RMST (fs) [95 % CI] | h(r) MAE (0–10 Å, 0.02 Å bins) |"
     )
     assert lines[2] == "| b | 1000.0 | nan | 500.00 | — | 101 | nan |"
     assert lines[3] == "| a | 500.0 | nan | 2.50 | — | 100 | nan |"
