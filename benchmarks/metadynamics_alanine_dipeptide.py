@@ -28,38 +28,12 @@ GRID = 64
 
 
 def alanine_dipeptide():
-    """(OpenMM System, Topology, positions in nm, φ atoms, ψ atoms) of ACE-ALA-NME."""
-    from openmm import app
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
+    """(OpenMM System, Topology, positions in nm, φ atoms, ψ atoms) of ACE-ALA-NME in
+    vacuum (:func:`ase_mlff.reference.alanine.alanine_dipeptide`)."""
+    from ase_mlff.reference.alanine import alanine_dipeptide as build
 
-    mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)NC(C)C(=O)NC"))
-    AllChem.EmbedMolecule(mol, randomSeed=7)
-    AllChem.MMFFOptimizeMolecule(mol)
-    heavy = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 2, 9: 2}  # ACE, ALA, NME
-    res_of = {
-        a.GetIdx(): heavy.get(a.GetIdx(), heavy.get(a.GetNeighbors()[0].GetIdx()))
-        for a in mol.GetAtoms()
-    }
-    order = sorted(range(mol.GetNumAtoms()), key=lambda i: (res_of[i], i))
-    new = {old: k for k, old in enumerate(order)}
-    top = app.Topology()
-    chain = top.addChain()
-    residues = [top.addResidue(n, chain) for n in ("ACE", "ALA", "NME")]
-    atoms = []
-    for old in order:
-        a = mol.GetAtomWithIdx(old)
-        el = app.element.Element.getByAtomicNumber(a.GetAtomicNum())
-        atoms.append(top.addAtom(f"{a.GetSymbol()}{old}", el, residues[res_of[old]]))
-    for b in mol.GetBonds():
-        top.addBond(atoms[new[b.GetBeginAtomIdx()]], atoms[new[b.GetEndAtomIdx()]])
-    pos_nm = mol.GetConformer().GetPositions()[order] / 10.0
-    system = app.ForceField("amber14-all.xml").createSystem(
-        top, nonbondedMethod=app.NoCutoff, constraints=None
-    )
-    phi = tuple(new[i] for i in (1, 3, 4, 6))  # C(ACE)-N-CA-C
-    psi = tuple(new[i] for i in (3, 4, 6, 8))  # N-CA-C-N(NME)
-    return system, top, pos_nm, phi, psi
+    system, top, pos, phi, psi = build("vacuum")
+    return system, top, pos / 10.0, phi, psi
 
 
 def openmm_fes(system, top, pos_nm, phi, psi, steps: int, seed: int):
@@ -130,9 +104,9 @@ def our_fes(system, top, pos_nm, phi, psi, walkers: int, steps: int, seed: int):
 
 def marginal(f_ij: np.ndarray, axis: int) -> np.ndarray:
     """F of one CV: −kT ln Σ exp(−F/kT) over the other, kJ/mol, minimum 0."""
-    kt = 8.314462618e-3 * T
-    m = -kt * np.log(np.exp(-(f_ij - f_ij.min()) / kt).sum(axis=axis))
-    return m - m.min()
+    from ase_mlff.reference.alanine import marginal as marginal_of
+
+    return marginal_of(f_ij, axis, T)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ SHIPPED_DATASETS = {
     "aspirin": "aspirin_gfn2_500K.npz",
     "water": "water_tip3p_flex_300K.npz",
     "silica": "silica_gfn1.npz",
+    "alanine": "alanine_amber14_gbn2.npz",
 }
 #: the command that regenerates each shipped dataset
 SHIPPED_RECIPES = {
@@ -34,6 +35,8 @@ SHIPPED_RECIPES = {
     "--out ase_mlff/data/shipped/water_tip3p_flex_300K.npz --frames 1600 --seed 2026",
     "silica": "python -m ase_mlff.recipes.make_silica_reference "
     "--out ase_mlff/data/shipped/silica_gfn1.npz --workers 2",
+    "alanine": "python -m ase_mlff.recipes.make_alanine_reference "
+    "--out ase_mlff/data/shipped/alanine_amber14_gbn2.npz --workers 2",
 }
 
 #: how each shipped set is meant to be split: the test set is a whole held-out
@@ -44,6 +47,8 @@ SHIPPED_SPLITS = {
     # blocks of 8 consecutive frames of one sampling job; 20 random blocks held out
     # (ase_mlff.recipes.make_silica_reference renumbers them 0-19)
     "silica": {"split": "trajectory", "test_groups": list(range(20))},
+    # the second metadynamics walker (traj_id 1) is held out
+    "alanine": {"split": "trajectory", "test_groups": [1]},
 }
 
 
