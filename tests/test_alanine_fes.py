@@ -94,17 +94,17 @@ def test_fes_minima_finds_periodic_minima_lowest_first():
         assert np.hypot(np.angle(np.exp(1j * (p - p0))), s - s0) < 2 * (g[1] - g[0])
 
 
-def test_fes_errors_follow_paper_003_eqs_6_7():
+def testfes_errors_follow_paper_003_eqs_6_7():
     """MAE_F = ∫_{−π}^{π} |F − F̂| dφ on the grid (MDsim: mean × 2π), 0 for a shifted copy."""
-    from ase_mlff.agents.alanine_fes import _fes_errors
+    from ase_mlff.agents.alanine_fes import fes_errors
 
     g = np.linspace(-np.pi, np.pi, 33)
     psi, phi = np.meshgrid(g, g, indexing="ij")
     f2d = 10 * (1 - np.cos(phi)) + 5 * (1 - np.cos(2 * psi))
     ref = {"phi": marginal(f2d, 0, 300.0), "psi": marginal(f2d, 1, 300.0)}
-    same = _fes_errors(f2d + 3.0, ref, g)
+    same = fes_errors(f2d + 3.0, ref, g)
     assert all(abs(v) < 1e-9 for v in same.values())
-    other = _fes_errors(1.5 * f2d, ref, g)
+    other = fes_errors(1.5 * f2d, ref, g)
     err = np.abs(marginal(1.5 * f2d, 0, 300.0) - ref["phi"])[:-1]
     assert other["mae_F_phi_kj_rad"] == pytest.approx(err.mean() * 2 * np.pi)
     assert other["mean_abs_dF_phi_kj"] == pytest.approx(err.mean())

@@ -243,17 +243,20 @@ def walker_fes(st: _Study, run, metad) -> dict[str, Any]:
     for w, k in enumerate(stable):  # the hills of the replicas that remain, in order
         f2d = metad.free_energy(points, walker=w).reshape(len(g), len(g)) * KJ_PER_EV
         f2ds.append(f2d)
-        out["walkers"][k] = _fes_errors(f2d, ref, g)
+        out["walkers"][k] = fes_errors(f2d, ref, g)
     if f2ds:
         mean2d = np.mean([f - f.min() for f in f2ds], axis=0)
-        out["mean"] = _fes_errors(mean2d, ref, g)
+        out["mean"] = fes_errors(mean2d, ref, g)
         out["curves"] = {
             cv: marginal(mean2d, ax, TEMPERATURE_K) for cv, ax in (("phi", 0), ("psi", 1))
         }
     return out
 
 
-def _fes_errors(f2d: np.ndarray, ref: dict[str, np.ndarray], grid: np.ndarray) -> dict[str, float]:
+def fes_errors(f2d: np.ndarray, ref: dict[str, np.ndarray], grid: np.ndarray) -> dict[str, float]:
+    """Errors of the marginals of ``f2d`` (kJ/mol, [ψ, φ]) against ``ref`` ("phi", "psi"):
+    paper 003's MAE_F = ∫_{−π}^{π} |F − F̂| dφ (kJ/mol·rad; the grid's last point, π, is
+    the first one again and is left out) and the mean |ΔF| (kJ/mol)."""
     d = float(grid[1] - grid[0])
     res = {}
     for cv, ax in (("phi", 0), ("psi", 1)):
@@ -379,6 +382,7 @@ __all__ = [
     "NAME",
     "alanine_fes_study",
     "comparison_table",
+    "fes_errors",
     "fes_minima",
     "minima_starts",
     "pretraining_data",
