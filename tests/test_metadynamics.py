@@ -138,23 +138,25 @@ def test_independent_walkers_follow_their_replicas():
     assert own.centers.shape == (2, 1, 1) and shared.centers.shape == (1, 3, 1)
 
 
-def test_hills_survive_a_killed_run_and_are_written_as_plumed_hills(tmp_path):
-    """Killed after a checkpoint, then run again: the same hills as an uninterrupted run,
-    bit for bit; the HILLS file has PLUMED's header and one line per hill."""
+@pytest.mark.parametrize("shared", [False, True])
+def test_hills_survive_a_killed_run_and_are_written_as_plumed_hills(tmp_path, shared):
+    """Killed after a checkpoint, then run again: the same hills and the same trajectory
+    as an uninterrupted run, bit for bit, for independent and for shared walkers; the
+    HILLS file has PLUMED's header and one line per hill."""
     kw = dict(steps=400, dt=1.0, integrator="langevin", temperature_K=300.0, detectors=[])
-    ref = _metad(shared=False)
-    run_md(DoubleWell(), _dimers(3), metadynamics=ref, traj_dir=tmp_path / "ref", **kw)
+    ref = _metad(shared=shared)
+    ref_run = run_md(DoubleWell(), _dimers(3), metadynamics=ref, traj_dir=tmp_path / "ref", **kw)
     with pytest.raises(RuntimeError, match="worker killed"):
         run_md(
             CrashAfter(DoubleWell(), 250),
             _dimers(3),
-            metadynamics=_metad(),
+            metadynamics=_metad(shared=shared),
             traj_dir=tmp_path / "run",
             checkpoint_every=100,
             **kw,
         )
-    resumed = _metad()
-    run_md(
+    resumed = _metad(shared=shared)
+    run = run_md(
         DoubleWell(),
         _dimers(3),
         metadynamics=resumed,
@@ -162,8 +164,12 @@ def test_hills_survive_a_killed_run_and_are_written_as_plumed_hills(tmp_path):
         checkpoint_every=100,
         **kw,
     )
-    assert resumed.centers.shape == ref.centers.shape == (3, 20, 1)
+    assert resumed.centers.shape == ref.centers.shape == ((1, 60, 1) if shared else (3, 20, 1))
     assert torch.equal(resumed.centers, ref.centers) and torch.equal(resumed.heights, ref.heights)
+    for a, b in zip(ref_run.replicas, run.replicas):
+        np.testing.assert_array_equal(a.positions_tn3, b.positions_tn3)
+    if shared:
+        return
     path = resumed.write_hills(tmp_path / "HILLS", walker=1)
     lines = path.read_text().splitlines()
     assert lines[0] == "#! FIELDS time distance0 sigma_distance0 height biasf"

@@ -57,6 +57,10 @@ def _save_checkpoint(
             pos=state.batch.pos_nc.detach().cpu(),
             cell=state.batch.cell_s33.detach().cpu(),  # changes under a barostat
             vel=state.vel_nc.detach().cpu(),
+            # the forces the next step starts from, as they were: a check may change the
+            # potential afterwards (a metadynamics hill), so recomputing them would not do
+            forces=state.forces_nc.detach().cpu(),
+            energy=state.energy_s.detach().cpu(),
             generators=[g.get_state() for g in state.generators],
             thermostat={k: v.detach().cpu() for k, v in state.thermostat.items()},
         )
@@ -93,13 +97,17 @@ def _load_checkpoint(
         g.set_state(g_state)
     cell = data["cell"].to(device=dev, dtype=dt) if "cell" in data else None
     batch = state.batch.with_positions(data["pos"].to(device=dev, dtype=dt), cell)
-    out = compute_properties(model, batch, forces=True)
+    if "forces" in data:
+        forces, energy = data["forces"].to(device=dev, dtype=dt), data["energy"].to(dev)
+    else:  # checkpoints written before the forces were saved
+        out = compute_properties(model, batch, forces=True)
+        forces, energy = out["forces"].to(dt), out["energy"]
     state = replace(
         state,
         batch=batch,
         vel_nc=data["vel"].to(device=dev, dtype=dt),
-        forces_nc=out["forces"].to(dt),
-        energy_s=out["energy"],
+        forces_nc=forces,
+        energy_s=energy,
         step=int(data["step"]),
         thermostat={k: v.to(dev) for k, v in data["thermostat"].items()},
     )
