@@ -38,9 +38,16 @@ class Batch:
         n_atoms_s: (S,) atoms per system, long.
         edge_index_2e: (2, E) centre i, neighbour j.
         shift_e3: (E, 3) integer cell shifts, ``D = x_j - x_i + shift · cell``.
-        cutoff: the cutoff the graph was built with, Å (0: no graph, for fixed-topology
-            potentials such as the classical force fields).
+        cutoff: the potential's cutoff, Å (0: no graph, for fixed-topology potentials
+            such as the classical force fields).
         energy_s, forces_nc, stress_s33, weight_s: optional labels (eV, eV/Å, eV/Å³).
+        skin: Verlet skin, Å. With ``skin > 0`` the graph holds every pair within
+            ``cutoff + skin`` of the positions ``ref_pos_nc`` it was built at, and
+            :meth:`with_positions` keeps it while no atom has moved ``skin / 2`` or more
+            from there (and the cells are unchanged): no pair can then have come within
+            ``cutoff`` that the graph lacks. The potentials weigh every edge with a
+            cutoff function that is exactly 0 beyond ``cutoff``, so the extra edges
+            change no energy or force (tested against rebuilding every step).
     """
 
     numbers_n: Tensor
@@ -56,6 +63,13 @@ class Batch:
     forces_nc: Tensor | None = None
     stress_s33: Tensor | None = None
     weight_s: Tensor | None = None
+    skin: float = 0.0
+    ref_pos_nc: Tensor | None = None
+
+    @property
+    def graph_radius(self) -> float:
+        """The distance up to which the graph holds every pair: cutoff + skin (0: none)."""
+        return self.cutoff + self.skin if self.cutoff > 0 else 0.0
 
     @property
     def n_systems(self) -> int:
@@ -87,12 +101,42 @@ class Batch:
         return Batch(**out)
 
     def with_positions(self, pos_nc: Tensor, cell_s33: Tensor | None = None) -> Batch:
-        """A batch with new positions (and cell) and a freshly built neighbour graph."""
+        """A batch with new positions (and cell) and a neighbour graph for them: the same
+        graph when the Verlet skin allows (see ``skin``), else a freshly built one."""
+        cell = self.cell_s33 if cell_s33 is None else cell_s33
+        if self.skin > 0 and self.ref_pos_nc is not None and torch.equal(cell, self.cell_s33):
+            moved = (pos_nc.detach() - self.ref_pos_nc).norm(dim=1)
+            if float(moved.max()) < 0.5 * self.skin:
+                return replace(self, pos_nc=pos_nc)
+        return self.rebuilt(pos_nc, cell)
+
+    def rebuilt(self, pos_nc: Tensor, cell_s33: Tensor | None = None) -> Batch:
+        """A batch at ``pos_nc`` (and cell) with its graph built there (and, with a skin,
+        the reference positions set there)."""
         cell = self.cell_s33 if cell_s33 is None else cell_s33
         edge_index, shift = _graph(
-            pos_nc.detach(), cell.detach(), self.pbc_s3, self.system_n, self.n_atoms_s, self.cutoff
+            pos_nc.detach(),
+            cell.detach(),
+            self.pbc_s3,
+            self.system_n,
+            self.n_atoms_s,
+            self.graph_radius,
         )
-        return replace(self, pos_nc=pos_nc, cell_s33=cell, edge_index_2e=edge_index, shift_e3=shift)
+        ref = pos_nc.detach().clone() if self.skin > 0 else None
+        return replace(
+            self,
+            pos_nc=pos_nc,
+            cell_s33=cell,
+            edge_index_2e=edge_index,
+            shift_e3=shift,
+            ref_pos_nc=ref,
+        )
+
+    def with_skin(self, skin: float) -> Batch:
+        """The batch with a Verlet skin of ``skin`` Å (0: none), its graph rebuilt."""
+        if skin < 0:
+            raise ValueError(f"the Verlet skin must be ≥ 0 Å, got {skin}")
+        return replace(self, skin=float(skin)).rebuilt(self.pos_nc, self.cell_s33)
 
     # ------------------------------------------------------------ construction
     @classmethod

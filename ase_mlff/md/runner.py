@@ -61,6 +61,12 @@ def _save_checkpoint(
             # potential afterwards (a metadynamics hill), so recomputing them would not do
             forces=state.forces_nc.detach().cpu(),
             energy=state.energy_s.detach().cpu(),
+            # where the Verlet-skin graph was built: the same graph again on resume
+            **(
+                {"ref_pos": state.batch.ref_pos_nc.detach().cpu()}
+                if state.batch.ref_pos_nc is not None
+                else {}
+            ),
             generators=[g.get_state() for g in state.generators],
             thermostat={k: v.detach().cpu() for k, v in state.thermostat.items()},
         )
@@ -96,7 +102,10 @@ def _load_checkpoint(
     for g, g_state in zip(state.generators, data["generators"]):
         g.set_state(g_state)
     cell = data["cell"].to(device=dev, dtype=dt) if "cell" in data else None
-    batch = state.batch.with_positions(data["pos"].to(device=dev, dtype=dt), cell)
+    batch = state.batch
+    if "ref_pos" in data:  # the graph the run had, built where it was built
+        batch = batch.rebuilt(data["ref_pos"].to(device=dev, dtype=dt), cell)
+    batch = batch.with_positions(data["pos"].to(device=dev, dtype=dt), cell)
     if "forces" in data:
         forces, energy = data["forces"].to(device=dev, dtype=dt), data["energy"].to(dev)
     else:  # checkpoints written before the forces were saved
@@ -189,6 +198,7 @@ def run_md(
     detector_factory: Callable[[Sequence[Atoms], MDState], list] = default_detectors,
     metadynamics: Metadynamics | None = None,
     stop_on_failure: bool = True,
+    skin: float = 0.0,
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -217,6 +227,10 @@ def run_md(
     ``metadynamics``: a :class:`~ase_mlff.md.metadynamics.Metadynamics` bias acting in
     every step (its hills deposited at the checks, kept in the checkpoint).
 
+    ``skin`` (Å): a Verlet skin for the neighbour graph, rebuilt only when an atom has
+    moved half the skin (:class:`~ase_mlff.graph.Batch`); the forces are those of a graph
+    rebuilt every step.
+
     ``stop_on_failure=False`` judges every criterion on its own (paper 004 Table 1 counts
     overlap and Lindemann separately): a replica runs on after a failed check and
     ``ReplicaResult.fired_fs`` records when each criterion first failed; only a
@@ -230,6 +244,8 @@ def run_md(
     """
     p = make_protocol(protocol, **protocol_fields)
     _check_run(p, model, images, dtype, traj_dir, checkpoint_every)
+    if not skin >= 0:
+        raise ValueError(f"skin (the Verlet skin, Å) must be ≥ 0, got {skin}")
     if metadynamics is not None:  # the bias force in every step; hills at the checks
         check_metadynamics(metadynamics, p.check_every)
         metadynamics.dt_fs = p.dt
@@ -243,12 +259,15 @@ def run_md(
         replica_ids=ids,
         dtype=dtype,
         device=device,
+        skin=skin,
     )
     dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
     if metadynamics is not None:
         dets.append(metadynamics)
     step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
     settings = _settings(p, seed, dets, stop_on_failure)
+    if skin:
+        settings["skin"] = float(skin)
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
     resuming = bool(checkpoint_every and ckpt and ckpt.exists())
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None

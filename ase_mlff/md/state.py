@@ -86,6 +86,9 @@ class MDState:
             dtype=b.dtype,
             device=b.device,
         )
+        if b.skin > 0:  # the kept replicas' graph, built where the old one was
+            ref = b.ref_pos_nc[keep_n]
+            batch = replace(batch, skin=b.skin).rebuilt(ref).with_positions(batch.pos_nc)
         changes = {f: getattr(self, f)[keep_n] for f in ATOM_FIELDS}
         for f in SYSTEM_FIELDS:
             v = getattr(self, f)
@@ -144,8 +147,10 @@ def init_state(
     replica_ids: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
+    skin: float = 0.0,
 ) -> MDState:
-    """Replicas from ASE structures with Maxwell-Boltzmann velocities at ``temperature_K``.
+    """Replicas from ASE structures with Maxwell-Boltzmann velocities at ``temperature_K``;
+    ``skin`` (Å): the Verlet skin of their neighbour graph (:class:`~ase_mlff.graph.Batch`).
 
     Velocities are drawn per replica from its own stream (``replica_ids``, default
     0..R-1, name the streams), the centre-of-mass motion is
@@ -153,6 +158,8 @@ def init_state(
     of freedom (as ASE's ``MaxwellBoltzmannDistribution(force_temp=True)`` + ``Stationary``).
     """
     batch = Batch.from_atoms(list(images), cutoff=model.cutoff, dtype=dtype, device=device)
+    if skin:
+        batch = batch.with_skin(skin)
     mass_n = torch.as_tensor(
         atomic_masses[batch.numbers_n.cpu().numpy()], dtype=dtype, device=batch.device
     )

@@ -43,7 +43,7 @@ def _as_potential(part: Potential | dict[str, Any], what: str) -> Potential:
 def restrict_graph(batch: Batch, cutoff: float) -> Batch:
     """``batch`` with only the edges shorter than ``cutoff`` (the same batch when its graph
     was built with a cutoff ≤ ``cutoff``, or has none). Positions stay differentiable."""
-    if batch.cutoff <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
+    if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
         return batch
     with torch.no_grad():
         vec = edge_vectors(batch)
