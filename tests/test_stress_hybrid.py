@@ -12,9 +12,10 @@ from ase.build import bulk
 
 from ase_mlff.data import Dataset
 from ase_mlff.graph import Batch
+from ase_mlff.graph.batch import restrict_graph
 from ase_mlff.metrics.bond_forces import force_angles
 from ase_mlff.models import EAM, PaiNN, build_model, compute_properties
-from ase_mlff.models.hybrid import HybridPotential, part_forces, restrict_graph
+from ase_mlff.models.hybrid import HybridPotential, part_forces
 from ase_mlff.models.io import load_model, save_model
 from ase_mlff.models.prediction import predict
 from ase_mlff.training import TrainConfig, Trainer

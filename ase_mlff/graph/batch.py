@@ -282,6 +282,27 @@ def edge_vectors(
     return vec
 
 
+def restrict_graph(batch: Batch, cutoff: float) -> Batch:
+    """``batch`` with only the edges shorter than ``cutoff`` (the same batch when its graph
+    holds nothing beyond ``cutoff``, or has none). Positions stay differentiable. Used by
+    the hybrid (each part sees its own cutoff) and by
+    :func:`~ase_mlff.models.compute_properties` (a Verlet-skin graph's extra shell is not
+    evaluated)."""
+    if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
+        return batch
+    with torch.no_grad():
+        vec = edge_vectors(batch)
+        keep = (vec * vec).sum(dim=1) < cutoff * cutoff
+    return replace(
+        batch,
+        edge_index_2e=batch.edge_index_2e[:, keep],
+        shift_e3=batch.shift_e3[keep],
+        cutoff=float(cutoff),
+        skin=0.0,
+        ref_pos_nc=None,
+    )
+
+
 def replica_vectors(batch: Batch, a, b) -> Tensor:
     """``x_b − x_a`` for atoms ``a`` and ``b`` (indices within a system) of every system of
     the batch, the exact minimum image in periodic systems

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ase_mlff.graph.batch import Batch, edge_vectors
+from ase_mlff.graph.batch import Batch, edge_vectors, restrict_graph
 from ase_mlff.graph.neighbours import half_edge_mask
 
 MAX_Z = 118
@@ -138,7 +138,8 @@ def compute_properties(
             pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
             cell = cell + torch.bmm(cell, sym)
             inputs.append(strain)
-        b = replace(batch, pos_nc=pos, cell_s33=cell)
+        # a Verlet-skin graph's shell beyond the cutoff would add exact zeros at full cost
+        b = restrict_graph(replace(batch, pos_nc=pos, cell_s33=cell), batch.cutoff)
         energy = model(b)
         out: dict[str, Tensor] = {"energy": energy}
         if forces or stress:

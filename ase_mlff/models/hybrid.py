@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ase_mlff.graph.batch import Batch, edge_vectors
+from ase_mlff.graph.batch import Batch, restrict_graph
 from ase_mlff.models.base import Potential
 
 PARTS = ("mlip", "eam")
@@ -38,22 +38,6 @@ def _as_potential(part: Potential | dict[str, Any], what: str) -> Potential:
 
         return build_model(part)
     raise TypeError(f"HybridPotential: {what} must be a Potential or a model config dict")
-
-
-def restrict_graph(batch: Batch, cutoff: float) -> Batch:
-    """``batch`` with only the edges shorter than ``cutoff`` (the same batch when its graph
-    was built with a cutoff ≤ ``cutoff``, or has none). Positions stay differentiable."""
-    if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
-        return batch
-    with torch.no_grad():
-        vec = edge_vectors(batch)
-        keep = (vec * vec).sum(dim=1) < cutoff * cutoff
-    return replace(
-        batch,
-        edge_index_2e=batch.edge_index_2e[:, keep],
-        shift_e3=batch.shift_e3[keep],
-        cutoff=float(cutoff),
-    )
 
 
 class HybridPotential(Potential):
