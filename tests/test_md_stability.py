@@ -526,3 +526,23 @@ def test_every_criterion_judged_to_the_end_when_asked(tmp_path):
         assert a.fired_fs == b.fired_fs
         np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-12)
     assert read_summary(tmp_path / "run")["replicas"] == summary
+
+
+def test_a_failure_dated_back_by_its_window_is_the_first_failure():
+    """A windowed criterion found at a later check but dated earlier (onset lag) names
+    t_inst and the reason, and the frames end before that onset."""
+    from ase_mlff.md.runner import first_failure
+
+    asp = _aspirin()
+    model = TemplateSprings([asp], [20.0])
+
+    def factory(references, state):
+        ids = list(range(len(references)))
+        return [Scripted("a", {0: 30}, ids), Scripted("window", {0: 30}, ids, lag=3)]
+
+    kw = dict(steps=60, dt=0.5, temperature_K=300, seed=3, check_every=5, record_every=5)
+    r = run_md(model, [asp], detector_factory=factory, **kw).replicas[0]
+    assert r.fired_fs == {"a": 15.0, "window": 7.5}
+    assert (r.reason, r.t_inst_fs) == ("window", 7.5)
+    assert r.times_fs.max() < 7.5
+    assert first_failure({"x": 2.0, "y": 1.0, "z": 1.0}) == "y" and first_failure({}) is None

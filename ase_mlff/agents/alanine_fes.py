@@ -238,6 +238,12 @@ def walker_fes(st: _Study, run, metad) -> dict[str, Any]:
     points = np.stack([phi_g.ravel(), psi_g.ravel()], axis=1)
     ref = {"phi": st.fes["fes_phi_kj"], "psi": st.fes["fes_psi_kj"]}
     stable = [k for k, r in enumerate(run.replicas) if r.stable]
+    n_walkers = 0 if metad.centers is None else int(metad.centers.shape[0])
+    if len(stable) != n_walkers:  # the hills follow the replicas that stayed in the batch
+        raise ValueError(
+            f"{n_walkers} walkers hold hills but {len(stable)} replicas stayed stable: "
+            "run the walkers with stop_on_failure=True"
+        )
     out: dict[str, Any] = {"walkers": {}, "curves": {}}
     f2ds = []
     for w, k in enumerate(stable):  # the hills of the replicas that remain, in order

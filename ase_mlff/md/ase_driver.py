@@ -145,9 +145,15 @@ def run_ase_md(
                 pending.append(_snapshot(atoms, step, dt, dof))
             if step % check_every == 0 or step == steps:
                 view = _view(atoms, detector_cutoff)
-                failed = [d.name for d in dets if bool(d(view)[0])]
-                if failed:
-                    t_inst, reason = step * dt, failed[0]
+                failed = [d for d in dets if bool(d(view)[0])]
+                if failed:  # the earliest onset (a window dates its failure back)
+                    onsets = [
+                        (step - getattr(d, "onset_lag_checks", 0) * check_every) * dt
+                        for d in failed
+                    ]
+                    k = int(np.argmin(onsets))
+                    t_inst, reason = onsets[k], failed[k].name
+                    frames = [f for f in frames if f.time_fs < t_inst]
                     if store:
                         store.mark_stopped(r, t_inst, reason)
                     break

@@ -407,7 +407,8 @@ class RDFDeviation(Detector):
         same = bool((b.n_atoms_s == n).all()) and bool(
             (b.numbers_n.view(-1, n) == b.numbers_n[:n]).all()
         )
-        if same and bool((half_cell_height(b.cell_s33) >= self.r_max - 1e-9).all()):
+        periodic = bool(b.pbc_s3.all())  # minimum images only where every axis is periodic
+        if same and periodic and bool((half_cell_height(b.cell_s33) >= self.r_max - 1e-9).all()):
             pos = b.pos_nc.detach().view(b.n_systems, n, 3)
             return min_image_rdf(
                 pos, b.numbers_n[:n], b.cell_s33, self.element_pairs, self.r_max, self.n_bins

@@ -235,8 +235,9 @@ def run_md(
     overlap and Lindemann separately): a replica runs on after a failed check and
     ``ReplicaResult.fired_fs`` records when each criterion first failed; only a
     ``terminal`` detector (non-finite values, runaway forces or temperature) stops it.
-    ``t_inst_fs``/``reason`` are the first failure either way; in this mode the stored
-    frames go on past it.
+    ``t_inst_fs``/``reason`` are the earliest failure either way (onsets dated back by a
+    window included); in this mode the stored frames go on past it, otherwise the frames
+    end before it.
 
     Every parameter is checked first (the protocol when it is made,
     :func:`~ase_mlff.md.validation.validate_md_parameters`): a bad one raises
@@ -298,10 +299,19 @@ def run_md(
     results = []
     for r in ids:
         fired = book.fired.get(r, {})
-        reason = next(iter(fired), None)
+        reason = first_failure(fired)
         t_inst = fired[reason] if reason else float("nan")
-        results.append(ReplicaResult.from_frames(r, t_inst, reason, book.frames[r], fired))
+        frames = book.frames[r]
+        if reason and stop_on_failure:  # a window dated back: its frames are not stable
+            frames = [f for f in frames if f.time_fs < t_inst]
+        results.append(ReplicaResult.from_frames(r, t_inst, reason, frames, fired))
     return MDRun(replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings)
+
+
+def first_failure(fired_fs: dict[str, float]) -> str | None:
+    """The criterion with the earliest onset (the first recorded among equal onsets): a
+    windowed criterion found at a later check can date its failure earlier."""
+    return min(fired_fs, key=fired_fs.get) if fired_fs else None
 
 
 def _check_run(

@@ -116,12 +116,12 @@ class TrajectoryStore:
 
     def mark_fired(self, replica_id: int, fired_fs: dict[str, float]) -> None:
         """Record a replica's failed criteria ({criterion: onset fs}, in firing order): its
-        t_inst and reason are the first."""
+        t_inst and reason are those of the earliest onset."""
         self._set_fired(self.summary["replicas"][str(replica_id)], fired_fs)
 
     @staticmethod
     def _set_fired(info: dict, fired_fs: dict[str, float]) -> None:
-        reason = next(iter(fired_fs))
+        reason = min(fired_fs, key=fired_fs.get)  # the earliest onset (as md.runner)
         info.update(t_inst_fs=fired_fs[reason], reason=reason, fired_fs=dict(fired_fs))
 
     def flush(self) -> None:

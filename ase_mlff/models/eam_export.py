@@ -93,8 +93,8 @@ def write_eam_fs(
     lines = [
         "# ase_mlff learnable EAM (paper 004, Eqs. 1-3) exported as LAMMPS eam/fs\n",
         f"# E_atom {'folded into F' if atomic_energy_in_embedding else 'NOT included'}; "
-        f"cutoff switch width {model.cutoff_width:g} A. {comment}\n",
-        "# Morse pairs D(1-exp(-a(r-re)))^2, densities sum_k A exp(-beta r), F=B(rho-rho0)^2\n",
+        f"quintic cutoff switch width {model.cutoff_width:g} A. {comment}\n",
+        "# Morse pairs D[(1-exp(-a(r-re)))^2-1], densities sum_k A exp(-beta r), F=B(rho-rho0)^2\n",
         f"{n} {' '.join(model.symbols)}\n",
         f"{nrho} {drho:.16e} {nr} {dr:.16e} {model.cutoff:.16e}\n",
     ]

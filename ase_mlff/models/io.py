@@ -133,8 +133,8 @@ def _refuse_old_eam(config: Any, path: Path) -> None:
         if config.get("name") == "eam" and "pair_term" not in config:
             raise CheckpointError(
                 f"checkpoint {path} holds an EAM of the old form (pair term "
-                "D(1 - exp(-a(r - r_e)))^2 without a well, cosine switch over the whole "
-                "cutoff); the EAM now uses paper 004's binding Morse: refit it"
+                "D(1 - exp(-a(r - r_e)))^2 without a well, cosine switch); the EAM now "
+                "uses paper 004's binding Morse and a quintic switch: refit it"
             )
         for value in config.values():
             _refuse_old_eam(value, path)
