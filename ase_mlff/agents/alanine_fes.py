@@ -45,6 +45,7 @@ from ase_mlff.agents.ff_pretraining import (
     output_folder,
     resolve_settings,
     save_figures,
+    study_protocol,
     train_variants,
     variant_metrics,
     write_outputs,
@@ -174,26 +175,20 @@ def _prepare(prof: dict[str, Any], opts: FFPTOptions) -> _Study:
 
 def _protocol(st: _Study) -> dict[str, Any]:
     s, p = st.settings, st.prof
-    return {
-        "profile": st.opts.profile,
-        "model": st.model_cfg,
-        "n_pretrain": s.n_pretrain,
-        "rattle_sigma_A": RATTLE_SIGMA_A,
-        "n_train": len(st.train),
-        "n_val": len(st.val),
-        "n_test": len(st.test),
-        "metadynamics": {
-            "height_kj": HEIGHT_KJ,
-            "sigma_rad": SIGMA_RAD,
-            "bias_factor": BIAS_FACTOR,
-            "pace_fs": p["pace_steps"] * p["dt_fs"],
-            "walker_ps": s.md_steps * p["dt_fs"] / 1000.0,
-            "dt_fs": p["dt_fs"],
-            "temperature_K": TEMPERATURE_K,
-            "friction_per_fs": p["friction"],
-        },
-        **{k: c.__dict__ for k, c in s.cfgs.items()},
+    metadynamics = {
+        "height_kj": HEIGHT_KJ,
+        "sigma_rad": SIGMA_RAD,
+        "bias_factor": BIAS_FACTOR,
+        "pace_fs": p["pace_steps"] * p["dt_fs"],
+        "walker_ps": s.md_steps * p["dt_fs"] / 1000.0,
+        "dt_fs": p["dt_fs"],
+        "temperature_K": TEMPERATURE_K,
+        "friction_per_fs": p["friction"],
     }
+    sizes = (len(st.train), len(st.val), len(st.test))
+    return study_protocol(
+        st.opts, s, st.model_cfg, RATTLE_SIGMA_A, sizes, metadynamics=metadynamics
+    )
 
 
 def run_walkers(st: _Study, model: torch.nn.Module, starts: list, traj_dir: Path):

@@ -47,6 +47,7 @@ from ase_mlff.agents.ff_pretraining import (
     output_folder,
     resolve_settings,
     save_figures,
+    study_protocol,
     train_variants,
     variant_metrics,
     write_outputs,
@@ -211,22 +212,9 @@ def _prepare(prof: dict[str, Any], opts: FFPTOptions) -> _AspirinStudy:
 def _protocol(st: _AspirinStudy) -> dict[str, Any]:
     """Everything that defines the study: the parent run's parameters."""
     s = st.settings
-    return {
-        "profile": st.opts.profile,
-        "model": st.model_cfg,
-        "n_pretrain": s.n_pretrain,
-        "rattle_sigma_A": RATTLE_SIGMA_A,
-        "n_train": len(st.train),
-        "n_val": len(st.val),
-        "n_test": len(st.test),
-        **{k: c.__dict__ for k, c in s.cfgs.items()},
-        "md": {
-            **MD_PROTOCOL,
-            "steps": s.md_steps,
-            "replicas": s.replicas,
-            "bond_delta_A": BOND_DELTA_A,
-        },
-    }
+    sizes = (len(st.train), len(st.val), len(st.test))
+    md = {**MD_PROTOCOL, "steps": s.md_steps, "replicas": s.replicas, "bond_delta_A": BOND_DELTA_A}
+    return study_protocol(st.opts, s, st.model_cfg, RATTLE_SIGMA_A, sizes, md=md)
 
 
 def _pretraining(st: _AspirinStudy, parent) -> Dataset:

@@ -111,6 +111,31 @@ def resolve_settings(opts: FFPTOptions, prof: dict[str, Any]) -> Settings:
     )
 
 
+def study_protocol(
+    opts: FFPTOptions,
+    settings: Settings,
+    model_cfg: dict[str, Any],
+    rattle_sigma_A: float,
+    sizes: tuple[int, int, int],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What defines an FFPT study (the parent run's parameters): profile, model,
+    pre-training frames and rattle, the (train, val, test) ``sizes``, every stage's
+    configuration, and the study's own ``extra`` entries."""
+    n_train, n_val, n_test = sizes
+    return {
+        "profile": opts.profile,
+        "model": model_cfg,
+        "n_pretrain": settings.n_pretrain,
+        "rattle_sigma_A": rattle_sigma_A,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        **{k: c.__dict__ for k, c in settings.cfgs.items()},
+        **extra,
+    }
+
+
 def output_folder(opts: FFPTOptions, name: str) -> Path:
     """``opts.out`` (default ``runs/<name>``), created."""
     out = Path("runs") / name if opts.out is None else Path(opts.out)
@@ -228,6 +253,7 @@ __all__ = [
     "resolve_settings",
     "save_figures",
     "stage_configs",
+    "study_protocol",
     "train_variants",
     "variant_metrics",
     "write_outputs",

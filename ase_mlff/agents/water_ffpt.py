@@ -45,6 +45,7 @@ from ase_mlff.agents.ff_pretraining import (
     output_folder,
     resolve_settings,
     save_figures,
+    study_protocol,
     train_variants,
     variant_metrics,
     write_outputs,
@@ -187,25 +188,22 @@ def _prepare(prof: dict[str, Any], opts: FFPTOptions) -> _WaterStudy:
 def _protocol(st: _WaterStudy, bulk_provenance: dict[str, Any]) -> dict[str, Any]:
     """Everything that defines the study: the parent run's parameters."""
     s = st.settings
-    return {
-        "profile": st.opts.profile,
-        "model": st.model_cfg,
-        "n_pretrain": s.n_pretrain,
-        "rattle_sigma_A": RATTLE_SIGMA_A,
-        "pretraining_reference": "flexible TIP3P monomer (OpenMM tip3p.xml), ase_mlff torch",
-        "finetuning_reference": bulk_provenance.get("model", "flexible TIP3P bulk, OpenMM PME"),
-        "n_train": len(st.train),
-        "n_val": len(st.val),
-        "n_test": len(st.test_eval),
-        **{k: c.__dict__ for k, c in s.cfgs.items()},
-        "md": {
+    return study_protocol(
+        st.opts,
+        s,
+        st.model_cfg,
+        RATTLE_SIGMA_A,
+        (len(st.train), len(st.val), len(st.test_eval)),
+        pretraining_reference="flexible TIP3P monomer (OpenMM tip3p.xml), ase_mlff torch",
+        finetuning_reference=bulk_provenance.get("model", "flexible TIP3P bulk, OpenMM PME"),
+        md={
             **MD_PROTOCOL,
             "steps": s.md_steps,
             "replicas": s.replicas,
             "rdf_delta": RDF_DELTA,
             "rdf_window_fs": st.prof["rdf_window_fs"],
         },
-    }
+    )
 
 
 def _reference(st: _WaterStudy) -> _Reference:

@@ -296,15 +296,7 @@ def run_md(
     bar.close()
     if store:
         store.close()
-    results = []
-    for r in ids:
-        fired = book.fired.get(r, {})
-        reason = first_failure(fired)
-        t_inst = fired[reason] if reason else float("nan")
-        frames = book.frames[r]
-        if reason and stop_on_failure:  # a window dated back: its frames are not stable
-            frames = [f for f in frames if f.time_fs < t_inst]
-        results.append(ReplicaResult.from_frames(r, t_inst, reason, frames, fired))
+    results = [book.result(r) for r in ids]
     return MDRun(replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings)
 
 
@@ -387,6 +379,17 @@ class _Replicas:
         self.pending: dict[int, list] = {r: [] for r in ids}
         self.stopped: dict[int, tuple[float, str]] = {}
         self.fired: dict[int, dict[str, float]] = {}
+
+    def result(self, r: int) -> ReplicaResult:
+        """Replica ``r``'s result: t_inst and reason of its earliest failure, its frames
+        (those before that onset, unless every criterion was judged to the end)."""
+        fired = self.fired.get(r, {})
+        reason = first_failure(fired)
+        t_inst = fired[reason] if reason else float("nan")
+        frames = self.frames[r]
+        if reason and self.stop_on_failure:  # a window dated back: its frames are not stable
+            frames = [f for f in frames if f.time_fs < t_inst]
+        return ReplicaResult.from_frames(r, t_inst, reason, frames, fired)
 
     def save(self, path: Path, state: MDState, settings: dict, dets: Sequence[Detector]) -> None:
         _save_checkpoint(path, state, self.active, self.stopped, settings, dets, self.fired)

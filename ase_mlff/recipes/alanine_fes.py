@@ -12,13 +12,10 @@ stages and resumes the metadynamics. Docs: docs/recipe_alanine_fes.md.
 
 from __future__ import annotations
 
-import argparse
-import logging
 from typing import Any
 
 from ase_mlff.agents.alanine_fes import N_TRAIN, alanine_fes_study
-from ase_mlff.agents.ff_pretraining import FFPTOptions
-from ase_mlff.recipes._ff_pretraining import add_arguments
+from ase_mlff.recipes._ff_pretraining import ffpt_main
 
 #: quick: minutes on 2 CPU cores; paper: paper 003's hills every 1 ps over 2 ns walkers
 PROFILES: dict[str, dict[str, Any]] = {
@@ -48,14 +45,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_arguments(p, "alanine_fes", PROFILES, n_train=N_TRAIN)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    outcome = alanine_fes_study(PROFILES[a.profile], FFPTOptions(**vars(a)))
-    print(outcome.table)
-    print(f"results in {outcome.out}; MLflow store: {outcome.tracking_uri}")
-    return outcome.results
+    return ffpt_main(argv, __doc__, "alanine_fes", PROFILES, N_TRAIN, alanine_fes_study)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,10 @@ This module is the command line and the profiles; the study is
 
 from __future__ import annotations
 
-import argparse
-import logging
 from typing import Any
 
 from ase_mlff.agents.aspirin_ffpt import N_TRAIN, aspirin_ffpt_study
-from ase_mlff.agents.ff_pretraining import FFPTOptions
-from ase_mlff.recipes._ff_pretraining import add_arguments
+from ase_mlff.recipes._ff_pretraining import ffpt_main
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -60,14 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_arguments(p, "aspirin_ffpt", PROFILES, n_train=N_TRAIN)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    outcome = aspirin_ffpt_study(PROFILES[a.profile], FFPTOptions(**vars(a)))
-    print(outcome.table)
-    print(f"results in {outcome.out}; MLflow store: {outcome.tracking_uri}")
-    return outcome.results
+    return ffpt_main(argv, __doc__, "aspirin_ffpt", PROFILES, N_TRAIN, aspirin_ffpt_study)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,10 @@ This module is the command line and the profiles; the study is
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
-from ase_mlff.agents.ff_pretraining import FFPTOptions
 from ase_mlff.agents.water_ffpt import N_TRAIN, water_ffpt_study
-from ase_mlff.recipes._ff_pretraining import add_arguments
+from ase_mlff.recipes._ff_pretraining import ffpt_main
 
 __all__ = ["PROFILES", "main"]
 
@@ -62,16 +60,14 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_arguments(p, "water_ffpt", PROFILES, n_train=N_TRAIN)
+def _n_test(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-test", type=int, default=None, help="test frames evaluated")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    outcome = water_ffpt_study(PROFILES[a.profile], FFPTOptions(**vars(a)))
-    print(outcome.table)
-    print(f"results in {outcome.out}; MLflow store: {outcome.tracking_uri}")
-    return outcome.results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ffpt_main(
+        argv, __doc__, "water_ffpt", PROFILES, N_TRAIN, water_ffpt_study, extra=_n_test
+    )
 
 
 if __name__ == "__main__":
