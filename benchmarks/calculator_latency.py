@@ -7,7 +7,8 @@ one MD step asks for. Timed per call: everything the calculator does (for
 ``MLFFCalculator``: checks, batch and neighbour list, forward, autograd forces, copies
 back to numpy).
 
-Rows: PaiNN and SchNet through ``MLFFCalculator`` in float32 and float64, and the
+Rows: PaiNN and SchNet through ``MLFFCalculator`` in float32 (also with a 1 Å Verlet
+skin: the batch and graph kept between calls) and float64, and the
 GFN2-xTB reference (tblite) the models are trained on. A model named by ``--model``
 (shipped name or checkpoint directory; default ``aspirin-painn``) is used for its
 architecture when it exists; otherwise that architecture is randomly initialised at the
@@ -106,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, str, np.ndarray]] = []
     for arch, label in ARCHS.items():
         source = trained.get(arch)
-        for dtype in ("float32", "float64"):
-            calc = MLFFCalculator(source or random_init[arch], device=args.device, dtype=dtype)
-            name = f"{label} ({source or 'random init'})"
+        for dtype, skin in (("float32", 0.0), ("float32", 1.0), ("float64", 0.0)):
+            calc = MLFFCalculator(
+                source or random_init[arch], device=args.device, dtype=dtype, skin=skin
+            )
+            name = f"{label} ({source or 'random init'})" + (f", skin {skin:g} Å" if skin else "")
             rows.append(
                 (
                     name,

@@ -125,3 +125,47 @@ def test_md_with_a_skin_follows_the_md_without_and_rebuilds_rarely(tmp_path, asp
         np.testing.assert_array_equal(a.positions_tn3, b.positions_tn3)
     with pytest.raises(ValueError, match="skin"):
         run_md(model, images, skin=-0.5, **kw)
+
+
+def test_calculator_with_a_skin_equals_the_calculator_without(aspirin, periodic_cells):
+    """MLFFCalculator(skin=1): along a sequence of small moves and one large jump, the
+    same energy, forces and stress as without a skin, with the graph built twice (start
+    and after the jump); a new cell gets a new batch. ASE MD through it follows the
+    same trajectory."""
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_mlff.calculators import MLFFCalculator
+
+    model = _models()["painn"]
+    rng = np.random.default_rng(3)
+    for atoms in (aspirin, periodic_cells[0]):
+        plain = MLFFCalculator(model, dtype="float64")
+        skin = MLFFCalculator(model, dtype="float64", skin=1.0)
+        props = ["energy", "forces"] + (["stress"] if atoms.pbc.all() else [])
+        a = atoms.copy()
+        with mock.patch.object(batch_module, "_graph", wraps=batch_module._graph) as built:
+            for k in range(6):  # an MD-like walk of small steps, one jump at k = 4
+                a = a.copy()
+                a.positions += rng.normal(scale=0.02 if k != 4 else 0.8, size=a.positions.shape)
+                skin.calculate(a, props)
+                plain.calculate(a, props)
+                for p in props:
+                    np.testing.assert_allclose(skin.results[p], plain.results[p], atol=1e-10)
+        assert built.call_count == 6 + 2  # the plain calculator: 6; with the skin: 2
+    b = periodic_cells[0].copy()
+    b.set_cell(b.cell * 1.01, scale_atoms=True)
+    skin.calculate(b, ["energy"])
+    plain.calculate(b, ["energy"])
+    assert skin.results["energy"] == pytest.approx(plain.results["energy"], abs=1e-10)
+    runs = []
+    for calc in (
+        MLFFCalculator(model, dtype="float64"),
+        MLFFCalculator(model, dtype="float64", skin=1.0),
+    ):
+        a = aspirin.copy()
+        a.calc = calc
+        VelocityVerlet(a, timestep=0.5 * 0.09822694788464063).run(40)  # 0.5 fs
+        runs.append(a.positions.copy())
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-8)
+    with pytest.raises(ValueError, match="skin"):
+        MLFFCalculator(model, skin=-1.0)

@@ -66,6 +66,10 @@ class MLFFCalculator(Calculator):
         dtype: ``"float64"`` (default; MD-grade precision) or ``"float32"`` (or the torch
             dtypes); float16 is refused: forces by autograd in half precision are off by far
             more than a model's error.
+        skin: Verlet skin, Å (0: a fresh batch and graph every call). With a skin, the
+            batch is kept between calls on the same atoms and cell and its graph rebuilt
+            only when an atom has moved skin/2: what an MD driver asks for. The results are
+            those of a fresh graph (tests/test_verlet_skin.py).
 
     Inputs are checked before the model runs: empty Atoms, NaN/inf positions or cell,
     elements the model never saw, a periodic cell of zero volume or with a cell height
@@ -82,9 +86,15 @@ class MLFFCalculator(Calculator):
         model: str | Path | torch.nn.Module = "aspirin-painn",
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float64",
+        skin: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not skin >= 0:
+            raise ValueError(f"skin (the Verlet skin, Å) must be ≥ 0, got {skin}")
+        self.skin = float(skin)
+        self._batch: Batch | None = None  # kept between calls with a skin
+        self._batch_key: tuple | None = None
         self.device = torch.device(device)
         if dtype not in (*DTYPES, *DTYPES.values()):
             raise ValueError(
@@ -137,11 +147,7 @@ class MLFFCalculator(Calculator):
         # positions relative to the centre, in float64 before any cast: a molecule far
         # from the origin keeps its float32 precision (energy, forces and stress are
         # translation invariant)
-        centred = atoms.copy()
-        centred.positions = atoms.positions - atoms.positions.mean(axis=0)
-        batch = Batch.from_atoms(
-            centred, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device
-        )
+        batch = self._batch_for(atoms, atoms.positions - atoms.positions.mean(axis=0))
         _warn_close_atoms(batch)
         out = compute_properties(self.model, batch, forces=True, stress=periodic)
         energy = float(out["energy"][0])
@@ -154,6 +160,25 @@ class MLFFCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(
                 out["stress"][0].cpu().double().numpy()
             )
+
+    def _batch_for(self, atoms: Atoms, centred_positions: np.ndarray) -> Batch:
+        """The batch at ``centred_positions``. With a Verlet skin the last call's batch is
+        reused while the atoms, cell and periodicity are the same: only the positions
+        change, and the neighbour graph is rebuilt when some atom has moved skin/2
+        (:class:`~ase_mlff.graph.Batch`). Without one, a fresh batch every call."""
+        key = (atoms.numbers.tobytes(), np.asarray(atoms.cell[:]).tobytes(), atoms.pbc.tobytes())
+        if self.skin > 0 and self._batch is not None and key == self._batch_key:
+            pos = torch.as_tensor(centred_positions, dtype=self.dtype, device=self.device)
+            self._batch = self._batch.with_positions(pos)
+            return self._batch
+        centred = atoms.copy()
+        centred.positions = centred_positions
+        batch = Batch.from_atoms(
+            centred, cutoff=self.model.cutoff, dtype=self.dtype, device=self.device, skin=self.skin
+        )
+        if self.skin > 0:
+            self._batch, self._batch_key = batch, key
+        return batch
 
 
 def _warn_close_atoms(batch: Batch) -> None:

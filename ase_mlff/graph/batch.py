@@ -155,7 +155,11 @@ class Batch:
         forces_nc: np.ndarray | Tensor | None = None,
         stress_s33: np.ndarray | Tensor | None = None,
         weight_s: np.ndarray | Tensor | None = None,
+        skin: float = 0.0,
     ) -> Batch:
+        if skin < 0:
+            raise ValueError(f"the Verlet skin must be ≥ 0 Å, got {skin}")
+
         def f(x: np.ndarray | Tensor | None) -> Tensor | None:
             return None if x is None else torch.as_tensor(x, dtype=dtype, device=device)
 
@@ -180,7 +184,8 @@ class Batch:
             else torch.as_tensor(pbc_s3, dtype=torch.bool, device=device).reshape(n_sys, 3)
         )
         system = torch.repeat_interleave(torch.arange(n_sys, device=device), n_atoms)
-        edge_index, shift = _graph(pos, cell, pbc, system, n_atoms, cutoff)
+        radius = cutoff + skin if cutoff > 0 else 0.0
+        edge_index, shift = _graph(pos, cell, pbc, system, n_atoms, radius)
         return cls(
             numbers_n=numbers,
             pos_nc=pos,
@@ -198,6 +203,8 @@ class Batch:
             forces_nc=f(forces_nc),
             stress_s33=f(stress_s33),
             weight_s=f(weight_s),
+            skin=float(skin),
+            ref_pos_nc=pos.detach().clone() if skin > 0 else None,
         )
 
     @classmethod
@@ -208,8 +215,10 @@ class Batch:
         cutoff: float,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        skin: float = 0.0,
     ) -> Batch:
-        """Build from ASE Atoms (one or many; different molecules may be mixed)."""
+        """Build from ASE Atoms (one or many; different molecules may be mixed); ``skin``:
+        a Verlet skin (see the class doc)."""
         if isinstance(images, Atoms):
             images = [images]
         if len(images) == 0:
@@ -226,6 +235,7 @@ class Batch:
             cutoff=cutoff,
             dtype=dtype,
             device=device,
+            skin=skin,
         )
 
     @classmethod

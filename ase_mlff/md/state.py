@@ -157,9 +157,9 @@ def init_state(
     removed, and each replica is rescaled to exactly ``temperature_K`` over 3N-3 degrees
     of freedom (as ASE's ``MaxwellBoltzmannDistribution(force_temp=True)`` + ``Stationary``).
     """
-    batch = Batch.from_atoms(list(images), cutoff=model.cutoff, dtype=dtype, device=device)
-    if skin:
-        batch = batch.with_skin(skin)
+    batch = Batch.from_atoms(
+        list(images), cutoff=model.cutoff, dtype=dtype, device=device, skin=skin
+    )
     mass_n = torch.as_tensor(
         atomic_masses[batch.numbers_n.cpu().numpy()], dtype=dtype, device=batch.device
     )
