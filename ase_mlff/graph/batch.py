@@ -184,7 +184,7 @@ class Batch:
             else torch.as_tensor(pbc_s3, dtype=torch.bool, device=device).reshape(n_sys, 3)
         )
         system = torch.repeat_interleave(torch.arange(n_sys, device=device), n_atoms)
-        radius = cutoff + skin if cutoff > 0 else 0.0
+        radius = cutoff + skin if cutoff > 0 else cutoff  # 0: no graph; < 0: refused
         edge_index, shift = _graph(pos, cell, pbc, system, n_atoms, radius)
         return cls(
             numbers_n=numbers,
