@@ -131,16 +131,12 @@ def pretraining_data(out: Path, starts: list, n_frames: int, seed: int) -> Datas
     system = alanine_dipeptide("gbn2")[0]
     pos = np.concatenate([p for _, p in rattle(starts, n_frames, RATTLE_SIGMA_A, seed)])
     energy, forces = openmm_energies_forces(system, pos, platform="Reference")
-    n, numbers = pos.shape[1], starts[0].numbers
-    ds = Dataset(
-        numbers_n=np.tile(numbers, len(pos)),
-        positions_nc=pos.reshape(-1, 3),
-        n_atoms_s=np.full(len(pos), n),
-        cell_s33=np.zeros((len(pos), 3, 3)),
-        pbc_s3=np.zeros((len(pos), 3), bool),
-        energy_s=energy,
-        forces_nc=forces.reshape(-1, 3),
-        config_type_s=np.full(len(pos), "rattled"),
+    ds = Dataset.from_frames(
+        starts[0],
+        pos,
+        energy,
+        forces,
+        "rattled",
         provenance={
             "method": "AMBER ff14SB + implicit/gbn2.xml (OpenMM Reference platform)",
             "sampling": f"rattled x + {RATTLE_SIGMA_A} A * N(0, 1) around the six minima",
@@ -346,7 +342,7 @@ def alanine_fes_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcome:
 
     t_start = time.perf_counter()
     st = _prepare(prof, opts)
-    minima = fes_minima(st.fes["fes_kj_psi_phi"], st.fes["grid_rad"])
+    minima = fes_minima(st.fes["fes_kj_psi_phi"], st.fes["grid_rad"], n=st.settings.replicas)
     starts = minima_starts(st.train, minima)
     st.results["minima_deg"] = [tuple(np.degrees(m).round(1)) for m in minima]
     tracker = Tracker(opts.experiment or NAME, uri=opts.tracking_uri)

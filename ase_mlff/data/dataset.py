@@ -185,6 +185,34 @@ class Dataset:
         return [self.to_atoms(i, with_labels) for i in range(len(self))]
 
     @classmethod
+    def from_frames(
+        cls,
+        atoms: Atoms,
+        positions_snc: np.ndarray,
+        energy_s: np.ndarray,
+        forces_snc: np.ndarray,
+        config_type: str = "default",
+        extra_s: dict[str, np.ndarray] | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> Dataset:
+        """S labelled frames of one system: the numbers, cell and periodicity of ``atoms``
+        with positions (S, N, 3), energies (S,) and forces (S, N, 3)."""
+        pos = np.asarray(positions_snc, dtype=np.float64)
+        s, n = pos.shape[:2]
+        return cls(
+            numbers_n=np.tile(atoms.numbers, s),
+            positions_nc=pos.reshape(-1, 3),
+            n_atoms_s=np.full(s, n),
+            cell_s33=np.repeat(np.asarray(atoms.cell[:])[None], s, axis=0),
+            pbc_s3=np.repeat(np.asarray(atoms.pbc)[None], s, axis=0),
+            energy_s=np.asarray(energy_s, dtype=float),
+            forces_nc=np.asarray(forces_snc, dtype=float).reshape(-1, 3),
+            config_type_s=np.full(s, config_type),
+            extra_s=dict(extra_s or {}),
+            provenance=dict(provenance or {}),
+        )
+
+    @classmethod
     def from_atoms(
         cls,
         images: Sequence[Atoms],

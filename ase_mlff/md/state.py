@@ -76,19 +76,21 @@ class MDState:
         sliced (the batch and its graph rebuilt for the kept replicas)."""
         b = self.batch
         keep_n = keep_s[b.system_n]
+        # with a skin, the kept replicas' graph is built where the old one was
+        built_at = b.pos_nc if b.ref_pos_nc is None else b.ref_pos_nc
         batch = Batch.from_arrays(
             b.numbers_n[keep_n],
-            b.pos_nc[keep_n],
+            built_at[keep_n],
             b.n_atoms_s[keep_s],
             b.cell_s33[keep_s],
             b.pbc_s3[keep_s],
             cutoff=b.cutoff,
             dtype=b.dtype,
             device=b.device,
+            skin=b.skin,
         )
-        if b.skin > 0:  # the kept replicas' graph, built where the old one was
-            ref = b.ref_pos_nc[keep_n]
-            batch = replace(batch, skin=b.skin).rebuilt(ref).with_positions(batch.pos_nc)
+        if b.ref_pos_nc is not None:
+            batch = batch.with_positions(b.pos_nc[keep_n])
         changes = {f: getattr(self, f)[keep_n] for f in ATOM_FIELDS}
         for f in SYSTEM_FIELDS:
             v = getattr(self, f)

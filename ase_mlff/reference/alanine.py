@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from ase import Atoms
 
 from ase_mlff.data.dataset import Dataset
 from ase_mlff.reference.runner import Job, ReferenceKind, run_reference
@@ -226,16 +227,12 @@ def _run_job(cfg: AlanineConfig, job: Job, path: Path) -> None:
         prov["fes_kj_psi_phi"] = (
             meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole).tolist()
         )
-    n = len(numbers)
-    Dataset(
-        numbers_n=np.tile(numbers, n_frames),
-        positions_nc=pos.reshape(-1, 3),
-        n_atoms_s=np.full(n_frames, n),
-        cell_s33=np.zeros((n_frames, 3, 3)),
-        pbc_s3=np.zeros((n_frames, 3), bool),
-        energy_s=energy,
-        forces_nc=forces.reshape(-1, 3),
-        config_type_s=np.full(n_frames, job.params["kind"]),
+    Dataset.from_frames(
+        Atoms(numbers=numbers),
+        pos,
+        energy,
+        forces,
+        job.params["kind"],
         extra_s={
             "traj_id": np.full(n_frames, job.index, dtype=np.int64),
             "time_fs": times,

@@ -61,19 +61,7 @@ def rattled_dataset(
     for atoms, pos in blocks:
         pot = reference if isinstance(reference, torch.nn.Module) else reference(atoms)
         e, f = predict_frames(pot, atoms, pos, chunk_atoms=chunk_atoms, device=device)
-        s, n = pos.shape[:2]
-        parts.append(
-            Dataset(
-                numbers_n=np.tile(atoms.numbers, s),
-                positions_nc=pos.reshape(-1, 3),
-                n_atoms_s=np.full(s, n),
-                cell_s33=np.repeat(np.asarray(atoms.cell[:])[None], s, axis=0),
-                pbc_s3=np.repeat(atoms.pbc[None], s, axis=0),
-                energy_s=e,
-                forces_nc=f.reshape(-1, 3),
-                config_type_s=np.full(s, config_type),
-            )
-        )
+        parts.append(Dataset.from_frames(atoms, pos, e, f, config_type))
     seconds = time.perf_counter() - t0
     ds = parts[0] if len(parts) == 1 else Dataset.concatenate(parts)
     around = [structures] if isinstance(structures, Atoms) else list(structures)
