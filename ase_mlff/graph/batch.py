@@ -286,7 +286,9 @@ def edge_vectors(
         edge_index, shift = edge_index[:, edges], shift[edges]
     i, j = edge_index
     vec = pos.index_select(0, j) - pos.index_select(0, i)
-    if batch.periodic and shift.numel():
+    # eagerly, molecules skip the shift term; a compiled model always adds it (zero shifts
+    # for molecules), so that no data-dependent branch breaks its graph
+    if torch.compiler.is_compiling() or (batch.periodic and shift.numel()):
         cell_e = cell.index_select(0, batch.system_n.index_select(0, i))
         vec = vec + torch.einsum("ec,ecd->ed", shift.to(pos.dtype), cell_e)
     return vec
@@ -297,9 +299,16 @@ def restrict_graph(batch: Batch, cutoff: float) -> Batch:
     holds nothing beyond ``cutoff``, or has none). Positions stay differentiable. Used by
     the hybrid (each part sees its own cutoff) and by
     :func:`~ase_mlff.models.compute_properties` (a Verlet-skin graph's extra shell is not
-    evaluated)."""
+    evaluated).
+
+    Inside a compiled model (:mod:`ase_mlff.models.compiled`) the edges are all kept and
+    only ``cutoff`` is set: selecting them is a data-dependent shape that would break the
+    graph, and every potential weighs an edge beyond its cutoff by a cutoff function that
+    is exactly 0 there, value and slope (tests/test_compiled.py compares the two)."""
     if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
         return batch
+    if torch.compiler.is_compiling():
+        return replace(batch, cutoff=float(cutoff), skin=batch.graph_radius - float(cutoff))
     with torch.no_grad():
         vec = edge_vectors(batch)
         keep = (vec * vec).sum(dim=1) < cutoff * cutoff

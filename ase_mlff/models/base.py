@@ -42,6 +42,10 @@ class Potential(nn.Module):
 
 def scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     """Sum rows of ``src`` into ``dim_size`` bins given by ``index`` (vectorised)."""
+    if dim_size == 1 and torch.compiler.is_compiling():
+        # Inductor (torch 2.13, CPU, > 1 thread) fails to generate an index_add into a
+        # buffer of one row; with one bin every index is 0 and the sum is the same
+        return src.sum(dim=0, keepdim=True)
     out = torch.zeros((dim_size, *src.shape[1:]), dtype=src.dtype, device=src.device)
     return out.index_add_(0, index, src)
 

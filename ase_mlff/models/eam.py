@@ -167,7 +167,9 @@ class EAM(Potential):
 
     def element_index(self, numbers: Tensor) -> Tensor:
         idx = self.z_to_idx[numbers]
-        if bool((idx < 0).any()):
+        # (a compiled model skips the check, a data-dependent branch: its callers check
+        # the species before, as MLFFCalculator does)
+        if not torch.compiler.is_compiling() and bool((idx < 0).any()):
             unknown = sorted(set(numbers[idx < 0].tolist()))
             raise ValueError(f"EAM has no parameters for atomic numbers {unknown}")
         return idx

@@ -53,12 +53,16 @@ class SchNetInteraction(nn.Module):
         self.dense = nn.Linear(hidden, hidden)
         self.act = ShiftedSoftplus()
 
-    def forward(self, h: Tensor, rbf: Tensor, fcut: Tensor, i: Tensor, j: Tensor) -> Tensor:
-        """Messages over the half edge list (i, j): j -> i and i -> j share W(r_ij)."""
+    def forward(
+        self, h: Tensor, rbf: Tensor, fcut: Tensor, i: Tensor, j: Tensor, half: bool = True
+    ) -> Tensor:
+        """Messages j -> i over the edges (i, j). ``half``: the list holds one edge per
+        pair, and i -> j is sent too with the same filter W(r_ij)."""
         w = self.filter2(self.act(self.filter1(rbf))) * fcut[:, None]
         x = self.in2f(h)
         agg = scatter_sum(x.index_select(0, j) * w, i, h.shape[0])
-        agg = agg.index_add(0, j, x.index_select(0, i) * w)
+        if half:
+            agg = agg.index_add(0, j, x.index_select(0, i) * w)
         return self.dense(self.act(self.f2out(agg)))
 
 
@@ -103,11 +107,15 @@ class SchNet(GNNPotential):
 
     def atom_features(self, batch: Batch) -> Tensor:
         """(N, hidden) atom embeddings after the last interaction (input of the readout)."""
-        i, j, _, r = self.edges(batch, half=True)
+        # eagerly, the filters are computed once per pair (half the edges); a compiled
+        # model uses the full list, since selecting half is a data-dependent shape that
+        # would break its graph (the same function)
+        half = not torch.compiler.is_compiling()
+        i, j, _, r = self.edges(batch, half=half)
         h = self.embedding(batch.numbers_n).to(batch.dtype)
         rbf, fcut = self.rbf(r), self.fcut(r)
         for block in self.interactions:
-            h = h + block(h, rbf, fcut, i, j)
+            h = h + block(h, rbf, fcut, i, j, half)
         return h
 
     def forward(self, batch: Batch) -> Tensor:

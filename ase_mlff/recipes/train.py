@@ -10,6 +10,9 @@ Profiles (explicit flags and ``--config`` override them):
   2 CPU cores: the README's main job.
 - ``default``: the shipped ``aspirin-painn`` model: 4,000/200 frames, up to 200 epochs.
 - ``paper``: 950/50 frames with the papers' long schedule (lr 1e-3, plateau decay).
+- ``fast``: the shipped ``aspirin-painn-fast`` model: the ``default`` data and schedule
+  with a PaiNN of width 32, 2 interactions, 16 radial functions and a 4.5 Å cutoff, the
+  speed end of the speed/accuracy choice (docs/models.md).
 
 For the shipped aspirin data the test set is a whole held-out trajectory (``traj_id`` 4),
 never time-correlated with training frames. Each run logs its config as params, per-epoch
@@ -41,6 +44,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
         "data": {"n_train": 4000, "n_val": 200},
         "model": {"hidden": 64, "n_interactions": 3},
+        "train": {
+            "epochs": 200,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "lr_patience": 4,
+            "early_stopping_patience": 20,
+            "max_minutes": 50.0,
+        },
+    },
+    "fast": {
+        "data": {"n_train": 4000, "n_val": 200},
+        "model": {"hidden": 32, "n_interactions": 2, "n_rbf": 16, "cutoff": 4.5},
         "train": {
             "epochs": 200,
             "batch_size": 16,

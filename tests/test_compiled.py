@@ -1,0 +1,205 @@
+"""The compiled path (issue 19): every graph potential traces as one graph, compiled
+energies, forces and stress equal the eager model's, a new neighbour graph does not
+recompile, a failed compilation falls back to eager with its reason logged, and the
+calculator's exact state check answers as ASE's."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.calculator import compare_atoms
+
+from ase_mlff.calculators import MLFFCalculator
+from ase_mlff.graph import Batch
+from ase_mlff.models import EAM, PaiNN, SchNet
+from ase_mlff.models.compiled import CompiledPotential
+from ase_mlff.models.hybrid import HybridPotential
+from tests.conftest import random_species_model
+
+SPECIES = [1, 6, 8, 29]
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    eam = EAM(species=SPECIES, cutoff=4.0)
+    with torch.no_grad():
+        for p in eam.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    small = dict(cutoff=4.0, hidden=8, n_interactions=2)
+    if name == "painn":
+        return random_species_model(PaiNN, SPECIES, **small)
+    if name == "schnet":
+        return random_species_model(SchNet, SPECIES, n_rbf=10, **small)
+    if name == "eam":
+        return eam
+    return HybridPotential(
+        random_species_model(PaiNN, SPECIES, cutoff=3.0, hidden=8, n_interactions=1), eam
+    )
+
+
+@pytest.mark.parametrize("name", ["painn", "schnet", "eam", "hybrid"])
+def test_every_graph_potential_traces_without_a_graph_break(name, molecules, periodic_cells):
+    """``fullgraph=True`` compilation needs one graph: no data-dependent branch or shape
+    in the forward, molecular or periodic, with or without a Verlet skin."""
+    model = _model(name).double()
+    for images in (molecules[:1], periodic_cells[1:]):
+        for skin in (0.0, 1.0):
+            batch = Batch.from_atoms(images, cutoff=model.cutoff, dtype=torch.float64, skin=skin)
+            explained = torch._dynamo.explain(model)(batch)
+            assert explained.graph_break_count == 0, explained.break_reasons
+            assert explained.graph_count == 1
+
+
+def _displaced(atoms, rng, scale):
+    a = atoms.copy()
+    a.positions += rng.normal(0.0, scale, a.positions.shape)
+    return a
+
+
+@pytest.mark.parametrize("name", ["painn", "hybrid"])
+def test_compiled_calculator_equals_eager_and_reuses_the_compiled_code(name, aspirin):
+    """Through ``MLFFCalculator(compile=True)`` (float64, Verlet skin 0.5 Å): energy and
+    forces equal the eager calculator's to 1e-10 at positions that keep the graph and at
+    positions that rebuild it with another edge count, and the rebuilt graph runs the same
+    compiled code (no recompilation). The hybrid keeps the edges between its parts'
+    cutoffs when compiled: its result checks that they weigh exactly nothing."""
+    torch._dynamo.reset()
+    model = _model(name)
+    compiled = MLFFCalculator(model, dtype="float64", skin=0.5, compile=True)
+    eager = MLFFCalculator(model, dtype="float64", skin=0.5, compile=False)
+    rng = np.random.default_rng(0)
+    edges, frames = [], []
+    for scale in (0.0, 0.02, 0.4, 0.4):
+        frames.append(_displaced(aspirin, rng, scale))
+    for atoms in frames:
+        for calc in (compiled, eager):
+            calc.get_forces(atoms)
+        assert compiled.compiled.compiled, compiled.compiled.fallback_reason
+        np.testing.assert_allclose(
+            compiled.get_potential_energy(atoms), eager.get_potential_energy(atoms), atol=1e-10
+        )
+        np.testing.assert_allclose(compiled.get_forces(atoms), eager.get_forces(atoms), atol=1e-10)
+        edges.append(compiled._batch.edge_index_2e.shape[1])
+        if len(edges) == 2:
+            frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert len(set(edges)) > 1  # the graph was rebuilt with another number of edges
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_before
+    assert eager.compiled is None and eager.eager_seconds > 0
+
+
+@pytest.mark.slow
+def test_compiled_stress_equals_eager(periodic_cells):
+    """A periodic cell: the compiled stress (strain derivative through the compiled
+    backward) equals the eager one."""
+    model = _model("painn")
+    atoms = periodic_cells[1]
+    compiled = MLFFCalculator(model, dtype="float64", compile=True)
+    eager = MLFFCalculator(model, dtype="float64", compile=False)
+    np.testing.assert_allclose(compiled.get_stress(atoms), eager.get_stress(atoms), atol=1e-12)
+    np.testing.assert_allclose(compiled.get_forces(atoms), eager.get_forces(atoms), atol=1e-10)
+    assert compiled.compiled.compiled
+
+
+def test_failed_compilation_falls_back_to_eager_with_its_reason(aspirin, monkeypatch, caplog):
+    """A compiler that fails on the first call: the call still returns the eager result,
+    the reason is logged once and kept, and later calls run eagerly."""
+
+    def broken_compile(model, **kw):
+        def run(batch):
+            raise RuntimeError("InductorError: no C++ compiler found\nlong traceback")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = _model("painn")
+    calc = MLFFCalculator(model, dtype="float64", compile=True)
+    eager = MLFFCalculator(model, dtype="float64", compile=False)
+    with caplog.at_level(logging.WARNING, logger="ase_mlff.models.compiled"):
+        f = calc.get_forces(aspirin)
+        calc.get_forces(_displaced(aspirin, np.random.default_rng(1), 0.01))
+    np.testing.assert_allclose(f, eager.get_forces(aspirin), atol=1e-12)
+    assert not calc.compiled.compiled
+    assert calc.compiled.fallback_reason == "RuntimeError: InductorError: no C++ compiler found"
+    warnings = [r for r in caplog.records if "running the model eagerly" in r.getMessage()]
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0].getMessage()
+
+
+def test_eager_model_errors_are_not_hidden_by_the_fallback(aspirin, monkeypatch):
+    """When the eager model fails too, its error is what the caller sees."""
+
+    class Broken(torch.nn.Module):
+        cutoff = 4.0
+
+        def forward(self, batch):
+            raise ValueError("the model itself is broken")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    fast = CompiledPotential(Broken())
+    batch = Batch.from_atoms(aspirin, cutoff=4.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="the model itself is broken"):
+        fast.compute(batch)
+    assert fast.fallback_reason.startswith("ValueError")
+    assert fast.cutoff == 4.0  # attributes are the model's
+
+
+def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
+    """``compile="auto"`` runs eagerly until ``auto_compile_after`` seconds of eager calls,
+    then compiles (a stand-in compiler records when); ``False`` never compiles."""
+    compiled_at = []
+
+    def recording_compile(model, **kw):
+        compiled_at.append(True)
+        return model
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model = _model("painn")
+    never = MLFFCalculator(model, compile=False, auto_compile_after=0.0)
+    late = MLFFCalculator(model, compile="auto", auto_compile_after=1e9)
+    soon = MLFFCalculator(model, compile="auto", auto_compile_after=0.0)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        atoms = _displaced(aspirin, rng, 0.01)
+        for calc in (never, late, soon):
+            calc.get_forces(atoms)
+    assert never.compiled is None and late.compiled is None
+    assert soon.compiled is not None and len(compiled_at) == 1
+    assert late.eager_seconds > 0
+    for bad in ({"compile": "yes"}, {"auto_compile_after": -1.0}):
+        with pytest.raises(ValueError, match="compile"):
+            MLFFCalculator(model, **bad)
+
+
+def test_state_check_answers_as_ase_compare_atoms(aspirin):
+    """The calculator's exact state check lists the same changes as ASE's own
+    ``compare_atoms`` for every kind of change (and none for an identical copy)."""
+    calc = MLFFCalculator(_model("painn"), compile=False)
+    calc.get_forces(aspirin)
+    cu = bulk("Cu", "fcc", 3.6, cubic=True)
+    variants = {"same": aspirin.copy()}
+    a = aspirin.copy()
+    a.positions[3, 1] += 1e-6
+    variants["positions"] = a
+    a = aspirin.copy()
+    a.numbers[0] = 8
+    variants["numbers"] = a
+    a = aspirin.copy()
+    a.cell = [10, 10, 10]
+    variants["cell"] = a
+    a = aspirin.copy()
+    a.pbc = [True, False, False]
+    variants["pbc"] = a
+    a = aspirin.copy()
+    a.set_initial_magnetic_moments(np.ones(len(a)))
+    variants["magmoms"] = a
+    a = aspirin.copy()
+    a.set_initial_charges(np.zeros(len(a)))
+    variants["charges"] = a
+    variants["other system"] = cu
+    for name, atoms in variants.items():
+        ours = sorted(calc.check_state(atoms))
+        assert ours == sorted(compare_atoms(calc.atoms, atoms)), name
+        assert bool(ours) == (name != "same")
