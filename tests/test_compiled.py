@@ -15,7 +15,7 @@ from ase.calculators.calculator import compare_atoms
 
 from ase_mlff.calculators import MLFFCalculator
 from ase_mlff.graph import Batch
-from ase_mlff.models import EAM, PaiNN, SchNet
+from ase_mlff.models import EAM, PaiNN, SchNet, compute_properties
 from ase_mlff.models.compiled import CompiledPotential
 from ase_mlff.models.hybrid import HybridPotential
 from tests.conftest import random_species_model
@@ -78,7 +78,7 @@ def test_compiled_calculator_equals_eager_and_reuses_the_compiled_code(name, asp
     for atoms in frames:
         for calc in (compiled, eager):
             calc.get_forces(atoms)
-        assert compiled.compiled.compiled, compiled.compiled.fallback_reason
+        assert compiled.potential.compiled, compiled.potential.fallback_reason
         np.testing.assert_allclose(
             compiled.get_potential_energy(atoms), eager.get_potential_energy(atoms), atol=1e-10
         )
@@ -88,7 +88,7 @@ def test_compiled_calculator_equals_eager_and_reuses_the_compiled_code(name, asp
             frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert len(set(edges)) > 1  # the graph was rebuilt with another number of edges
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_before
-    assert eager.compiled is None and eager.eager_seconds > 0
+    assert not eager.potential.compiled and eager.potential.eager_seconds > 0
 
 
 @pytest.mark.slow
@@ -101,7 +101,7 @@ def test_compiled_stress_equals_eager(periodic_cells):
     eager = MLFFCalculator(model, dtype="float64", compile=False)
     np.testing.assert_allclose(compiled.get_stress(atoms), eager.get_stress(atoms), atol=1e-12)
     np.testing.assert_allclose(compiled.get_forces(atoms), eager.get_forces(atoms), atol=1e-10)
-    assert compiled.compiled.compiled
+    assert compiled.potential.compiled
 
 
 def test_failed_compilation_falls_back_to_eager_with_its_reason(aspirin, monkeypatch, caplog):
@@ -122,8 +122,8 @@ def test_failed_compilation_falls_back_to_eager_with_its_reason(aspirin, monkeyp
         f = calc.get_forces(aspirin)
         calc.get_forces(_displaced(aspirin, np.random.default_rng(1), 0.01))
     np.testing.assert_allclose(f, eager.get_forces(aspirin), atol=1e-12)
-    assert not calc.compiled.compiled
-    assert calc.compiled.fallback_reason == "RuntimeError: InductorError: no C++ compiler found"
+    assert not calc.potential.compiled
+    assert calc.potential.fallback_reason == "RuntimeError: InductorError: no C++ compiler found"
     warnings = [r for r in caplog.records if "running the model eagerly" in r.getMessage()]
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0].getMessage()
 
@@ -141,14 +141,15 @@ def test_eager_model_errors_are_not_hidden_by_the_fallback(aspirin, monkeypatch)
     fast = CompiledPotential(Broken())
     batch = Batch.from_atoms(aspirin, cutoff=4.0, dtype=torch.float64)
     with pytest.raises(ValueError, match="the model itself is broken"):
-        fast.compute(batch)
+        compute_properties(fast, batch, forces=True)
     assert fast.fallback_reason.startswith("ValueError")
     assert fast.cutoff == 4.0  # attributes are the model's
 
 
 def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
-    """``compile="auto"`` runs eagerly until ``auto_compile_after`` seconds of eager calls,
-    then compiles (a stand-in compiler records when); ``False`` never compiles."""
+    """``compile="auto"`` runs eagerly until its forward passes have taken
+    ``auto_compile_after`` seconds, then compiles once (a stand-in compiler records
+    when); ``False`` never compiles."""
     compiled_at = []
 
     def recording_compile(model, **kw):
@@ -159,15 +160,17 @@ def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
     model = _model("painn")
     never = MLFFCalculator(model, compile=False, auto_compile_after=0.0)
     late = MLFFCalculator(model, compile="auto", auto_compile_after=1e9)
-    soon = MLFFCalculator(model, compile="auto", auto_compile_after=0.0)
+    soon = MLFFCalculator(model, compile="auto", auto_compile_after=1e-9)
     rng = np.random.default_rng(2)
-    for _ in range(3):
+    for k in range(3):
         atoms = _displaced(aspirin, rng, 0.01)
         for calc in (never, late, soon):
             calc.get_forces(atoms)
-    assert never.compiled is None and late.compiled is None
-    assert soon.compiled is not None and len(compiled_at) == 1
-    assert late.eager_seconds > 0
+        if k == 0:  # the first call ran eagerly, and counted its time
+            assert not soon.potential.compiled and soon.potential.eager_seconds > 0
+    assert not never.potential.compiled and not late.potential.compiled
+    assert soon.potential.compiled and len(compiled_at) == 1
+    assert late.potential.eager_seconds > 0
     for bad in ({"compile": "yes"}, {"auto_compile_after": -1.0}):
         with pytest.raises(ValueError, match="compile"):
             MLFFCalculator(model, **bad)

@@ -29,8 +29,18 @@ def _reference(atoms, cutoff):
     return matscipy_nl("ijS", a, cutoff)
 
 
+@pytest.fixture(params=["vesin", "torch"])
+def method(request, monkeypatch):
+    """Both neighbour-list methods: vesin for periodic systems on the CPU (the default),
+    and the torch search every device other than the CPU uses for them."""
+    import ase_mlff.graph.neighbours as nb
+
+    monkeypatch.setattr(nb, "USE_VESIN", request.param == "vesin")
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_matches_matscipy_mixed_batch(seed):
+def test_matches_matscipy_mixed_batch(seed, method):
     rng = np.random.default_rng(seed)
     cutoff = 3.0 + rng.random() * 2
     images = [
@@ -52,7 +62,7 @@ def test_matches_matscipy_mixed_batch(seed):
     assert float(d.max()) < cutoff
 
 
-def test_mixed_pbc_slab():
+def test_mixed_pbc_slab(method):
     rng = np.random.default_rng(7)
     a = _random_cell(rng, 10, 5.0)
     a.pbc = [True, True, False]

@@ -13,8 +13,6 @@ conversions of dtype/device happen here, at the boundary, and every result is de
 from __future__ import annotations
 
 import copy
-import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_mlff.graph.batch import Batch
 from ase_mlff.models.base import compute_properties
-from ase_mlff.models.compiled import CompiledPotential
+from ase_mlff.models.compiled import AUTO_COMPILE_AFTER, CompiledPotential
 from ase_mlff.models.io import CheckpointError, load_model
 from ase_mlff.utils import DTYPES
-
-log = logging.getLogger(__name__)
 
 SHIPPED_MODELS_DIR = Path(__file__).parent / "shipped"
 
@@ -60,11 +56,6 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 MIN_CELL_HEIGHT = 0.5
 #: Å; atoms closer than this (shorter than any bond, H2's is 0.74 Å) are warned about
 CLOSE_ATOMS = 0.3
-#: seconds of eager model calls after which ``compile="auto"`` compiles the model: about
-#: what compiling the shipped aspirin PaiNN costs from the cache (6 s; 30 s cold), so a
-#: short job never pays for a compile and an MD-length one pays at most about twice the
-#: best choice made in hindsight (the ski-rental rule)
-AUTO_COMPILE_AFTER = 10.0
 
 
 class MLFFCalculator(Calculator):
@@ -84,10 +75,11 @@ class MLFFCalculator(Calculator):
         compile: ``True`` compiles the model on the first call
             (:class:`~ase_mlff.models.compiled.CompiledPotential`: ``torch.compile``,
             dynamic shapes, cached across processes, eager fallback with a logged
-            reason); ``False`` never; ``"auto"`` (default) once the calculator has spent
-            ``auto_compile_after`` seconds in eager model calls, i.e. in MD-length use
-            (:data:`AUTO_COMPILE_AFTER`). Compiled and eager results agree to rounding.
-        auto_compile_after: seconds, for ``compile="auto"``.
+            reason); ``False`` never; ``"auto"`` (default) once the eager forward passes
+            have taken ``auto_compile_after`` seconds, i.e. in MD-length use
+            (:data:`~ase_mlff.models.compiled.AUTO_COMPILE_AFTER`). Compiled and eager
+            results agree to rounding. ``self.model`` stays the eager module.
+        auto_compile_after: seconds of eager forward passes, for ``compile="auto"``.
 
     Inputs are checked before the model runs: empty Atoms, NaN/inf positions or cell,
     elements the model never saw, a periodic cell of zero volume or with a cell height
@@ -112,14 +104,6 @@ class MLFFCalculator(Calculator):
         super().__init__(**kwargs)
         if not skin >= 0:
             raise ValueError(f"skin (the Verlet skin, Å) must be ≥ 0, got {skin}")
-        if compile not in (True, False, "auto"):
-            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
-        if not auto_compile_after >= 0:
-            raise ValueError(f"auto_compile_after must be ≥ 0 s, got {auto_compile_after}")
-        self.compile = compile
-        self.auto_compile_after = float(auto_compile_after)
-        self.compiled: CompiledPotential | None = None
-        self.eager_seconds = 0.0  # time in eager model calls, for compile="auto"
         self.skin = float(skin)
         self._batch: Batch | None = None  # kept between calls with a skin
         self._batch_key: tuple | None = None
@@ -140,6 +124,8 @@ class MLFFCalculator(Calculator):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.species = getattr(self.model, "species", None)
+        #: what the calls run: the model, compiled per ``compile``
+        self.potential = CompiledPotential(self.model, compile, after=auto_compile_after)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """The system changes since the last calculation, as ASE's ``compare_atoms`` but
@@ -197,7 +183,7 @@ class MLFFCalculator(Calculator):
         # translation invariant)
         batch = self._batch_for(atoms, atoms.positions - atoms.positions.mean(axis=0))
         _warn_close_atoms(batch)
-        out = self._evaluate(batch, periodic)
+        out = compute_properties(self.potential, batch, forces=True, stress=periodic)
         energy = float(out["energy"][0])
         self.results = {
             "energy": energy,
@@ -208,26 +194,6 @@ class MLFFCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(
                 out["stress"][0].cpu().double().numpy()
             )
-
-    def _evaluate(self, batch: Batch, stress: bool) -> dict[str, torch.Tensor]:
-        """Energy, forces (and stress) of ``batch``: compiled or eager, per ``compile``."""
-        if self.compiled is None and (
-            self.compile is True
-            or (self.compile == "auto" and self.eager_seconds >= self.auto_compile_after)
-        ):
-            if self.compile == "auto":
-                log.info(
-                    "compiling %s after %.1f s of eager calls (compile='auto')",
-                    type(self.model).__name__,
-                    self.eager_seconds,
-                )
-            self.compiled = CompiledPotential(self.model)
-        if self.compiled is not None:
-            return self.compiled.compute(batch, forces=True, stress=stress)
-        t0 = time.perf_counter()
-        out = compute_properties(self.model, batch, forces=True, stress=stress)
-        self.eager_seconds += time.perf_counter() - t0
-        return out
 
     def _batch_for(self, atoms: Atoms, centred_positions: np.ndarray) -> Batch:
         """The batch at ``centred_positions``. With a Verlet skin the last call's batch is

@@ -1,8 +1,8 @@
 """A compiled potential: ``torch.compile`` of a model's forward, with an eager fallback.
 
     from ase_mlff.models.compiled import CompiledPotential
-    fast = CompiledPotential(model)
-    out = fast.compute(batch, forces=True)       # compute_properties, compiled model
+    fast = CompiledPotential(model)                        # or mode="auto"
+    out = compute_properties(fast, batch, forces=True)      # forces by compiled autograd
 
 What is compiled is the model's forward ``E(batch)`` with dynamic shapes (any number of
 atoms, edges and systems: a new neighbour graph does not recompile) and ``fullgraph=True``
@@ -40,7 +40,6 @@ import torch
 from torch import Tensor, nn
 
 from ase_mlff.graph.batch import Batch
-from ase_mlff.models.base import compute_properties
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +53,55 @@ def compile_cache_dir() -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
+#: seconds of eager forward passes after which ``compile="auto"`` compiles. With the
+#: backward that gives the forces (about twice the forward) that is about 12 s of calls,
+#: twice what compiling the shipped aspirin PaiNN costs from the cache on this machine's
+#: CPU (6 s; 30 s cold): a short job never pays for a compile, and a long one pays at
+#: most a few times what the best choice in hindsight would have (the ski-rental rule)
+AUTO_COMPILE_AFTER = 4.0
+COMPILE_MODES = (True, False, "auto")
+
+
 class CompiledPotential(nn.Module):
     """``model`` with a compiled forward; every other attribute is the model's.
 
     Args:
         model: a potential (``forward(batch) -> (S,) energies``); not copied.
+        mode: ``True`` compiles at the first call; ``"auto"`` runs eagerly until its
+            forward passes have taken ``after`` seconds (MD-length use), then compiles;
+            ``False`` never compiles (the eager model, unchanged).
+        after: seconds of eager forward passes, for ``mode="auto"``.
         dynamic: compile for symbolic sizes (atoms, edges, systems), so that a rebuilt
             neighbour graph reuses the compiled code.
 
+    Any failure of compilation (of the forward or, compiled with it, the backward that
+    gives forces and stress) is caught in the call that compiles: that call and every
+    later one run the eager model, and the reason is logged once.
+
     Attributes:
-        fallback_reason: ``None`` while the compiled path runs; the reason (one line)
-            once compilation failed and the eager model is used instead.
+        fallback_reason: ``None`` unless compilation failed; then the reason (one line).
         compile_seconds: wall time of the first compiled call (tracing + compiling).
     """
 
-    def __init__(self, model: nn.Module, *, dynamic: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: bool | str = True,
+        *,
+        after: float = AUTO_COMPILE_AFTER,
+        dynamic: bool = True,
+    ) -> None:
         super().__init__()
-        compile_cache_dir()
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile must be True, False or 'auto', got {mode!r}")
+        if not after >= 0:
+            raise ValueError(f"the compile delay must be ≥ 0 s, got {after}")
         self.model = model
+        self.mode, self.after, self.dynamic = mode, float(after), dynamic
         self.fallback_reason: str | None = None
         self.compile_seconds: float | None = None
-        try:
-            self._compiled = torch.compile(model, dynamic=dynamic, fullgraph=True)
-        except Exception as exc:  # e.g. a platform torch.compile does not support
-            self._fall_back(exc)
+        self._compiled: Any = None
+        self.eager_seconds = 0.0  # spent in eager forward passes
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -90,8 +114,9 @@ class CompiledPotential(nn.Module):
 
     @property
     def compiled(self) -> bool:
-        """Whether calls run the compiled model (False after a fallback)."""
-        return self.fallback_reason is None
+        """Whether calls run compiled code (False before an ``"auto"`` compile, after a
+        fallback, and with ``mode=False``)."""
+        return self._compiled is not None and self.fallback_reason is None
 
     def _fall_back(self, exc: BaseException) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -102,29 +127,42 @@ class CompiledPotential(nn.Module):
             self.fallback_reason,
         )
 
-    def forward(self, batch: Batch) -> Tensor:
-        if self.compiled:
-            return self._compiled(batch)
-        return self.model(batch)
+    def _due(self) -> bool:
+        """Whether to compile now (once, unless it failed)."""
+        if self._compiled is not None or self.fallback_reason is not None or not self.mode:
+            return False
+        if self.mode == "auto":
+            if self.eager_seconds < self.after:
+                return False
+            log.info(
+                "compiling %s after %.1f s of eager forward passes (compile='auto')",
+                type(self.model).__name__,
+                self.eager_seconds,
+            )
+        return True
 
-    def compute(
-        self, batch: Batch, *, forces: bool = True, stress: bool = False
-    ) -> dict[str, Tensor]:
-        """:func:`~ase_mlff.models.base.compute_properties` through the compiled model. A
-        failure of the compiled path (in its forward or its backward) switches to the
-        eager model for this and every later call; an error of the eager model is
-        raised as it is."""
-        if self.compiled:
-            t0 = time.perf_counter() if self.compile_seconds is None else None
+    def forward(self, batch: Batch) -> Tensor:
+        if self._due():
+            compile_cache_dir()
             try:
-                out = compute_properties(self, batch, forces=forces, stress=stress)
-            except Exception as exc:
+                self._compiled = torch.compile(self.model, dynamic=self.dynamic, fullgraph=True)
+            except Exception as exc:  # e.g. a platform torch.compile does not support
                 self._fall_back(exc)
-            else:
-                if t0 is not None:
-                    self.compile_seconds = time.perf_counter() - t0
-                    log.info(
-                        "compiled %s in %.1f s", type(self.model).__name__, self.compile_seconds
-                    )
-                return out
-        return compute_properties(self.model, batch, forces=forces, stress=stress)
+        if not self.compiled:
+            t0 = time.perf_counter()
+            energy = self.model(batch)
+            self.eager_seconds += time.perf_counter() - t0
+            return energy
+        t0 = time.perf_counter() if self.compile_seconds is None else None
+        try:
+            # the backward (forces, stress) is compiled now too, so that its failure is
+            # caught here rather than raised by the caller's autograd call
+            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                energy = self._compiled(batch)
+        except Exception as exc:
+            self._fall_back(exc)
+            return self.model(batch)
+        if t0 is not None:
+            self.compile_seconds = time.perf_counter() - t0
+            log.info("compiled %s in %.1f s", type(self.model).__name__, self.compile_seconds)
+        return energy
