@@ -70,6 +70,28 @@ class Detector:
             if v is not None:
                 setattr(self, f, v[keep_s])
 
+    def extend(self, other: Detector, state: MDState) -> None:
+        """Append the replicas of ``other`` (the same kind of detector, built by the same
+        factory on replicas that enter the batch) after those of ``state``, the batch
+        before they enter: a replica queue (``run_md(batch_size=...)``). A detector that
+        accumulates over a window shared by all replicas cannot take late entrants."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot extend {type(self).__name__} by {type(other).__name__}")
+        if self.shared_accumulators():
+            raise ValueError(
+                f"the {self.name} detector accumulates over a window shared by its replicas: "
+                "it cannot run with a replica queue (batch_size); run without one"
+            )
+        for f in self.per_system:
+            v, w = getattr(self, f), getattr(other, f)
+            setattr(self, f, None if v is None else torch.cat([v, w]))
+
+    def shared_accumulators(self) -> list[str]:
+        """The accumulators not indexed by replica (a window's count of checks): such a
+        detector judges all its replicas on one clock, so none can enter late."""
+        per_replica = set(self.per_system) | set(getattr(self, "per_pair", ()))
+        return [f for f in self.accumulators if f not in per_replica]
+
     def state_dict(self) -> dict:
         """What the detector has accumulated during the run (windowed detectors), saved in
         the MD checkpoint so that a resumed run judges exactly as an uninterrupted one."""
@@ -164,6 +186,14 @@ class _PairDetector(Detector):
         for f in self.per_pair:
             setattr(self, f, getattr(self, f)[keep_p])
         super().select(keep_s, state)
+
+    def extend(self, other: Detector, state: MDState) -> None:
+        b = state.batch
+        self.pairs_2p = torch.cat([self.pairs_2p, other.pairs_2p + b.pos_nc.shape[0]], dim=1)
+        self.pair_sys_p = torch.cat([self.pair_sys_p, other.pair_sys_p + b.n_systems])
+        for f in self.per_pair:
+            setattr(self, f, torch.cat([getattr(self, f), getattr(other, f)]))
+        super().extend(other, state)
 
 
 class BondLengthDeviation(_PairDetector):

@@ -9,6 +9,7 @@ end with the last check it passed, so what is kept is its stable part.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.metadynamics import BiasedPotential, Metadynamics, check_metadynamics
 from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
-from ase_mlff.md.state import MDState, init_state
+from ase_mlff.md.state import MDState, concat_states, init_state
 from ase_mlff.md.storage import Frame, TrajectoryStore, as_frames, stored_frames
 from ase_mlff.md.validation import validate_md_parameters
 from ase_mlff.models.base import compute_properties
@@ -42,9 +43,11 @@ def _save_checkpoint(
     settings: dict,
     dets: Sequence[Detector] = (),
     fired: dict | None = None,
+    extra: dict | None = None,
 ) -> None:
     fired = fired or {}
     data = {
+        **(extra or {}),
         "settings": settings,
         "step": state.step,
         "active": active,
@@ -176,6 +179,8 @@ class MDRun:
     dt_fs: float
     steps: int
     settings: dict = field(default_factory=dict)
+    #: with a replica queue, the mean fraction of the batch's slots in use per step
+    occupancy: float | None = None
 
     def t_inst(self) -> np.ndarray:
         """(R,) instability times, fs; the run length for replicas that stayed stable."""
@@ -201,6 +206,7 @@ def run_md(
     stop_on_failure: bool = True,
     skin: float = 0.0,
     compile: bool = False,
+    batch_size: int | None = None,
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -239,6 +245,17 @@ def run_md(
     run evaluates the same compiled code and stays bit-identical; compiling costs seconds
     (tens of seconds cold), so it pays over long runs.
 
+    ``batch_size``: at most this many replicas are integrated at once (None: all). The
+    others wait in a queue and enter, in order, as soon as replicas stop (unstable) or
+    finish: each replica runs ``steps`` steps of its own, its times count from its entry,
+    its random stream is its own (so its trajectory is the one it has in any batch), and
+    its frames, checkpoint and results are kept as any replica's. Replicas enter and
+    finish at checks, so ``steps`` must be a multiple of ``check_every``.
+    ``MDRun.occupancy`` is the mean fraction of the batch in use. Not with metadynamics
+    (shared hills), an explicit ``detectors`` list, windowed detectors, or integrators
+    that carry thermostat or barostat state (``nose_hoover``, ``npt_berendsen``): each is
+    refused before any work.
+
     ``stop_on_failure=False`` judges every criterion on its own (paper 004 Table 1 counts
     overlap and Lindemann separately): a replica runs on after a failed check and
     ``ReplicaResult.fired_fs`` records when each criterion first failed; only a
@@ -264,52 +281,157 @@ def run_md(
         metadynamics.dt_fs = p.dt
         model = BiasedPotential(model, metadynamics)
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
-    state = init_state(
-        model,
-        images,
-        temperature_K=p.temperature_K,
-        seed=seed,
-        replica_ids=ids,
-        dtype=dtype,
-        device=device,
-        skin=skin,
-    )
-    dets = list(detector_factory(images, state)) if detectors is None else list(detectors)
+    queued = _check_queue(batch_size, p, images, detectors, metadynamics)
+    n_first = min(batch_size, len(ids)) if queued else len(ids)
+    by_id = dict(zip(ids, images))
+
+    def start(run_ids: Sequence[int], step: int = 0) -> tuple[MDState, list]:
+        """Fresh replicas ``run_ids`` at global ``step`` and their detectors."""
+        imgs = [by_id[r] for r in run_ids]
+        st = init_state(
+            model,
+            imgs,
+            temperature_K=p.temperature_K,
+            seed=seed,
+            replica_ids=list(run_ids),
+            dtype=dtype,
+            device=device,
+            skin=skin,
+        )
+        st = replace(st, step=step)
+        return st, list(detector_factory(imgs, st)) if detectors is None else list(detectors)
+
+    state, dets = start(ids[:n_first])
+    unfit = [
+        getattr(d, "name", type(d).__name__)
+        for d in dets
+        if not isinstance(d, Detector) or d.shared_accumulators()
+    ]
+    if queued and unfit:
+        raise ValueError(
+            f"a replica queue (batch_size {batch_size} < {len(ids)}) cannot run with "
+            f"detectors that accumulate over a window shared by the batch, or cannot take "
+            f"entrants ({unfit})"
+        )
     if metadynamics is not None:
         dets.append(metadynamics)
     step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
     settings = _settings(p, seed, dets, stop_on_failure)
     if skin:
         settings["skin"] = float(skin)
+    if queued:
+        settings["batch_size"] = int(batch_size)
     ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
     resuming = bool(checkpoint_every and ckpt and ckpt.exists())
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
     book = _Replicas(ids, p.dt, store, p.check_every, stop_on_failure)
+    queue = list(ids[n_first:])
+    built_for = ids[:n_first]  # the replicas ``state`` holds
+    book.active = list(built_for)
+    if queued:
+        book.finish_after, book.record_every = p.steps, p.record_every
+        book.start = {r: 0 for r in built_for}
     if resuming:
+        if queued:  # the replicas the checkpoint holds, started afresh, then restored
+            saved = torch.load(ckpt, weights_only=True)
+            queue, book.start = list(saved["queue"]), dict(saved["start"])
+            if saved["active"]:
+                built_for = list(saved["active"])
+                state, dets = start(built_for, int(saved["step"]))
         state, book.active, book.stopped, book.fired = _load_checkpoint(
-            ckpt, state, ids, settings, dets, model
+            ckpt, state, built_for, settings, dets, model
         )
-        store.truncate(state.step * p.dt, book.fired)  # frames written after the checkpoint go
+        if queued:
+            t_max = {r: book.time(r, state.step) for r in book.start}
+        else:
+            t_max = state.step * p.dt
+        store.truncate(t_max, book.fired)  # frames written after the checkpoint go
         book.frames = {r: stored_frames(traj_dir, r) for r in ids}
     else:
         book.record(state)
-    bar = tqdm(total=p.steps, initial=state.step, desc="MD", disable=not progress)
-    while state.step < p.steps and book.active:
+    # queued replicas enter at checks and are recorded on their own clocks
+    stride = p.check_every
+    record_stride = math.gcd(p.check_every, p.record_every) if queued else p.record_every
+    total = len(ids) * p.steps if queued else p.steps
+    done = sum(state.step - t for t in book.start.values()) if queued else state.step
+    bar = tqdm(total=total, initial=done, desc="MD", disable=not progress)
+    used = slots = 0  # replica-steps integrated / offered, for the occupancy
+    while (book.active or queue) and (queued or state.step < p.steps):
+        if queue and len(book.active) < batch_size:
+            if not book.active:  # nothing runs: the clock moves on to the next entry
+                state = replace(state, step=-(-state.step // stride) * stride)
+            if state.step % stride == 0:
+                new = queue[: batch_size - len(book.active)]
+                del queue[: len(new)]
+                state, dets = _enter(book, state, dets, *start(new, state.step), new)
         state = step_fn(state, model, **kwargs)
-        bar.update(1)
-        if state.step % p.record_every == 0:
+        used, slots = used + len(book.active), slots + (batch_size if queued else 1)
+        bar.update(len(book.active) if queued else 1)
+        if state.step % record_stride == 0:
             book.record(state)
-        if state.step % p.check_every == 0 or state.step == p.steps:
+        if state.step % p.check_every == 0 or (not queued and state.step == p.steps):
             state = book.check(state, dets)
             if checkpoint_every and (state.step % checkpoint_every == 0 or not book.active):
-                book.save(ckpt, state, settings, dets)
+                book.save(ckpt, state, settings, dets, queue if queued else None)
     if checkpoint_every and book.active:  # a rerun returns at once
-        book.save(ckpt, state, settings, dets)
+        book.save(ckpt, state, settings, dets, queue if queued else None)
     bar.close()
     if store:
         store.close()
     results = [book.result(r) for r in ids]
-    return MDRun(replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings)
+    occupancy = used / slots if queued and slots else None
+    return MDRun(
+        replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings, occupancy=occupancy
+    )
+
+
+def _enter(
+    book: _Replicas,
+    state: MDState,
+    dets: list,
+    new_state: MDState,
+    new_dets: list,
+    new_ids: list[int],
+) -> tuple[MDState, list]:
+    """Replicas ``new_ids`` (their fresh state and detectors) join the batch; their
+    start frame is recorded."""
+    book.start.update({r: new_state.step for r in new_ids})
+    book.record(new_state, new_ids)
+    if not book.active:
+        book.active = list(new_ids)
+        return new_state, new_dets
+    for det, new in zip(dets, new_dets):
+        det.extend(new, state)
+    book.active = book.active + list(new_ids)
+    return concat_states(state, new_state), dets
+
+
+def _check_queue(batch_size, p: MDProtocol, images, detectors, metadynamics) -> bool:
+    """Whether ``batch_size`` makes a replica queue (fewer slots than replicas); every
+    combination the queue cannot run is refused here, before any work."""
+    if batch_size is None:
+        return False
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer ≥ 1 or None, got {batch_size!r}")
+    if batch_size >= len(images):
+        return False
+    why = None
+    if metadynamics is not None:
+        why = "metadynamics (its walkers share hills over the whole run)"
+    elif detectors is not None:
+        why = "an explicit detectors list (entrants need their own: use detector_factory)"
+    elif p.integrator not in ("nve", "langevin"):
+        why = f"the {p.integrator} integrator (it carries thermostat or barostat state)"
+    elif p.steps % p.check_every:
+        why = (
+            f"steps = {p.steps}, not a multiple of check_every ({p.check_every}): replicas "
+            "enter and finish at checks"
+        )
+    if why:
+        raise ValueError(
+            f"a replica queue (batch_size {batch_size} < {len(images)}) cannot run with {why}"
+        )
+    return True
 
 
 def first_failure(fired_fs: dict[str, float]) -> str | None:
@@ -386,6 +508,11 @@ class _Replicas:
     ) -> None:
         self.dt, self.store, self.check_every = dt, store, check_every
         self.stop_on_failure = stop_on_failure
+        #: replica queue: the global step at which each replica entered (its time is
+        #: counted from there), and the steps after which it leaves, finished
+        self.start: dict[int, int] = {}
+        self.finish_after: int | None = None
+        self.record_every: int | None = None  # set: record each replica on its own clock
         self.active = list(ids)
         self.frames: dict[int, list] = {r: [] for r in ids}
         self.pending: dict[int, list] = {r: [] for r in ids}
@@ -403,11 +530,24 @@ class _Replicas:
             frames = [f for f in frames if f.time_fs < t_inst]
         return ReplicaResult.from_frames(r, t_inst, reason, frames, fired)
 
-    def save(self, path: Path, state: MDState, settings: dict, dets: Sequence[Detector]) -> None:
-        _save_checkpoint(path, state, self.active, self.stopped, settings, dets, self.fired)
+    def save(
+        self,
+        path: Path,
+        state: MDState,
+        settings: dict,
+        dets: Sequence[Detector],
+        queue: Sequence[int] | None = None,
+    ) -> None:
+        extra = None if queue is None else {"queue": list(queue), "start": dict(self.start)}
+        _save_checkpoint(path, state, self.active, self.stopped, settings, dets, self.fired, extra)
 
-    def record(self, st: MDState) -> None:
-        """Append the current frame of every active replica to its pending frames."""
+    def time(self, r: int, step: int) -> float:
+        """Replica ``r``'s time at global ``step``, fs (from its entry into the batch)."""
+        return (step - self.start.get(r, 0)) * self.dt
+
+    def record(self, st: MDState, ids: Sequence[int] | None = None) -> None:
+        """Append the current frame of every replica of ``st`` (the active ones, or
+        ``ids``) to its pending frames."""
         pos = st.batch.pos_nc.detach().cpu().numpy()
         cell = st.batch.cell_s33.detach().cpu().numpy()
         ptr = np.concatenate([[0], np.cumsum(st.batch.n_atoms_s.cpu().numpy())])
@@ -418,10 +558,16 @@ class _Replicas:
             .cpu()
             .numpy()
         )
-        for k, r in enumerate(self.active):
+        for k, r in enumerate(self.active if ids is None else ids):
+            if (
+                ids is None
+                and self.record_every
+                and (st.step - self.start.get(r, 0)) % (self.record_every)
+            ):
+                continue  # a queued replica is recorded on its own clock
             self.pending[r].append(
                 Frame(
-                    st.step * self.dt,
+                    self.time(r, st.step),
                     pos[ptr[k] : ptr[k + 1]].copy(),
                     e[k],
                     t[k],
@@ -438,10 +584,10 @@ class _Replicas:
         for det in dets:
             flag = det(state)
             lag = getattr(det, "onset_lag_checks", 0)  # duck-typed detectors: no lag
-            onset = (state.step - lag * self.check_every) * self.dt
             for k in torch.nonzero(flag).flatten().tolist():
                 mine = self.fired.setdefault(self.active[k], {})
                 if det.name not in mine:
+                    onset = self.time(self.active[k], state.step - lag * self.check_every)
                     mine[det.name] = onset
                     if self.store:
                         self.store.mark_fired(self.active[k], mine)
@@ -458,10 +604,9 @@ class _Replicas:
         that stops loses its pending frames, the others keep theirs. Returns the state
         without the stopped replicas (the detectors drop them too)."""
         bad_s, reasons = self._judge(state, dets)
-        t = state.step * self.dt
         for k, r in enumerate(self.active):
             if bad_s[k]:
-                self.stopped[r] = (t, reasons[k])
+                self.stopped[r] = (self.time(r, state.step), reasons[k])
                 self.pending[r] = []  # frames after the last passed check are not stable
             else:
                 self.frames[r].extend(self.pending[r])
@@ -470,6 +615,9 @@ class _Replicas:
                 self.pending[r] = []
         if self.store:
             self.store.flush()
+        if self.finish_after is not None:  # a replica queue: finished replicas leave too
+            done = [state.step - self.start.get(r, 0) >= self.finish_after for r in self.active]
+            bad_s = bad_s | torch.tensor(done, device=bad_s.device)
         if not bool(bad_s.any()):
             return state
         keep = ~bad_s

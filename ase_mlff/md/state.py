@@ -105,6 +105,48 @@ class MDState:
         )
 
 
+def concat_states(first: MDState, second: MDState) -> MDState:
+    """The replicas of ``first`` followed by those of ``second`` in one state (replicas
+    entering a running batch: ``run_md(batch_size=...)``), at ``first``'s step. With a
+    Verlet skin, each part's graph is rebuilt where it was built, so no replica's graph
+    changes by being joined."""
+    a, b = first.batch, second.batch
+    if a.skin != b.skin or a.cutoff != b.cutoff or a.dtype != b.dtype:
+        raise ValueError("replicas joined in one batch need the same cutoff, skin and dtype")
+    if set(first.thermostat) != set(second.thermostat) or (first.stress_s33 is None) != (
+        second.stress_s33 is None
+    ):
+        raise ValueError("replicas joined in one batch need the same integrator")
+
+    def built_at(x: Batch) -> Tensor:
+        return x.pos_nc if x.ref_pos_nc is None else x.ref_pos_nc
+
+    batch = Batch.from_arrays(
+        torch.cat([a.numbers_n, b.numbers_n]),
+        torch.cat([built_at(a), built_at(b)]),
+        torch.cat([a.n_atoms_s, b.n_atoms_s]),
+        torch.cat([a.cell_s33, b.cell_s33]),
+        torch.cat([a.pbc_s3, b.pbc_s3]),
+        cutoff=a.cutoff,
+        dtype=a.dtype,
+        device=a.device,
+        skin=a.skin,
+    )
+    if a.ref_pos_nc is not None:
+        batch = batch.with_positions(torch.cat([a.pos_nc, b.pos_nc]))
+    changes = {f: torch.cat([getattr(first, f), getattr(second, f)]) for f in ATOM_FIELDS}
+    for f in SYSTEM_FIELDS:
+        v, w = getattr(first, f), getattr(second, f)
+        changes[f] = None if v is None else torch.cat([v, w])
+    return replace(
+        first,
+        batch=batch,
+        generators=first.generators + second.generators,
+        thermostat={k: torch.cat([v, second.thermostat[k]]) for k, v in first.thermostat.items()},
+        **changes,
+    )
+
+
 def remove_com_velocity(vel_nc: Tensor, mass_n: Tensor, system_n: Tensor, n_sys: int) -> Tensor:
     """Subtract each replica's centre-of-mass velocity (vectorised over replicas)."""
     p_s = scatter_sum(mass_n[:, None] * vel_nc, system_n, n_sys)

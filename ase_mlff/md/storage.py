@@ -89,16 +89,20 @@ class TrajectoryStore:
                 traj.write(atoms)
         self.summary["replicas"][str(replica_id)]["frames"] += len(frames)
 
-    def truncate(self, t_max_fs: float, fired: dict[int, dict[str, float]]) -> None:
-        """Back to a checkpoint: drop frames after ``t_max_fs`` and failures not in
-        ``fired`` ({replica: {criterion: onset fs}}, as :meth:`mark_fired`)."""
+    def truncate(
+        self, t_max_fs: float | dict[int, float], fired: dict[int, dict[str, float]]
+    ) -> None:
+        """Back to a checkpoint: drop frames after ``t_max_fs`` (one time for all, or per
+        replica: {replica: time}, absent = drop all) and failures not in ``fired``
+        ({replica: {criterion: onset fs}}, as :meth:`mark_fired`)."""
         from ase.io.trajectory import Trajectory
 
         for key, info in self.summary["replicas"].items():
             r = int(key)
             path = self.path(r)
+            t_max = t_max_fs.get(r, -np.inf) if isinstance(t_max_fs, dict) else t_max_fs
             if path.exists():
-                kept = [a for a in read_replica(self.dir, r) if a.info["time_fs"] <= t_max_fs]
+                kept = [a for a in read_replica(self.dir, r) if a.info["time_fs"] <= t_max]
                 with Trajectory(path.with_suffix(".tmp"), "w") as traj:
                     for a in kept:
                         traj.write(a)
