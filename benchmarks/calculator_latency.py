@@ -7,14 +7,17 @@ one MD step asks for. Timed per call: everything the calculator does (for
 ``MLFFCalculator``: checks, batch and neighbour list, forward, autograd forces, copies
 back to numpy).
 
-Rows: PaiNN and SchNet through ``MLFFCalculator`` in float32 (also with a 1 Å Verlet
-skin: the batch and graph kept between calls) and float64, and the
-GFN2-xTB reference (tblite) the models are trained on. A model named by ``--model``
-(shipped name or checkpoint directory; default ``aspirin-painn``) is used for its
-architecture when it exists; otherwise that architecture is randomly initialised at the
-size of ``training_throughput.py`` (weights do not change the cost).
+Rows, for each model: ``MLFFCalculator`` in float32, float32 with a 1 Å Verlet skin (the
+batch and graph kept between calls), the same compiled (``compile=True``: compiled, or
+loaded from the inductor cache, before timing) and float64; and the GFN2-xTB reference
+(tblite) the models are trained on, with each row's speed relative to it. Models: those
+named by ``--model`` (shipped name or checkpoint directory, repeatable), by default the
+two shipped aspirin PaiNNs (``aspirin-painn``, ``aspirin-painn-fast``) and a randomly
+initialised SchNet at the size of ``training_throughput.py`` (weights do not change the
+cost).
 
     python benchmarks/calculator_latency.py
+    python benchmarks/calculator_latency.py --threads 1        # the issue-19 bar
     python benchmarks/calculator_latency.py --model runs/painn/best --calls 500
 """
 
@@ -64,18 +67,6 @@ def call_latency(
     return times
 
 
-def trained_models(names: list[str]) -> dict[str, str]:
-    """Architecture name -> the first of ``names`` that loads and is of that architecture."""
-    found: dict[str, str] = {}
-    for name in names:
-        try:
-            calc = MLFFCalculator(name)
-        except (CheckpointError, FileNotFoundError):
-            continue
-        found.setdefault(calc.model.config["name"], name)
-    return found
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -91,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default: 10)")
     p.add_argument("--displacement", type=float, default=0.01, help="Å, per call (default: 0.01)")
     p.add_argument("--no-xtb", action="store_true", help="skip the GFN2-xTB reference row")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -98,20 +90,37 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     atoms = ase.io.read(ASPIRIN_XYZ)
-    trained = trained_models(args.model or ["aspirin-painn"])
-    random_init = {
-        "painn": PaiNN(hidden=64, n_interactions=3, cutoff=5.0),
-        "schnet": SchNet(hidden=64, n_filters=64, n_interactions=3, cutoff=5.0),
-    }
+    names = args.model or ["aspirin-painn", "aspirin-painn-fast"]
+    sources: list[tuple[str, object]] = []
+    for name in names:
+        try:
+            MLFFCalculator(name, compile=False)
+            sources.append((name, name))
+        except (CheckpointError, FileNotFoundError):
+            continue
+    if not args.model:  # the other architecture, at the size of training_throughput.py
+        sources.append(
+            ("SchNet (random init)", SchNet(hidden=64, n_filters=64, n_interactions=3, cutoff=5.0))
+        )
+    if not sources:
+        sources.append(("PaiNN (random init)", PaiNN(hidden=64, n_interactions=3, cutoff=5.0)))
 
     rows: list[tuple[str, str, np.ndarray]] = []
-    for arch, label in ARCHS.items():
-        source = trained.get(arch)
-        for dtype, skin in (("float32", 0.0), ("float32", 1.0), ("float64", 0.0)):
+    variants = [("float32", 0.0, False), ("float32", 1.0, False), ("float64", 0.0, False)]
+    if not args.no_compile:
+        variants.insert(2, ("float32", 1.0, True))
+    for label, source in sources:
+        for dtype, skin, compiled in variants:
             calc = MLFFCalculator(
-                source or random_init[arch], device=args.device, dtype=dtype, skin=skin
+                source, device=args.device, dtype=dtype, skin=skin, compile=compiled
             )
-            name = f"{label} ({source or 'random init'})" + (f", skin {skin:g} Å" if skin else "")
+            if compiled:  # compile (or load from the cache) before timing
+                call_latency(atoms, calc, 3, 0, args.displacement, rng)
+                if not calc.potential.compiled:
+                    print(f"compilation failed: {calc.potential.fallback_reason}")
+            name = (
+                label + (f", skin {skin:g} Å" if skin else "") + (", compiled" if compiled else "")
+            )
             rows.append(
                 (
                     name,
@@ -140,11 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}; 1-min load average at the end {os.getloadavg()[0]:.2f}"
     )
     print()
-    print("| calculator | dtype | median ms | p90 ms | calls/s |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    xtb = next((np.median(t) for name, _, t in rows if name.startswith("GFN2")), None)
+    print("| calculator | dtype | median ms | p90 ms | calls/s | xTB time / this |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name, dtype, t in rows:
         med, p90 = np.median(t) * 1e3, np.percentile(t, 90) * 1e3
-        print(f"| {name} | {dtype} | {med:.2f} | {p90:.2f} | {1e3 / med:.0f} |")
+        ratio = f"{xtb / np.median(t):.1f}" if xtb else "–"
+        print(f"| {name} | {dtype} | {med:.2f} | {p90:.2f} | {1e3 / med:.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

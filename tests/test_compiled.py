@@ -15,6 +15,7 @@ from ase.calculators.calculator import compare_atoms
 
 from ase_mlff.calculators import MLFFCalculator
 from ase_mlff.graph import Batch
+from ase_mlff.md.runner import run_md
 from ase_mlff.models import EAM, PaiNN, SchNet, compute_properties
 from ase_mlff.models.compiled import CompiledPotential
 from ase_mlff.models.hybrid import HybridPotential
@@ -91,6 +92,23 @@ def test_compiled_calculator_equals_eager_and_reuses_the_compiled_code(name, asp
     assert not eager.potential.compiled and eager.potential.eager_seconds > 0
 
 
+def test_compiled_batched_md_follows_the_eager_trajectory(molecules):
+    """``run_md(compile=True)`` on a batch of three molecules (Verlet skin 0.5 Å): the
+    frames equal those of the eager run to rounding, and the training path (force loss)
+    never takes the compiled evaluation."""
+    model = _model("painn").double()
+    kw = dict(steps=40, check_every=10, record_every=10, seed=1, skin=0.5, detectors=[])
+    eager = run_md(model, molecules, **kw)
+    compiled = run_md(model, molecules, compile=True, **kw)
+    for a, b in zip(eager.replicas, compiled.replicas):
+        np.testing.assert_allclose(a.positions_tn3, b.positions_tn3, atol=1e-9)
+        np.testing.assert_allclose(a.energy_t, b.energy_t, atol=1e-9)
+    fast = CompiledPotential(model)
+    batch = Batch.from_atoms(molecules, cutoff=model.cutoff, dtype=torch.float64)
+    out = compute_properties(fast, batch, forces=True, training=True)
+    assert out["forces"].requires_grad and not fast.compiled  # autograd, not compiled
+
+
 @pytest.mark.slow
 def test_compiled_stress_equals_eager(periodic_cells):
     """A periodic cell: the compiled stress (strain derivative through the compiled
@@ -109,7 +127,7 @@ def test_failed_compilation_falls_back_to_eager_with_its_reason(aspirin, monkeyp
     the reason is logged once and kept, and later calls run eagerly."""
 
     def broken_compile(model, **kw):
-        def run(batch):
+        def run(*args):
             raise RuntimeError("InductorError: no C++ compiler found\nlong traceback")
 
         return run
@@ -147,7 +165,7 @@ def test_eager_model_errors_are_not_hidden_by_the_fallback(aspirin, monkeypatch)
 
 
 def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
-    """``compile="auto"`` runs eagerly until its forward passes have taken
+    """``compile="auto"`` runs eagerly until its evaluations have taken
     ``auto_compile_after`` seconds, then compiles once (a stand-in compiler records
     when); ``False`` never compiles."""
     compiled_at = []

@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ase_mlff.graph.batch import Batch
+from ase_mlff.graph.batch import Batch, restrict_graph_and_lengths
 from ase_mlff.models.base import compute_properties
 from ase_mlff.models.compiled import AUTO_COMPILE_AFTER, CompiledPotential
 from ase_mlff.models.io import CheckpointError, load_model
@@ -75,11 +75,11 @@ class MLFFCalculator(Calculator):
         compile: ``True`` compiles the model on the first call
             (:class:`~ase_mlff.models.compiled.CompiledPotential`: ``torch.compile``,
             dynamic shapes, cached across processes, eager fallback with a logged
-            reason); ``False`` never; ``"auto"`` (default) once the eager forward passes
+            reason); ``False`` never; ``"auto"`` (default) once the eager evaluations
             have taken ``auto_compile_after`` seconds, i.e. in MD-length use
             (:data:`~ase_mlff.models.compiled.AUTO_COMPILE_AFTER`). Compiled and eager
             results agree to rounding. ``self.model`` stays the eager module.
-        auto_compile_after: seconds of eager forward passes, for ``compile="auto"``.
+        auto_compile_after: seconds of eager evaluations, for ``compile="auto"``.
 
     Inputs are checked before the model runs: empty Atoms, NaN/inf positions or cell,
     elements the model never saw, a periodic cell of zero volume or with a cell height
@@ -182,7 +182,10 @@ class MLFFCalculator(Calculator):
         # from the origin keeps its float32 precision (energy, forces and stress are
         # translation invariant)
         batch = self._batch_for(atoms, atoms.positions - atoms.positions.mean(axis=0))
-        _warn_close_atoms(batch)
+        # a Verlet-skin graph restricted to the cutoff here (not again in
+        # compute_properties), its edge lengths reused by the close-atoms check
+        batch, r2_e = restrict_graph_and_lengths(batch, batch.cutoff)
+        _warn_close_atoms(batch, r2_e)
         out = compute_properties(self.potential, batch, forces=True, stress=periodic)
         energy = float(out["energy"][0])
         self.results = {
@@ -215,19 +218,18 @@ class MLFFCalculator(Calculator):
         return batch
 
 
-def _warn_close_atoms(batch: Batch) -> None:
+def _warn_close_atoms(batch: Batch, r2_e: torch.Tensor) -> None:
     """A ``RuntimeWarning`` naming the closest pair when two atoms are nearer than
-    :data:`CLOSE_ATOMS` Å (from the neighbour graph the model uses anyway)."""
-    from ase_mlff.graph.batch import edge_vectors
-
-    if batch.edge_index_2e.shape[1] == 0:
+    :data:`CLOSE_ATOMS` Å (from the squared lengths ``r2_e`` of the graph's edges, which
+    the model uses anyway)."""
+    if r2_e.numel() == 0:
         return
-    d = edge_vectors(batch).norm(dim=1)
-    k = int(torch.argmin(d))
-    if float(d[k]) < CLOSE_ATOMS:
+    k = int(torch.argmin(r2_e))
+    d = float(r2_e[k]) ** 0.5
+    if d < CLOSE_ATOMS:
         i, j = (int(x) for x in batch.edge_index_2e[:, k])
         warnings.warn(
-            f"atoms {i} and {j} are {float(d[k]):.3g} Å apart (< {CLOSE_ATOMS} Å): the "
+            f"atoms {i} and {j} are {d:.3g} Å apart (< {CLOSE_ATOMS} Å): the "
             "energy and forces there are far outside any training data",
             RuntimeWarning,
             stacklevel=3,

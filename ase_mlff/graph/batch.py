@@ -309,10 +309,20 @@ def restrict_graph(batch: Batch, cutoff: float) -> Batch:
         return batch
     if torch.compiler.is_compiling():
         return replace(batch, cutoff=float(cutoff), skin=batch.graph_radius - float(cutoff))
+    return restrict_graph_and_lengths(batch, cutoff)[0]
+
+
+def restrict_graph_and_lengths(batch: Batch, cutoff: float) -> tuple[Batch, Tensor]:
+    """:func:`restrict_graph` and the squared lengths (E',) of the edges it keeps, from
+    one evaluation of the edge vectors (detached): what the calculator's close-atoms
+    check needs too."""
     with torch.no_grad():
         vec = edge_vectors(batch)
-        keep = (vec * vec).sum(dim=1) < cutoff * cutoff
-    return replace(
+        r2 = (vec * vec).sum(dim=1)
+    if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
+        return batch, r2
+    keep = r2 < cutoff * cutoff
+    restricted = replace(
         batch,
         edge_index_2e=batch.edge_index_2e[:, keep],
         shift_e3=batch.shift_e3[keep],
@@ -320,6 +330,7 @@ def restrict_graph(batch: Batch, cutoff: float) -> Batch:
         skin=0.0,
         ref_pos_nc=None,
     )
+    return restricted, r2[keep]
 
 
 def replica_vectors(batch: Batch, a, b) -> Tensor:

@@ -115,6 +115,20 @@ class AtomicReference(nn.Module):
         return scatter_sum(e_n, system_n, n_systems)
 
 
+def strained_energy(model: nn.Module, batch: Batch, pos: Tensor, strain: Tensor | None) -> Tensor:
+    """(S,) energies of ``batch`` at positions ``pos``, with every cell and position
+    deformed by the symmetric part of ``strain`` (S, 3, 3) when given: the function whose
+    derivatives are the forces and the stress, by autograd (:func:`compute_properties`) or
+    by ``torch.func`` (:mod:`ase_mlff.models.compiled`)."""
+    cell = batch.cell_s33
+    if strain is not None:
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
+        cell = cell + torch.bmm(cell, sym)
+    # a Verlet-skin graph's shell beyond the cutoff would add exact zeros at full cost
+    return model(restrict_graph(replace(batch, pos_nc=pos, cell_s33=cell), batch.cutoff))
+
+
 def compute_properties(
     model: nn.Module,
     batch: Batch,
@@ -126,25 +140,27 @@ def compute_properties(
     """Energy (S,), forces (N, 3) = -∂E/∂x and stress (S, 3, 3) = (1/V) ∂E/∂ε by autograd.
 
     ``training=True`` keeps the graph of the derivatives (for force losses). Otherwise the
-    results are detached, so nothing retains the autograd graph.
+    results are detached, so nothing retains the autograd graph. A model with an
+    ``evaluate_properties`` method (a :class:`~ase_mlff.models.compiled.CompiledPotential`)
+    evaluates them its own way, except in training.
     """
     if stress and not bool(batch.pbc_s3.all()):
         raise ValueError("stress needs every system of the batch to be periodic in 3-D")
+    own = getattr(model, "evaluate_properties", None)
+    if own is not None and not training:
+        return own(batch, forces=forces, stress=stress)
     # everything that leads to the energy is built with gradients on, so that callers
     # under torch.no_grad() (e.g. models.prediction.predict) still get forces and stress
     with torch.enable_grad():
         pos = batch.pos_nc.detach().requires_grad_(forces or stress)
-        cell = batch.cell_s33.detach()
         inputs = [pos]
+        strain = None
         if stress:
-            strain = torch.zeros_like(cell, requires_grad=True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
-            cell = cell + torch.bmm(cell, sym)
+            strain = torch.zeros_like(batch.cell_s33, requires_grad=True)
             inputs.append(strain)
-        # a Verlet-skin graph's shell beyond the cutoff would add exact zeros at full cost
-        b = restrict_graph(replace(batch, pos_nc=pos, cell_s33=cell), batch.cutoff)
-        energy = model(b)
+        energy = strained_energy(
+            model, replace(batch, cell_s33=batch.cell_s33.detach()), pos, strain
+        )
         out: dict[str, Tensor] = {"energy": energy}
         if forces or stress:
             grads = torch.autograd.grad(

@@ -1,31 +1,38 @@
-"""A compiled potential: ``torch.compile`` of a model's forward, with an eager fallback.
+"""A compiled potential: energy, forces and stress in one ``torch.compile``d function, with
+an eager fallback.
 
     from ase_mlff.models.compiled import CompiledPotential
     fast = CompiledPotential(model)                        # or mode="auto"
-    out = compute_properties(fast, batch, forces=True)      # forces by compiled autograd
+    out = compute_properties(fast, batch, forces=True)      # runs the compiled function
 
-What is compiled is the model's forward ``E(batch)`` with dynamic shapes (any number of
-atoms, edges and systems: a new neighbour graph does not recompile) and ``fullgraph=True``
-(no graph breaks: the shipped PaiNN and SchNet trace as one graph, tested); AOTAutograd
-compiles its backward, so forces and stress by autograd run compiled too. On CPU this
-takes the shipped aspirin PaiNN from 2.9 to 1.8 ms per energy + forces call (1 thread;
-docs/benchmarks.md).
+What is compiled is the whole evaluation: the energy
+(:func:`~ase_mlff.models.base.strained_energy`) and its derivatives by ``torch.func.grad``
+(forces, and the strain derivative that gives the stress), one graph with its backward
+inside, with dynamic shapes (any number of atoms, edges and systems: a new neighbour graph
+does not recompile) and ``fullgraph=True`` (no graph breaks: PaiNN, SchNet, EAM and the
+hybrid trace as one graph, tested). Compared with compiling only the forward and taking
+the forces with the autograd engine, this removes the engine's per-call overhead: for the
+shipped ``aspirin-painn-fast`` one energy + forces call on the CPU took 0.30 ms against
+0.47 ms (1 thread), and the ASE path of ``aspirin-painn`` went from 2.4 to about 1.2 ms
+(docs/benchmarks.md). :func:`~ase_mlff.models.base.compute_properties` hands a
+``CompiledPotential`` the evaluation (except in training, whose force loss needs the
+autograd graph of the forces).
 
-``torch.export`` + AOTInductor was the other candidate (issue 19): it cannot hold the
-autograd call that gives forces in the exported program without double-exporting forward
-and backward, and it does not take dynamic edge counts as readily; ``torch.compile``
-measured well enough and keeps one code path for every model, so it is the one used.
+``torch.export`` + AOTInductor was the other candidate (issue 19); it has no place for the
+derivative that gives the forces unless it is traced in, as here, and it fixes more of the
+shapes; ``torch.compile`` keeps one code path for every model, so it is the one used.
 
-Compilation costs seconds (aspirin PaiNN on this machine's CPU: about 30 s cold, 6 s
-from the cache), so it pays over MD-length use; see
-:class:`~ase_mlff.calculators.MLFFCalculator`'s ``compile``. Compiled code is cached
-across processes by Inductor's FX-graph and AOTAutograd caches, kept under
+Compilation costs seconds (aspirin PaiNN on this machine's CPU: about 30 s cold, 6 s from
+the cache), so it pays over MD-length use; see ``mode="auto"`` and
+:class:`~ase_mlff.calculators.MLFFCalculator`'s ``compile``. Compiled code is cached across
+processes by Inductor's FX-graph and AOTAutograd caches, kept under
 :func:`compile_cache_dir` (``~/.cache/ase_mlff/inductor`` unless
 ``TORCHINDUCTOR_CACHE_DIR`` is set).
 
-Where compilation fails (no C++ compiler for Inductor's CPU kernels, an operator it
-cannot trace, a model with a data-dependent branch), the first call logs the reason as a
-warning and every call runs the eager model: the results are the same function's.
+Where compilation fails (no C++ compiler for Inductor's CPU kernels, an operator it cannot
+trace, a model with a data-dependent branch), the call that compiles logs the reason as a
+warning and it and every later call run the eager model: the results are the same
+function's.
 """
 
 from __future__ import annotations
@@ -33,13 +40,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ase_mlff.graph.batch import Batch
+from ase_mlff.graph.batch import Batch, restrict_graph
+from ase_mlff.models.base import compute_properties, strained_energy
 
 log = logging.getLogger(__name__)
 
@@ -53,34 +62,54 @@ def compile_cache_dir() -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
-#: seconds of eager forward passes after which ``compile="auto"`` compiles. With the
-#: backward that gives the forces (about twice the forward) that is about 12 s of calls,
-#: twice what compiling the shipped aspirin PaiNN costs from the cache on this machine's
-#: CPU (6 s; 30 s cold): a short job never pays for a compile, and a long one pays at
-#: most a few times what the best choice in hindsight would have (the ski-rental rule)
-AUTO_COMPILE_AFTER = 4.0
+#: seconds of eager evaluations after which ``compile="auto"`` compiles: about twice
+#: what compiling the shipped aspirin PaiNN costs from the cache on this machine's CPU
+#: (6 s; 30 s cold), so a short job never pays for a compile, and a long one pays at most
+#: a few times what the best choice in hindsight would have (the ski-rental rule)
+AUTO_COMPILE_AFTER = 12.0
 COMPILE_MODES = (True, False, "auto")
 
 
+def _properties(model: nn.Module, batch: Batch, forces: bool, stress: bool) -> dict[str, Tensor]:
+    """Energy, forces and stress of ``batch`` by ``torch.func.grad`` of
+    :func:`~ase_mlff.models.base.strained_energy`: the function that is compiled."""
+    cell = batch.cell_s33.detach()
+    batch = replace(batch, cell_s33=cell)
+    pos = batch.pos_nc.detach()
+    if not (forces or stress):
+        return {"energy": strained_energy(model, batch, pos, None).detach()}
+
+    def energy(pos: Tensor, strain: Tensor) -> tuple[Tensor, Tensor]:
+        e = strained_energy(model, batch, pos, strain if stress else None)
+        return e.sum(), e
+
+    strain = torch.zeros_like(cell)
+    (g_pos, g_strain), e = torch.func.grad(energy, argnums=(0, 1), has_aux=True)(pos, strain)
+    out = {"energy": e.detach()}
+    if forces:
+        out["forces"] = -g_pos
+    if stress:
+        out["stress"] = g_strain / torch.linalg.det(cell).abs()[:, None, None]
+    return out
+
+
 class CompiledPotential(nn.Module):
-    """``model`` with a compiled forward; every other attribute is the model's.
+    """``model`` whose energy, forces and stress are computed by one compiled function;
+    every attribute is the model's, and calling it runs the model's own forward.
 
     Args:
         model: a potential (``forward(batch) -> (S,) energies``); not copied.
-        mode: ``True`` compiles at the first call; ``"auto"`` runs eagerly until its
-            forward passes have taken ``after`` seconds (MD-length use), then compiles;
-            ``False`` never compiles (the eager model, unchanged).
-        after: seconds of eager forward passes, for ``mode="auto"``.
+        mode: ``True`` compiles at the first evaluation; ``"auto"`` evaluates eagerly
+            until the eager evaluations have taken ``after`` seconds (MD-length use), then
+            compiles; ``False`` never compiles (the eager model's evaluation, unchanged).
+        after: seconds of eager evaluations, for ``mode="auto"``.
         dynamic: compile for symbolic sizes (atoms, edges, systems), so that a rebuilt
             neighbour graph reuses the compiled code.
 
-    Any failure of compilation (of the forward or, compiled with it, the backward that
-    gives forces and stress) is caught in the call that compiles: that call and every
-    later one run the eager model, and the reason is logged once.
-
     Attributes:
         fallback_reason: ``None`` unless compilation failed; then the reason (one line).
-        compile_seconds: wall time of the first compiled call (tracing + compiling).
+        compile_seconds: wall time of the first compiled evaluation (tracing + compiling).
+        eager_seconds: time spent in eager evaluations.
     """
 
     def __init__(
@@ -100,8 +129,8 @@ class CompiledPotential(nn.Module):
         self.mode, self.after, self.dynamic = mode, float(after), dynamic
         self.fallback_reason: str | None = None
         self.compile_seconds: float | None = None
+        self.eager_seconds = 0.0
         self._compiled: Any = None
-        self.eager_seconds = 0.0  # spent in eager forward passes
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -114,9 +143,12 @@ class CompiledPotential(nn.Module):
 
     @property
     def compiled(self) -> bool:
-        """Whether calls run compiled code (False before an ``"auto"`` compile, after a
-        fallback, and with ``mode=False``)."""
+        """Whether evaluations run compiled code (False before an ``"auto"`` compile,
+        after a fallback, and with ``mode=False``)."""
         return self._compiled is not None and self.fallback_reason is None
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.model(batch)
 
     def _fall_back(self, exc: BaseException) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -135,34 +167,44 @@ class CompiledPotential(nn.Module):
             if self.eager_seconds < self.after:
                 return False
             log.info(
-                "compiling %s after %.1f s of eager forward passes (compile='auto')",
+                "compiling %s after %.1f s of eager evaluations (compile='auto')",
                 type(self.model).__name__,
                 self.eager_seconds,
             )
         return True
 
-    def forward(self, batch: Batch) -> Tensor:
+    def evaluate_properties(
+        self, batch: Batch, *, forces: bool = True, stress: bool = False
+    ) -> dict[str, Tensor]:
+        """Energy (S,), forces (N, 3), stress (S, 3, 3) as
+        :func:`~ase_mlff.models.base.compute_properties` gives them (detached)."""
         if self._due():
             compile_cache_dir()
+            model = self.model
+
+            def properties(batch: Batch, forces: bool, stress: bool) -> dict[str, Tensor]:
+                return _properties(model, batch, forces, stress)
+
             try:
-                self._compiled = torch.compile(self.model, dynamic=self.dynamic, fullgraph=True)
+                self._compiled = torch.compile(properties, dynamic=self.dynamic, fullgraph=True)
             except Exception as exc:  # e.g. a platform torch.compile does not support
                 self._fall_back(exc)
-        if not self.compiled:
-            t0 = time.perf_counter()
-            energy = self.model(batch)
-            self.eager_seconds += time.perf_counter() - t0
-            return energy
-        t0 = time.perf_counter() if self.compile_seconds is None else None
-        try:
-            # the backward (forces, stress) is compiled now too, so that its failure is
-            # caught here rather than raised by the caller's autograd call
-            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
-                energy = self._compiled(batch)
-        except Exception as exc:
-            self._fall_back(exc)
-            return self.model(batch)
-        if t0 is not None:
-            self.compile_seconds = time.perf_counter() - t0
-            log.info("compiled %s in %.1f s", type(self.model).__name__, self.compile_seconds)
-        return energy
+        if self.compiled:
+            # the skin shell is dropped eagerly: inside, it would be evaluated (as zeros)
+            restricted = restrict_graph(batch, batch.cutoff)
+            t0 = time.perf_counter() if self.compile_seconds is None else None
+            try:
+                out = self._compiled(restricted, forces, stress)
+            except Exception as exc:
+                self._fall_back(exc)
+            else:
+                if t0 is not None:
+                    self.compile_seconds = time.perf_counter() - t0
+                    log.info(
+                        "compiled %s in %.1f s", type(self.model).__name__, self.compile_seconds
+                    )
+                return out
+        t0 = time.perf_counter()
+        out = compute_properties(self.model, batch, forces=forces, stress=stress)
+        self.eager_seconds += time.perf_counter() - t0
+        return out
