@@ -16,9 +16,11 @@ start structures, and each timed call is a whole run as a user makes it:
 
 Rows are interleaved (one run of each per round, same R and steps), so a background job
 slows them all alike. From the 40- and 200-step runs of one variant: the per-step cost
-(T200 − T40)/160 and the start-up, T40 − 40 × per-step, in steps. Memory: the peak
-resident memory above the process's level before the run (sampled every 2 ms; on CUDA
-the peak allocated device memory).
+(T200 − T40)/160 and the start-up, T40 − 40 × per-step, in steps. Memory: each variant
+and R run alone in a fresh process for 40 steps, its peak resident memory above its level
+after loading (``ase_mlff.md.batching.PeakMemory``, sampled every 1 ms; on CUDA the peak
+allocated device memory). In one process the allocator keeps what an earlier run freed,
+so later runs would look free.
 
 torch-sim 0.3.0 is the newest release installable for Python 3.11 here; it needs
 ``pip install torch-sim-atomistic==0.3.0 vesin vesin-torch h5py tables numexpr``
@@ -32,8 +34,10 @@ torch-sim 0.3.0 is the newest release installable for Python 3.11 here; it needs
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import threading
+import subprocess
+import sys
 import time
 import warnings
 
@@ -45,6 +49,7 @@ from ase import units
 from ase_mlff.calculators import MLFFCalculator
 from ase_mlff.data.io import SHIPPED_DIR
 from ase_mlff.graph import Batch
+from ase_mlff.md.batching import PeakMemory
 from ase_mlff.md.runner import run_md
 from ase_mlff.models import compute_properties
 from ase_mlff.utils import DTYPES
@@ -52,46 +57,6 @@ from ase_mlff.utils import DTYPES
 TEMPERATURE_K = 500.0
 DT_FS = 0.5
 FRICTION_PER_FS = 0.01
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakMemory:
-    """Peak memory above the level at entry: resident set (CPU, sampled every 2 ms) or
-    allocated device memory (CUDA)."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-
-    def __enter__(self) -> PeakMemory:
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-            return self
-        self.base = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.wait(0.002):
-                self.peak = max(self.peak, _rss_bytes())
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, _rss_bytes())
-        self.mb = (self.peak - self.base) / 2**20
 
 
 def torch_sim_model(model: torch.nn.Module, device: str, dtype: torch.dtype):
@@ -188,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
+    p.add_argument("--no-timing", action="store_true", help="only the memory column")
+    p.add_argument("--child", nargs=2, metavar=("VARIANT", "R"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
@@ -204,31 +171,44 @@ def main(argv: list[str] | None = None) -> None:
         variants["ours, skin 1 Å, compiled"] = lambda imgs, n: run_ours(
             model, imgs, n, args.device, dtype, skin=1.0, compile=True
         )
-        # compiled once, untimed, at two batch sizes so that the sizes are dynamic (the
-        # inductor cache keeps the code for later processes too)
-        for r in (2, 3):
-            variants["ours, skin 1 Å, compiled"]([atoms.copy() for _ in range(r)], 10)
     short, long = args.steps
-    ase_s = ase_step_seconds(model, atoms, args.device, dtype)
+    if args.child:  # one variant in a fresh process: its peak memory above the baseline
+        name, r = args.child[0], int(args.child[1])
+        if "compiled" in name:  # compiled (or loaded from the cache) before the baseline
+            variants[name]([atoms.copy() for _ in range(2)], 10)
+        images = [atoms.copy() for _ in range(r)]
+        with PeakMemory(args.device) as m:
+            variants[name](images, short)
+        print(json.dumps({"mb": m.bytes / 2**20}))
+        return
+    mem = _memory(args, variants)
     rows = []
+    ase_s = float("nan")
+    if not args.no_timing:
+        if "ours, skin 1 Å, compiled" in variants:
+            # compiled once, untimed, at two batch sizes so that the sizes are dynamic (the
+            # inductor cache keeps the code for later processes too)
+            for r in (2, 3):
+                variants["ours, skin 1 Å, compiled"]([atoms.copy() for _ in range(r)], 10)
+        ase_s = ase_step_seconds(model, atoms, args.device, dtype)
     for r in args.replicas:
         times = {(v, n): [] for v in variants for n in (short, long)}
-        mem = {v: 0.0 for v in variants}
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if not args.no_timing else 0):
             for n in (short, long):
                 for name, fn in variants.items():
                     images = [atoms.copy() for _ in range(r)]
-                    with PeakMemory(args.device) as m:
-                        t0 = time.perf_counter()
-                        fn(images, n)
-                        if args.device.startswith("cuda"):
-                            torch.cuda.synchronize()
-                        times[name, n].append(time.perf_counter() - t0)
-                    mem[name] = max(mem[name], m.mb)
+                    t0 = time.perf_counter()
+                    fn(images, n)
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    times[name, n].append(time.perf_counter() - t0)
         for name in variants:
+            if args.no_timing:
+                rows.append((r, name, *(float("nan"),) * 4, mem[name, r]))
+                continue
             t_s, t_l = np.median(times[name, short]), np.median(times[name, long])
             per_step = (t_l - t_s) / (long - short)
-            rows.append((r, name, t_s, t_l, per_step, t_s / per_step - short, mem[name]))
+            rows.append((r, name, t_s, t_l, per_step, t_s / per_step - short, mem[name, r]))
     print(
         f"model {args.model}, {args.dtype}, device {args.device}, {args.threads} threads, "
         f"torch {torch.__version__}; Langevin {TEMPERATURE_K:g} K, dt {DT_FS} fs; median of "
@@ -237,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"ASE Langevin + eager MLFFCalculator, one aspirin: {ase_s * 1e3:.2f} ms/step; "
-        "'vs ASE loop' = R x that / ms per batched step\n"
+        "'vs ASE loop' = R x that / ms per batched step; peak memory: each variant alone "
+        f"in a fresh process, {short} steps, above its level after loading\n"
     )
     print(
         f"| R | run | {short} steps (s) | {long} steps (s) | ms/step | start-up (steps) "
@@ -251,6 +232,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{ref[r][0] / t_s:.2f}x | {ref[r][1] / t_l:.2f}x | {r * ase_s / per_step:.1f}x "
             f"| {mb:.0f} |"
         )
+
+
+def _memory(args, variants) -> dict[tuple[str, int], float]:
+    """Peak memory of each variant and R, each run alone in a fresh process (in one
+    process the allocator keeps what an earlier run freed, and later runs look free)."""
+    out = {}
+    for r in args.replicas:
+        for name in variants:
+            cmd = [sys.executable, __file__, "--child", name, str(r), "--model", args.model]
+            cmd += ["--threads", str(args.threads), "--device", args.device]
+            cmd += ["--dtype", args.dtype, "--steps", *map(str, args.steps)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out[name, r] = json.loads(res.stdout.strip().splitlines()[-1])["mb"]
+    return out
 
 
 if __name__ == "__main__":

@@ -126,3 +126,45 @@ def test_what_a_queue_cannot_run_is_refused_before_any_work(model):
 
     with pytest.raises(ValueError, match="window"):
         run_md(model, images, detector_factory=windowed, batch_size=2, **PROTOCOL)
+
+
+def test_peak_memory_sees_an_allocation():
+    """The CPU probe's meter sees a 160 MB tensor filled inside its block."""
+    from ase_mlff.md.batching import PeakMemory
+
+    with PeakMemory("cpu") as peak:
+        x = torch.ones(20_000_000, dtype=torch.float64)
+        x += 1.0
+        del x
+    assert peak.bytes >= 120e6, peak.bytes
+
+
+def test_auto_batch_size_follows_the_free_memory(model, monkeypatch):
+    """The batch holds as many replicas as fit in half the free memory at the probe's
+    cost per replica plus the MD state (a stand-in meter reports 4 MB for the probe of
+    four replicas): exact counts, at least one, at most all; ``run_md`` takes
+    ``batch_size="auto"``."""
+    import ase_mlff.md.batching as batching
+
+    class FourMegabytes:
+        def __init__(self, device):
+            self.bytes = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.bytes = 4_000_000
+
+    monkeypatch.setattr(batching, "PeakMemory", FourMegabytes)
+    images = _images(40)
+    per_replica = 1_000_000 + batching.STATE_BYTES_PER_ATOM * 3  # water: 3 atoms
+    for free in (0, 3_000_000, 10**7, 10**8, 10**15):
+        expected = max(1, min(40, int(0.5 * free // per_replica)))
+        assert batching.auto_batch_size(model, images, free_bytes=free) == expected
+    assert batching.auto_batch_size(model, images, free_bytes=10**7, fraction=1.0) == 9
+    monkeypatch.setattr(batching, "free_memory_bytes", lambda device: 10**7)
+    run = _run(model, images[:12], batch_size="auto")  # 4 of 12 fit: a queue
+    assert run.settings["batch_size"] == 4 and run.occupancy is not None
+    with pytest.raises(ValueError, match="fraction"):
+        batching.auto_batch_size(model, images, fraction=0.0)

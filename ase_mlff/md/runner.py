@@ -10,6 +10,7 @@ end with the last check it passed, so what is kept is its stable part.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from ase import Atoms
 from torch import Tensor
 from tqdm import tqdm
 
+from ase_mlff.md.batching import auto_batch_size
 from ase_mlff.md.detectors import Detector, default_detectors, scatter_max
 from ase_mlff.md.metadynamics import BiasedPotential, Metadynamics, check_metadynamics
 from ase_mlff.md.protocol import INTEGRATORS, MDProtocol, make_protocol
@@ -206,7 +208,7 @@ def run_md(
     stop_on_failure: bool = True,
     skin: float = 0.0,
     compile: bool = False,
-    batch_size: int | None = None,
+    batch_size: int | str | None = "auto",
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -245,7 +247,10 @@ def run_md(
     run evaluates the same compiled code and stays bit-identical; compiling costs seconds
     (tens of seconds cold), so it pays over long runs.
 
-    ``batch_size``: at most this many replicas are integrated at once (None: all). The
+    ``batch_size``: at most this many replicas are integrated at once (None: all; the
+    default ``"auto"``: all when they fit in half the free memory by a probe evaluation,
+    :func:`~ase_mlff.md.batching.auto_batch_size`, else as many as fit, and all with a
+    warning where a queue cannot run; a resumed run keeps its batch size). The
     others wait in a queue and enter, in order, as soon as replicas stop (unstable) or
     finish: each replica runs ``steps`` steps of its own, its times count from its entry,
     its random stream is its own (so its trajectory is the one it has in any batch), and
@@ -276,46 +281,24 @@ def run_md(
         raise ValueError(f"compile must be True or False, got {compile!r}")
     if compile:
         model = CompiledPotential(model, True)
+    if batch_size == "auto":  # probed with the potential alone (a bias needs its walkers)
+        batch_size = _auto_batch_size(
+            model, images, p, detectors, metadynamics, dtype, device, skin, traj_dir
+        )
+    queued = _check_queue(batch_size, p, images, detectors, metadynamics)
     if metadynamics is not None:  # the bias force in every step; hills at the checks
         check_metadynamics(metadynamics, p.check_every)
         metadynamics.dt_fs = p.dt
         model = BiasedPotential(model, metadynamics)
     ids = list(range(len(images))) if replica_ids is None else list(replica_ids)
-    queued = _check_queue(batch_size, p, images, detectors, metadynamics)
     n_first = min(batch_size, len(ids)) if queued else len(ids)
-    by_id = dict(zip(ids, images))
-
-    def start(run_ids: Sequence[int], step: int = 0) -> tuple[MDState, list]:
-        """Fresh replicas ``run_ids`` at global ``step`` and their detectors."""
-        imgs = [by_id[r] for r in run_ids]
-        st = init_state(
-            model,
-            imgs,
-            temperature_K=p.temperature_K,
-            seed=seed,
-            replica_ids=list(run_ids),
-            dtype=dtype,
-            device=device,
-            skin=skin,
-        )
-        st = replace(st, step=step)
-        return st, list(detector_factory(imgs, st)) if detectors is None else list(detectors)
-
+    start = _Starter(model, dict(zip(ids, images)), p, seed, dtype, device, skin)
+    start.detectors, start.detector_factory = detectors, detector_factory
     state, dets = start(ids[:n_first])
-    unfit = [
-        getattr(d, "name", type(d).__name__)
-        for d in dets
-        if not isinstance(d, Detector) or d.shared_accumulators()
-    ]
-    if queued and unfit:
-        raise ValueError(
-            f"a replica queue (batch_size {batch_size} < {len(ids)}) cannot run with "
-            f"detectors that accumulate over a window shared by the batch, or cannot take "
-            f"entrants ({unfit})"
-        )
+    if queued:
+        _check_entrants(dets, batch_size, len(ids))
     if metadynamics is not None:
         dets.append(metadynamics)
-    step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
     settings = _settings(p, seed, dets, stop_on_failure)
     if skin:
         settings["skin"] = float(skin)
@@ -326,63 +309,157 @@ def run_md(
     store = TrajectoryStore(traj_dir, images, ids, settings, resume=resuming) if traj_dir else None
     book = _Replicas(ids, p.dt, store, p.check_every, stop_on_failure)
     queue = list(ids[n_first:])
-    built_for = ids[:n_first]  # the replicas ``state`` holds
-    book.active = list(built_for)
+    book.active = ids[:n_first]
     if queued:
         book.finish_after, book.record_every = p.steps, p.record_every
-        book.start = {r: 0 for r in built_for}
+        book.start = {r: 0 for r in book.active}
     if resuming:
-        if queued:  # the replicas the checkpoint holds, started afresh, then restored
-            saved = torch.load(ckpt, weights_only=True)
-            queue, book.start = list(saved["queue"]), dict(saved["start"])
-            if saved["active"]:
-                built_for = list(saved["active"])
-                state, dets = start(built_for, int(saved["step"]))
-        state, book.active, book.stopped, book.fired = _load_checkpoint(
-            ckpt, state, built_for, settings, dets, model
-        )
-        if queued:
-            t_max = {r: book.time(r, state.step) for r in book.start}
-        else:
-            t_max = state.step * p.dt
-        store.truncate(t_max, book.fired)  # frames written after the checkpoint go
+        state, dets, queue = _restore(ckpt, state, dets, book, start, settings, queued)
         book.frames = {r: stored_frames(traj_dir, r) for r in ids}
     else:
         book.record(state)
-    # queued replicas enter at checks and are recorded on their own clocks
-    stride = p.check_every
-    record_stride = math.gcd(p.check_every, p.record_every) if queued else p.record_every
-    total = len(ids) * p.steps if queued else p.steps
-    done = sum(state.step - t for t in book.start.values()) if queued else state.step
-    bar = tqdm(total=total, initial=done, desc="MD", disable=not progress)
-    used = slots = 0  # replica-steps integrated / offered, for the occupancy
-    while (book.active or queue) and (queued or state.step < p.steps):
-        if queue and len(book.active) < batch_size:
-            if not book.active:  # nothing runs: the clock moves on to the next entry
-                state = replace(state, step=-(-state.step // stride) * stride)
-            if state.step % stride == 0:
-                new = queue[: batch_size - len(book.active)]
-                del queue[: len(new)]
-                state, dets = _enter(book, state, dets, *start(new, state.step), new)
-        state = step_fn(state, model, **kwargs)
-        used, slots = used + len(book.active), slots + (batch_size if queued else 1)
-        bar.update(len(book.active) if queued else 1)
-        if state.step % record_stride == 0:
-            book.record(state)
-        if state.step % p.check_every == 0 or (not queued and state.step == p.steps):
-            state = book.check(state, dets)
-            if checkpoint_every and (state.step % checkpoint_every == 0 or not book.active):
-                book.save(ckpt, state, settings, dets, queue if queued else None)
-    if checkpoint_every and book.active:  # a rerun returns at once
-        book.save(ckpt, state, settings, dets, queue if queued else None)
-    bar.close()
+    loop = _Loop(p, book, start, batch_size if queued else None, progress, len(ids))
+    state = loop.run(state, dets, queue, model, checkpoint_every, ckpt, settings)
     if store:
         store.close()
     results = [book.result(r) for r in ids]
-    occupancy = used / slots if queued and slots else None
     return MDRun(
-        replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings, occupancy=occupancy
+        replicas=results, dt_fs=p.dt, steps=p.steps, settings=settings, occupancy=loop.occupancy
     )
+
+
+class _Starter:
+    """Fresh replicas at a global step, with their detectors (the run's factory, or the
+    explicit list): the start of a run, of a resumed queue run and of queue entrants."""
+
+    def __init__(self, model, by_id: dict, p: MDProtocol, seed, dtype, device, skin) -> None:
+        self.model, self.by_id, self.p = model, by_id, p
+        self.seed, self.dtype, self.device, self.skin = seed, dtype, device, skin
+        self.detectors: Sequence[Detector] | None = None
+        self.detector_factory: Callable = default_detectors
+
+    def __call__(self, run_ids: Sequence[int], step: int = 0) -> tuple[MDState, list]:
+        imgs = [self.by_id[r] for r in run_ids]
+        st = init_state(
+            self.model,
+            imgs,
+            temperature_K=self.p.temperature_K,
+            seed=self.seed,
+            replica_ids=list(run_ids),
+            dtype=self.dtype,
+            device=self.device,
+            skin=self.skin,
+        )
+        st = replace(st, step=step)
+        if self.detectors is not None:
+            return st, list(self.detectors)
+        return st, list(self.detector_factory(imgs, st))
+
+
+def _check_entrants(dets: Sequence, batch_size: int, n: int) -> None:
+    """A replica queue needs detectors that can take entrants (before any step)."""
+    unfit = [
+        getattr(d, "name", type(d).__name__)
+        for d in dets
+        if not isinstance(d, Detector) or d.shared_accumulators()
+    ]
+    if unfit:
+        raise ValueError(
+            f"a replica queue (batch_size {batch_size} < {n}) cannot run with detectors "
+            f"that accumulate over a window shared by the batch, or cannot take entrants "
+            f"({unfit})"
+        )
+
+
+def _restore(
+    ckpt: Path,
+    state: MDState,
+    dets: list,
+    book: _Replicas,
+    start: _Starter,
+    settings: dict,
+    queued: bool,
+) -> tuple[MDState, list, list[int]]:
+    """The run's state, detectors and queue from its checkpoint; the book and the store
+    are set back to it (frames written after it go)."""
+    built_for, queue = list(book.active), []
+    if queued:  # the replicas the checkpoint holds, started afresh, then restored
+        saved = torch.load(ckpt, weights_only=True)
+        queue, book.start = list(saved["queue"]), dict(saved["start"])
+        if saved["active"]:
+            built_for = list(saved["active"])
+            state, dets = start(built_for, int(saved["step"]))
+    state, book.active, book.stopped, book.fired = _load_checkpoint(
+        ckpt, state, built_for, settings, dets, start.model
+    )
+    if queued:
+        t_max = {r: book.time(r, state.step) for r in book.start}
+    else:
+        t_max = state.step * book.dt
+    book.store.truncate(t_max, book.fired)
+    return state, dets, queue
+
+
+class _Loop:
+    """The integration loop of :func:`run_md`: steps, records, checks, checkpoints and,
+    with a replica queue (``batch_size``), lets queued replicas enter at checks."""
+
+    def __init__(
+        self,
+        p: MDProtocol,
+        book: _Replicas,
+        start: _Starter,
+        batch_size: int | None,
+        progress: bool,
+        n_replicas: int,
+    ) -> None:
+        self.p, self.book, self.start, self.batch_size = p, book, start, batch_size
+        self.progress, self.n_replicas = progress, n_replicas
+        self.used = self.slots = 0  # replica-steps integrated / offered
+
+    @property
+    def occupancy(self) -> float | None:
+        """With a queue, the mean fraction of the batch's slots in use per step."""
+        return self.used / self.slots if self.batch_size and self.slots else None
+
+    def _enter_queued(self, state: MDState, dets: list, queue: list[int]):
+        """Queued replicas take the free slots at a check (the clock moves on to the next
+        check when nothing runs)."""
+        book, stride = self.book, self.p.check_every
+        if not book.active:
+            state = replace(state, step=-(-state.step // stride) * stride)
+        if state.step % stride == 0:
+            new = queue[: self.batch_size - len(book.active)]
+            del queue[: len(new)]
+            state, dets = _enter(book, state, dets, *self.start(new, state.step), new)
+        return state, dets
+
+    def run(self, state, dets, queue, model, checkpoint_every, ckpt, settings) -> MDState:
+        p, book, queued = self.p, self.book, self.batch_size is not None
+        # queued replicas are recorded on their own clocks
+        record_stride = math.gcd(p.check_every, p.record_every) if queued else p.record_every
+        total = self.n_replicas * p.steps if queued else p.steps
+        done = sum(state.step - t for t in book.start.values()) if queued else state.step
+        bar = tqdm(total=total, initial=done, desc="MD", disable=not self.progress)
+        step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
+        saved_queue = queue if queued else None
+        while (book.active or queue) and (queued or state.step < p.steps):
+            if queue and len(book.active) < self.batch_size:
+                state, dets = self._enter_queued(state, dets, queue)
+            state = step_fn(state, model, **kwargs)
+            self.used += len(book.active)
+            self.slots += self.batch_size if queued else 1
+            bar.update(len(book.active) if queued else 1)
+            if state.step % record_stride == 0:
+                book.record(state)
+            if state.step % p.check_every == 0 or (not queued and state.step == p.steps):
+                state = book.check(state, dets)
+                if checkpoint_every and (state.step % checkpoint_every == 0 or not book.active):
+                    book.save(ckpt, state, settings, dets, saved_queue)
+        if checkpoint_every and book.active:  # a rerun returns at once
+            book.save(ckpt, state, settings, dets, saved_queue)
+        bar.close()
+        return state
 
 
 def _enter(
@@ -406,13 +483,40 @@ def _enter(
     return concat_states(state, new_state), dets
 
 
+def _auto_batch_size(
+    model, images, p: MDProtocol, detectors, metadynamics, dtype, device, skin, traj_dir
+) -> int | None:
+    """``batch_size="auto"``: a resumed run keeps the batch size it was started with; a
+    new one queues only when not every replica fits in memory
+    (:func:`~ase_mlff.md.batching.auto_batch_size`), and runs all at once, with a
+    warning, when it cannot queue (what :func:`_check_queue` refuses)."""
+    ckpt = Path(traj_dir) / CHECKPOINT if traj_dir else None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=True)["settings"].get("batch_size")
+        return None if saved is None else int(saved)
+    size = auto_batch_size(model, images, dtype=dtype, device=device, skin=skin)
+    if size >= len(images):
+        return None
+    try:
+        _check_queue(size, p, images, detectors, metadynamics)
+    except ValueError as err:
+        warnings.warn(
+            f"only {size} of {len(images)} replicas fit in memory by the estimate, but {err}; "
+            "running all at once",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return size
+
+
 def _check_queue(batch_size, p: MDProtocol, images, detectors, metadynamics) -> bool:
     """Whether ``batch_size`` makes a replica queue (fewer slots than replicas); every
     combination the queue cannot run is refused here, before any work."""
     if batch_size is None:
         return False
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer ≥ 1 or None, got {batch_size!r}")
+        raise ValueError(f"batch_size must be an integer ≥ 1, 'auto' or None, got {batch_size!r}")
     if batch_size >= len(images):
         return False
     why = None

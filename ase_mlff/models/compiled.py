@@ -12,11 +12,13 @@ inside, with dynamic shapes (any number of atoms, edges and systems: a new neigh
 does not recompile) and ``fullgraph=True`` (no graph breaks: PaiNN, SchNet, EAM and the
 hybrid trace as one graph, tested). Compared with compiling only the forward and taking
 the forces with the autograd engine, this removes the engine's per-call overhead: for the
-shipped ``aspirin-painn-fast`` one energy + forces call on the CPU took 0.30 ms against
-0.47 ms (1 thread), and the ASE path of ``aspirin-painn`` went from 2.4 to about 1.2 ms
-(docs/benchmarks.md). :func:`~ase_mlff.models.base.compute_properties` hands a
-``CompiledPotential`` the evaluation (except in training, whose force loss needs the
-autograd graph of the forces).
+shipped ``aspirin-painn-fast`` one energy + forces evaluation on the CPU took 0.30 ms
+against 0.47 ms (1 thread). Through the ASE calculator (float32, 1 Å skin, 1 thread) one
+aspirin call of ``aspirin-painn`` went from 2.56 to 1.04 ms, and of
+``aspirin-painn-fast`` from 1.50 to 0.52 ms (docs/benchmarks.md).
+:func:`~ase_mlff.models.base.compute_properties` hands a ``CompiledPotential`` the
+evaluation (except in training, whose force loss needs the autograd graph of the
+forces).
 
 ``torch.export`` + AOTInductor was the other candidate (issue 19); it has no place for the
 derivative that gives the forces unless it is traced in, as here, and it fixes more of the
