@@ -360,6 +360,80 @@ def pairwise_logrank(
     return rows
 
 
+def rmst_difference(
+    a: tuple[Sequence[float] | np.ndarray, Sequence[bool] | np.ndarray],
+    b: tuple[Sequence[float] | np.ndarray, Sequence[bool] | np.ndarray],
+    total_fs: float,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """``RMST_a − RMST_b`` (fs, both to ``total_fs``) with its normal interval at
+    ``confidence``: the two models' replicas are independent, so the variance is the sum
+    of their Klein–Moeschberger variances (:meth:`KaplanMeier.rmst`). Keys ``diff_fs``,
+    ``lo_fs``, ``hi_fs``, ``se_fs``."""
+    from scipy.stats import norm
+
+    rmst_a, var_a = kaplan_meier(*a, total_fs).rmst()
+    rmst_b, var_b = kaplan_meier(*b, total_fs).rmst()
+    se = math.sqrt(var_a + var_b)
+    half = float(norm.ppf(0.5 + confidence / 2)) * se
+    diff = rmst_a - rmst_b
+    return {"diff_fs": diff, "lo_fs": diff - half, "hi_fs": diff + half, "se_fs": se}
+
+
+def pairwise_verdicts(
+    groups: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[bool] | np.ndarray]],
+    total_fs: float,
+    alpha: float = 0.05,
+    margin: float = 0.10,
+    looks: int = 1,
+) -> list[dict[str, Any]]:
+    """Which model of each pair is the more stable, with stated confidence, or that the
+    two are equivalent, or that the evidence does not tell yet.
+
+    Per pair (:func:`pairwise_logrank` rows, plus):
+
+    * **Different** when the Holm-corrected log-rank p-value is below ``alpha / looks``;
+      the ``winner`` is the model with the longer restricted mean survival time. Dividing
+      by ``looks`` (Bonferroni over the planned looks of a sequential comparison) keeps
+      the family-wise error at ``alpha`` however many rounds look at the growing data.
+    * **Equivalent** when the ``1 − 2·alpha/looks`` interval of ``RMST_a − RMST_b`` (two
+      one-sided tests, TOST) lies inside ``±margin · total_fs``: the two survive as long
+      within ``margin`` of the run length.
+    * **Unresolved** otherwise.
+
+    Keys added: ``verdict`` (``"different"``, ``"equivalent"``, ``"unresolved"``),
+    ``winner`` (a name or None), ``rmst_diff_fs`` with ``rmst_diff_lo_fs/_hi_fs`` (95 %
+    interval, for the reader) and ``tost_lo_fs/_hi_fs`` (the equivalence interval).
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    if not margin > 0:
+        raise ValueError(f"the equivalence margin (a fraction of the run) must be > 0: {margin}")
+    if not (isinstance(looks, int) and looks >= 1):
+        raise ValueError(f"looks must be an integer >= 1, got {looks!r}")
+    level = alpha / looks
+    rows = pairwise_logrank(groups, total_fs)
+    for row in rows:
+        a, b = groups[row["a"]], groups[row["b"]]
+        shown = rmst_difference(a, b, total_fs, 0.95)
+        tost = rmst_difference(a, b, total_fs, 1 - 2 * level)
+        row.update(
+            rmst_diff_fs=shown["diff_fs"],
+            rmst_diff_lo_fs=shown["lo_fs"],
+            rmst_diff_hi_fs=shown["hi_fs"],
+            tost_lo_fs=tost["lo_fs"],
+            tost_hi_fs=tost["hi_fs"],
+            verdict="unresolved",
+            winner=None,
+        )
+        if row["p_holm"] < level:
+            row["verdict"] = "different"
+            row["winner"] = row["a"] if shown["diff_fs"] > 0 else row["b"]
+        elif -margin * total_fs < tost["lo_fs"] and tost["hi_fs"] < margin * total_fs:
+            row["verdict"] = "equivalent"
+    return rows
+
+
 def survival_curve(
     t_inst_fs: np.ndarray,
     stable: np.ndarray,
