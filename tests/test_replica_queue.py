@@ -129,13 +129,18 @@ def test_what_a_queue_cannot_run_is_refused_before_any_work(model):
 
 
 def test_peak_memory_sees_an_allocation():
-    """The CPU probe's meter sees a 160 MB tensor filled inside its block."""
+    """The CPU probe's meter sees 160 MB of fresh pages touched inside its block (an
+    anonymous map: the allocator cannot serve it from memory it already holds)."""
+    import mmap
+
     from ase_mlff.md.batching import PeakMemory
 
+    size = 160 * 2**20
     with PeakMemory("cpu") as peak:
-        x = torch.ones(20_000_000, dtype=torch.float64)
-        x += 1.0
-        del x
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, 4096):
+            block[offset] = 1
+        block.close()
     assert peak.bytes >= 120e6, peak.bytes
 
 
@@ -166,5 +171,28 @@ def test_auto_batch_size_follows_the_free_memory(model, monkeypatch):
     monkeypatch.setattr(batching, "free_memory_bytes", lambda device: 10**7)
     run = _run(model, images[:12], batch_size="auto")  # 4 of 12 fit: a queue
     assert run.settings["batch_size"] == 4 and run.occupancy is not None
+    assert _run(model, images[:12]).occupancy is None  # the default: all at once, no probe
     with pytest.raises(ValueError, match="fraction"):
         batching.auto_batch_size(model, images, fraction=0.0)
+
+
+def test_auto_batch_size_falls_back_when_the_probe_fails(model):
+    """A potential that only takes the whole batch (the probe's subset raises): the run
+    warns and integrates every replica at once."""
+
+    class WholeBatchOnly(torch.nn.Module):
+        def __init__(self, inner, n):
+            super().__init__()
+            self.inner, self.n, self.cutoff = inner, n, inner.cutoff
+
+        def forward(self, batch):
+            if batch.n_systems != self.n:
+                raise RuntimeError("this potential needs all its replicas")
+            return self.inner(batch)
+
+    images = _images(6)
+    for a in images:  # none fails: the batch stays whole
+        a.info.pop("fail_after", None)
+    with pytest.warns(RuntimeWarning, match="memory probe failed"):
+        run = _run(WholeBatchOnly(model, 6), images, batch_size="auto")
+    assert run.occupancy is None and len(run.replicas) == 6

@@ -39,8 +39,13 @@ STATE_BYTES_PER_ATOM = 2048
 
 
 def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """The process's resident set (Linux ``/proc``); 0 where it cannot be read, which
+    makes a probe look free (the batch then holds every replica, as without a queue)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def free_memory_bytes(device: torch.device | str) -> int:
@@ -56,7 +61,10 @@ def free_memory_bytes(device: torch.device | str) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # no way to tell: no limit
+        return 2**62
 
 
 class PeakMemory:

@@ -208,7 +208,7 @@ def run_md(
     stop_on_failure: bool = True,
     skin: float = 0.0,
     compile: bool = False,
-    batch_size: int | str | None = "auto",
+    batch_size: int | str | None = None,
     **protocol_fields: Any,
 ) -> MDRun:
     """Integrate all ``images`` as replicas under an MD protocol.
@@ -247,10 +247,13 @@ def run_md(
     run evaluates the same compiled code and stays bit-identical; compiling costs seconds
     (tens of seconds cold), so it pays over long runs.
 
-    ``batch_size``: at most this many replicas are integrated at once (None: all; the
-    default ``"auto"``: all when they fit in half the free memory by a probe evaluation,
-    :func:`~ase_mlff.md.batching.auto_batch_size`, else as many as fit, and all with a
-    warning where a queue cannot run; a resumed run keeps its batch size). The
+    ``batch_size``: at most this many replicas are integrated at once (None, the default:
+    all; ``"auto"``: all when they fit in half the free memory by a probe evaluation of a
+    few replicas, :func:`~ase_mlff.md.batching.auto_batch_size`, else as many as fit, and
+    all with a warning where a queue cannot run or the probe fails; a resumed run keeps
+    its batch size). ``"auto"`` is not the default because the probe evaluates the model
+    on a subset of the replicas before the run: a potential whose energy depends on the
+    whole batch, or a stateful wrapper, would see an extra call. The
     others wait in a queue and enter, in order, as soon as replicas stop (unstable) or
     finish: each replica runs ``steps`` steps of its own, its times count from its entry,
     its random stream is its own (so its trajectory is the one it has in any batch), and
@@ -494,7 +497,16 @@ def _auto_batch_size(
     if ckpt is not None and ckpt.exists():
         saved = torch.load(ckpt, weights_only=True)["settings"].get("batch_size")
         return None if saved is None else int(saved)
-    size = auto_batch_size(model, images, dtype=dtype, device=device, skin=skin)
+    try:
+        size = auto_batch_size(model, images, dtype=dtype, device=device, skin=skin)
+    except Exception as err:  # e.g. a potential that only takes the whole batch
+        warnings.warn(
+            f"batch_size='auto': the memory probe failed ({type(err).__name__}: {err}); "
+            "running all replicas at once",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     if size >= len(images):
         return None
     try:
