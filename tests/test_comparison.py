@@ -43,6 +43,7 @@ def _spec():
             },
         ],
         "md": {"steps": 40, "replicas": 2, "record_every": 10},
+        "active": {"replicas_per_round": 2, "max_rounds": 2},
     }
 
 
@@ -106,7 +107,15 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
     finished = next(r for r in parents if r.info.status == "FINISHED")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == finished.info.run_id]
-    assert {c.info.run_name for c in children} == {"scratch", "reweighted"}
+    assert {c.info.run_name for c in children} == {"scratch", "reweighted", "active_comparison"}
+    # the active agent's rounds, verdict and MLflow steps (tiny: 2 replicas a round)
+    verdict = json.loads((out / "active" / "verdict.json").read_text())
+    assert res.verdict["stopped_because"] == verdict["stopped_because"]
+    assert 1 <= len(verdict["rounds"]) <= 2 and (out / "active" / "round_00.json").exists()
+    assert "The active agent's verdict" in (out / "comparison.md").read_text()
+    (active_run,) = [c for c in children if c.info.run_name == "active_comparison"]
+    assert client.get_metric_history(active_run.info.run_id, "replicas_scratch")
+    children = [c for c in children if c is not active_run]
     for c in children:
         for key in ("test_forces_mae", "test_fnm_mae", "md_t_inst_mean_fs", "cluster0_rbp"):
             assert key in c.data.metrics, key
@@ -115,7 +124,9 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     scratch = next(c for c in children if c.info.run_name == "scratch")
     history = client.get_metric_history(scratch.info.run_id, "val_forces_mae")
     assert len(history) == 2  # the learning curve, one point per epoch
-    assert res.best == _expected_best(res.rows) and res.registered["name"] == "tiny-best"
+    # the verdict's winner when it has one (one seed: its label is the variant's name)
+    expected = res.verdict["winner"] or _expected_best(res.rows)
+    assert res.best == expected and res.registered["name"] == "tiny-best"
     assert res.registered["variant"] == res.best
     versions = client.search_model_versions("name='tiny-best'")
     assert len(versions) == 1 and versions[0].tags["variant"] == res.best
@@ -135,6 +146,13 @@ def test_study_spec_rejects_bad_variants():
         )
     with pytest.raises(ValueError, match="needs pretrain_data"):
         StudySpec.from_dict({"name": "x", "variants": [{"name": "a", "kind": "pretrained"}]})
+    ok = [{"name": "a", "kind": "scratch"}]
+    with pytest.raises(ValueError, match="alpha"):
+        StudySpec.from_dict({"name": "x", "variants": ok, "active": {"alpha": 0.9}})
+    with pytest.raises(ValueError, match="the study's md"):
+        StudySpec.from_dict({"name": "x", "variants": ok, "active": {"md": {"steps": 9}}})
+    with pytest.raises(TypeError):
+        StudySpec.from_dict({"name": "x", "variants": ok, "active": {"rounds": 3}})
 
 
 def _row(model, fraction, t_inst, mae):

@@ -159,8 +159,9 @@ class ActiveComparison:
     """Runs the rounds of :class:`ActiveSpec` on ``models`` ({variant: model or list of
     models, one per training seed}) from the start structures ``images``; everything is
     kept under ``out_dir``. ``tracker`` (an :class:`ase_mlff.tracking.Tracker`) records
-    one MLflow run with a step per round. ``run_round`` replaces the MD of one variant's
-    round (tests); by default :func:`run_md`."""
+    one MLflow run with a step per round (a child of ``parent`` when given).
+    ``run_round`` replaces the MD of one variant's round (tests); by default
+    :func:`run_md`."""
 
     def __init__(
         self,
@@ -173,6 +174,7 @@ class ActiveComparison:
         device: str | torch.device = "cpu",
         detector_factory: Callable = default_detectors,
         tracker=None,
+        parent=None,
         run_round: Callable | None = None,
     ) -> None:
         if len(models) < 2:
@@ -187,7 +189,7 @@ class ActiveComparison:
             raise ValueError(f"variants without a model: {empty}")
         self.images, self.spec, self.out = list(images), spec, Path(out_dir)
         self.dtype, self.device, self.detector_factory = dtype, device, detector_factory
-        self.tracker = tracker
+        self.tracker, self.parent = tracker, parent
         self.run_round = run_round or self._md_round
 
     def _md_round(self, variant: str, ids: list[int]) -> dict[str, list]:
@@ -327,7 +329,7 @@ class ActiveComparison:
         allocation and the pairs' Holm p-values), the verdict as tags and artifacts."""
         params = {k: v for k, v in verdict.spec.items() if k != "md"}
         params.update({f"md.{k}": v for k, v in self.spec.md.items()})
-        with self.tracker.run("active_comparison", params=params) as run:
+        with self.tracker.run("active_comparison", params=params, parent=self.parent) as run:
             for rd in verdict.rounds:
                 metrics = {f"replicas_{v}": float(n) for v, n in rd["allocation"].items()}
                 metrics.update(

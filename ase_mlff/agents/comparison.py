@@ -130,6 +130,10 @@ class StudySpec:
     n_clusters: int = 3
     reference: dict[str, Any] = field(default_factory=lambda: {"name": "tblite"})
     register_as: str | None = None
+    #: :class:`~ase_mlff.agents.active.ActiveSpec` fields (not ``md``): after the fixed
+    #: study, the active agent runs MD in rounds until each pair of variants is shown
+    #: different or equivalent; its winner is the registered model
+    active: dict[str, Any] | None = None
     cpus_per_job: int = 1
     gpus_per_job: float = 0
 
@@ -150,6 +154,12 @@ class StudySpec:
                 raise ValueError(f"variant {v.name!r}: its base {v.base!r} must not have a base")
         if not spec.seeds:
             raise ValueError("at least one seed is needed")
+        if spec.active is not None:  # its settings are checked now, not after training
+            from ase_mlff.agents.active import ActiveSpec
+
+            if "md" in spec.active:
+                raise ValueError("active: its MD is the study's md; give it there")
+            ActiveSpec(**spec.active, md={"steps": int(spec.md.get("steps", 2000))})
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,6 +358,8 @@ class ComparisonResult:
     registered: dict[str, Any] | None = None
     #: pairwise log-rank tests of the models' t_inst (Holm-corrected), see pairwise_logrank
     logrank: list[dict[str, Any]] = field(default_factory=list)
+    #: the active agent's verdict (``StudySpec.active``), as ``verdict.json`` holds it
+    verdict: dict[str, Any] | None = None
 
 
 class ComparisonAgent:
@@ -451,6 +463,57 @@ class ComparisonAgent:
         return done
 
     # ----------------------------------------------------------------- evaluation
+    def md_protocol(self) -> dict[str, Any]:
+        """The MD of the study: paper 001's aspirin protocol unless the spec says
+        otherwise, with the MD seed (the first training seed unless ``md.seed``)."""
+        md = {
+            **PROTOCOLS["aspirin_langevin"].integration(),
+            "steps": 2000,
+            "check_every": 10,
+            "record_every": 20,
+            "seed": self.spec.seeds[0],
+        }
+        md.update({k: v for k, v in self.spec.md.items() if k != "replicas"})
+        return md
+
+    def active_verdict(self, checkpoints: dict[str, str], tracker, parent):
+        """The active agent on the trained models (every seed of a variant is one of its
+        models), from the study's start structures, under the study's MD protocol; its
+        rounds in ``<out>/active`` (resumed there) and a child MLflow run. None without
+        ``spec.active``."""
+        import ase.io
+
+        from ase_mlff.agents.active import ActiveComparison, ActiveSpec
+        from ase_mlff.models.io import load_model
+
+        s = self.spec
+        if not s.active:
+            return None
+        md = self.md_protocol()
+        spec = ActiveSpec(**{"seed": md.pop("seed"), **s.active, "md": md})
+        dtype = getattr(torch, self.dtype)
+        models = {
+            v.name: [
+                load_model(checkpoints[self.label(v.name, seed)], device=self.device, dtype=dtype)[
+                    0
+                ]
+                for seed in s.seeds
+            ]
+            for v in s.variants
+        }
+        starts = ase.io.read(self.out / "data" / "starts.extxyz", ":")
+        agent = ActiveComparison(
+            models,
+            starts,
+            spec,
+            self.out / "active",
+            dtype=dtype,
+            device=self.device,
+            tracker=tracker,
+            parent=parent,
+        )
+        return agent.run()
+
     def stability(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
         """A stability study of every model (reused when ``<out>/stability`` already holds
         exactly these models): per label the survival summary (stable replicas censored at
@@ -462,14 +525,7 @@ class ComparisonAgent:
         from ase_mlff.metrics.trajectory import load_study
 
         s = self.spec
-        md = {  # paper 001's aspirin protocol unless the spec says otherwise
-            **PROTOCOLS["aspirin_langevin"].integration(),
-            "steps": 2000,
-            "check_every": 10,
-            "record_every": 20,
-            "seed": s.seeds[0],
-        }
-        md.update({k: v for k, v in s.md.items() if k != "replicas"})
+        md = self.md_protocol()
         study_dir = self.out / "stability"
         models = [checkpoints[k] for k in checkpoints]
         if _read_study(study_dir, models) is None:  # not run yet, or other models
@@ -525,8 +581,11 @@ class ComparisonAgent:
             parent.log_metrics({"train_minutes": (time.perf_counter() - t0) / 60})
             evaluation = self.evaluate(checkpoints, test, data_dir)
             stab = self.stability(checkpoints)
+            verdict = self.active_verdict(checkpoints, tracker, parent)
             rows, figures = self.compare(labels, trained, evaluation, stab, test)
             table = comparison_markdown(rows, self.logrank)
+            if verdict is not None:
+                table += "\n## The active agent's verdict\n\n" + verdict.markdown()
             (self.out / "comparison.md").write_text(table)
             with open(self.out / "comparison.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -544,21 +603,17 @@ class ComparisonAgent:
             for f in ("comparison.md", "comparison.csv", "spec.json"):
                 parent.log_artifact(self.out / f)
             handles = self.log_children(tracker, parent, labels, trained, evaluation, stab, rows)
-            best = best_by_criterion(rows)
-            registered = None
-            if best is not None:
-                name = s.register_as or f"{s.name}-best"
-                mv = tracker.register_model(
-                    name,
-                    handles[best],
-                    "checkpoint",
-                    tags={"criterion": CRITERION, "variant": best},
-                )
-                registered = {"name": name, "version": mv.version, "variant": best}
-                parent.set_tags({"best_variant": best, "registered_model": f"{name}/{mv.version}"})
+            best, registered = self._register(tracker, parent, handles, rows, verdict)
             parent.log_metrics({"total_minutes": (time.perf_counter() - t0) / 60})
             result = ComparisonResult(
-                rows, table, self.out, parent.run_id, best, registered, self.logrank
+                rows,
+                table,
+                self.out,
+                parent.run_id,
+                best,
+                registered,
+                self.logrank,
+                None if verdict is None else asdict(verdict),
             )
         write_json(
             self.out / "result.json",
@@ -567,11 +622,38 @@ class ComparisonAgent:
                 "best": best,
                 "registered": registered,
                 "logrank": self.logrank,
+                "verdict": result.verdict,
                 "parent_run_id": result.parent_run_id,
             },
             nan_as_null=False,
         )
         return result
+
+    def _register(self, tracker, parent, handles, rows, verdict):
+        """Register the best model: the active verdict's winner (its best seed by the
+        criterion) with the pairs' verdicts as tags, else the best by the criterion.
+        Returns ``(best label, registry entry)``."""
+        best, criterion = best_by_criterion(rows), CRITERION
+        evidence = {}
+        if verdict is not None and verdict.winner is not None:
+            mine = [r for r in rows if r["variant"] == verdict.winner]
+            best = best_by_criterion(mine) or best
+            criterion = "the active agent's verdict, then " + CRITERION
+            evidence = {
+                f"evidence_{p['a']}_vs_{p['b']}": f"{p['verdict']}, Holm p={p['p_holm']:.3g}"
+                for p in verdict.pairs
+            }
+        if best is None:
+            return None, None
+        name = self.spec.register_as or f"{self.spec.name}-best"
+        mv = tracker.register_model(
+            name,
+            handles[best],
+            "checkpoint",
+            tags={"criterion": criterion, "variant": best, **evidence},
+        )
+        parent.set_tags({"best_variant": best, "registered_model": f"{name}/{mv.version}"})
+        return best, {"name": name, "version": mv.version, "variant": best}
 
     def evaluate(self, checkpoints: dict[str, str], test, data_dir: Path) -> dict[str, dict]:
         """Paper 002's force metrics of every model on the test set."""
