@@ -2,6 +2,7 @@
 metrics *and* MD stability, compared in MLflow (the comparison agent on one study).
 
     python -m ase_mlff.recipes.aspirin_compare --profile quick     # < 45 min on 2 CPU cores
+    python -m ase_mlff.recipes.aspirin_compare --active --alpha 0.05  # + the active verdict
     python -m ase_mlff.recipes.aspirin_compare --profile paper     # the papers' sizes (GPUs)
     RAY_ADDRESS=auto python -m ase_mlff.recipes.aspirin_compare    # on a running Ray cluster
 
@@ -166,6 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0, help="pre-training data")
     p.add_argument("--device", default="cpu", help="evaluation and MD (cuda on a GPU node)")
     p.add_argument("--gpus-per-job", type=float, default=0, help="GPUs per training task")
+    act = p.add_argument_group(
+        "active comparison (docs/active_comparison.md): MD in rounds after the study until "
+        "each pair of variants is shown different or equivalent"
+    )
+    act.add_argument("--active", action="store_true", help="run the active agent")
+    act.add_argument("--active-replicas", type=int, default=8, help="replicas per round")
+    act.add_argument("--active-rounds", type=int, default=6, help="at most this many rounds")
+    act.add_argument("--alpha", type=float, default=0.05, help="family-wise error")
+    act.add_argument("--margin", type=float, default=0.10, help="equivalence, of the run")
+    act.add_argument("--max-replica-ps", type=float, default=None, help="MD budget")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -177,6 +188,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a.out.mkdir(parents=True, exist_ok=True)
     spec = build_spec(a.profile, a.out / "pretrain_gaff.npz", a.variants, a.seeds, a.replicas)
     spec["gpus_per_job"] = a.gpus_per_job
+    if a.active:
+        spec["active"] = {
+            "replicas_per_round": a.active_replicas,
+            "max_rounds": a.active_rounds,
+            "alpha": a.alpha,
+            "margin": a.margin,
+            "max_replica_ps": a.max_replica_ps,
+        }
+    from ase_mlff.agents.comparison import StudySpec
+
+    StudySpec.from_dict(spec)  # every setting checked before any work
     if any(v["kind"] == "pretrained" for v in spec["variants"]):
         pretraining_data(a.out, PROFILES[a.profile]["n_pretrain"], a.seed)
     result = ComparisonAgent(
