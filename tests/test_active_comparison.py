@@ -134,6 +134,22 @@ def test_verdict_statistics_against_their_definitions():
     many = pairwise_verdicts(groups, 100.0, looks=10**9)[0]
     assert one["verdict"] == "different" and one["winner"] == "a"
     assert many["verdict"] == "unresolved"
+    # no failures at all: the KM variance is 0, so only the exact bound on the failure
+    # fraction can show equivalence; 8 replicas each cannot (a model failing 30 % of the
+    # time shows no failure in 8 with probability 6 %), 60 each can (bound 8.7 %)
+    for n, verdict in ((8, "unresolved"), (60, "equivalent")):
+        stable = (np.full(n, np.nan), np.ones(n, bool))
+        row = pairwise_verdicts({"a": stable, "b": stable}, 100.0, looks=6)[0]
+        assert row["verdict"] == verdict, (n, row)
+    # crossing curves with equal RMST (30 % fail at once and the rest survive, against
+    # all failing at 70.3 fs of 100): log-rank rejects, but no winner is named
+    early = np.r_[np.full(30, 1.0), np.full(70, np.nan)]
+    crossing = {
+        "a": (early, np.r_[np.zeros(30, bool), np.ones(70, bool)]),
+        "b": (np.full(100, 70.3), np.zeros(100, bool)),
+    }
+    row = pairwise_verdicts(crossing, 100.0)[0]
+    assert row["p_holm"] < 1e-6 and row["winner"] is None and row["verdict"] != "different"
     for bad in ({"alpha": 0.7}, {"margin": 0.0}, {"replicas_per_round": 0}, {"md": {"dt": -1}}):
         with pytest.raises(ValueError):
             ActiveSpec(**bad)

@@ -153,6 +153,8 @@ def test_study_spec_rejects_bad_variants():
         StudySpec.from_dict({"name": "x", "variants": ok, "active": {"md": {"steps": 9}}})
     with pytest.raises(TypeError):
         StudySpec.from_dict({"name": "x", "variants": ok, "active": {"rounds": 3}})
+    with pytest.raises(ValueError, match="below one round"):  # 1 × 8 × 1 ps = 8 replica-ps
+        StudySpec.from_dict({"name": "x", "variants": ok, "active": {"max_replica_ps": 5.0}})
 
 
 def _row(model, fraction, t_inst, mae):

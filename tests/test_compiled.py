@@ -107,6 +107,11 @@ def test_compiled_batched_md_follows_the_eager_trajectory(molecules):
     batch = Batch.from_atoms(molecules, cutoff=model.cutoff, dtype=torch.float64)
     out = compute_properties(fast, batch, forces=True, training=True)
     assert out["forces"].requires_grad and not fast.compiled  # autograd, not compiled
+    # evaluated compiled, the results carry no graph to the (trainable) parameters, or an
+    # MD loop would chain every step's graph
+    assert any(p.requires_grad for p in model.parameters())
+    out = compute_properties(fast, batch, forces=True)
+    assert fast.compiled and not out["forces"].requires_grad
 
 
 @pytest.mark.slow
@@ -165,8 +170,8 @@ def test_eager_model_errors_are_not_hidden_by_the_fallback(aspirin, monkeypatch)
 
 
 def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
-    """``compile="auto"`` runs eagerly until its evaluations have taken
-    ``auto_compile_after`` seconds, then compiles once (a stand-in compiler records
+    """``compile="auto"`` runs ``auto_compile_after`` evaluations eagerly, then compiles
+    once (a stand-in compiler records
     when); ``False`` never compiles."""
     compiled_at = []
 
@@ -176,20 +181,20 @@ def test_auto_compiles_only_after_its_eager_time(aspirin, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", recording_compile)
     model = _model("painn")
-    never = MLFFCalculator(model, compile=False, auto_compile_after=0.0)
-    late = MLFFCalculator(model, compile="auto", auto_compile_after=1e9)
-    soon = MLFFCalculator(model, compile="auto", auto_compile_after=1e-9)
+    never = MLFFCalculator(model, compile=False, auto_compile_after=0)
+    late = MLFFCalculator(model, compile="auto", auto_compile_after=10**9)
+    soon = MLFFCalculator(model, compile="auto", auto_compile_after=1)
     rng = np.random.default_rng(2)
     for k in range(3):
         atoms = _displaced(aspirin, rng, 0.01)
         for calc in (never, late, soon):
             calc.get_forces(atoms)
-        if k == 0:  # the first call ran eagerly, and counted its time
-            assert not soon.potential.compiled and soon.potential.eager_seconds > 0
+        if k == 0:  # the first call ran eagerly, and was counted
+            assert not soon.potential.compiled and soon.potential.eager_calls == 1
     assert not never.potential.compiled and not late.potential.compiled
     assert soon.potential.compiled and len(compiled_at) == 1
-    assert late.potential.eager_seconds > 0
-    for bad in ({"compile": "yes"}, {"auto_compile_after": -1.0}):
+    assert late.potential.eager_calls == 3 and late.potential.eager_seconds > 0
+    for bad in ({"compile": "yes"}, {"auto_compile_after": -1}, {"auto_compile_after": 2.5}):
         with pytest.raises(ValueError, match="compile"):
             MLFFCalculator(model, **bad)
 
@@ -224,3 +229,18 @@ def test_state_check_answers_as_ase_compare_atoms(aspirin):
         ours = sorted(calc.check_state(atoms))
         assert ours == sorted(compare_atoms(calc.atoms, atoms)), name
         assert bool(ours) == (name != "same")
+
+
+def test_run_md_refuses_what_compiled_md_cannot_do(molecules):
+    """Before any work: an element the model never saw (a compiled EAM would read past its
+    table instead of raising), and compile with metadynamics (the bias would bypass the
+    compiled evaluation)."""
+    from ase_mlff.md.colvars import Distance
+    from ase_mlff.md.metadynamics import Metadynamics
+
+    eam = EAM(species=[1, 6], cutoff=4.0)  # ethanol has O
+    with pytest.raises(ValueError, match="never trained on element"):
+        run_md(eam.double(), molecules[:1], steps=10, compile=True)
+    metad = Metadynamics([Distance(0, 1)], height=0.01, sigma=[0.1], pace=10, temperature_K=300)
+    with pytest.raises(ValueError, match="metadynamics"):
+        run_md(_model("painn").double(), molecules[:1], steps=10, compile=True, metadynamics=metad)

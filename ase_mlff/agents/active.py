@@ -11,19 +11,24 @@ confidence, spending MD only where the answer is still open (issue 15).
 **Rounds.** Each round runs ``replicas_per_round`` new MD replicas of every variant that is
 still in an unresolved pair (:func:`~ase_mlff.md.runner.run_md`, the default detectors,
 the spec's protocol), then updates every variant's Kaplan–Meier estimate and the pairwise
-verdicts (:func:`~ase_mlff.metrics.stability.pairwise_verdicts`):
+verdicts (:func:`~ase_mlff.metrics.stability.pairwise_verdicts`, with level =
+α / ``max_rounds`` and P pairs):
 
-* **different**: Holm-corrected log-rank p < α / ``max_rounds``. Dividing α by the number
-  of looks (Bonferroni) keeps the family-wise error at α however many rounds look at the
-  growing data, so stopping as soon as a pair separates does not inflate it.
-* **equivalent**: the (1 − 2α/``max_rounds``) interval of the difference in restricted mean
-  survival time lies inside ± ``margin`` × the run length (two one-sided tests).
+* **different**: Holm-corrected log-rank p < level, and the 1 − 2·level/P interval of the
+  difference in restricted mean survival time (RMST) excludes 0; the winner lives longer.
+  Dividing α by the number of looks (Bonferroni) keeps the family-wise error at α however
+  many rounds look at the growing data, so stopping as soon as a pair is decided does not
+  inflate it.
+* **equivalent**: that interval lies inside ± ``margin`` × the run length (two one-sided
+  tests, Bonferroni over the pairs). A variant without a failure gets the exact bound on
+  its failure fraction instead of a zero variance.
 * **unresolved** otherwise: its two variants get the next round's replicas.
 
-It stops when no pair is unresolved, after ``max_rounds``, or when the next round would
-pass the budget (``max_replica_ps`` of MD, ``max_minutes`` of wall time). The stopping
-rule, α, the margin and the budget are in the spec, in ``verdict.json`` and in MLflow
-(one step per round, with its allocation).
+It stops when no pair is unresolved, after ``max_rounds``, when the next round would pass
+``max_replica_ps`` of MD, or once ``max_minutes`` of wall time have passed (checked
+between rounds; the clock restarts on resume). The stopping rule, α, the margin and the
+budget are in the spec, in ``verdict.json`` and in MLflow (one step per round, with its
+allocation).
 
 **Seeds are a factor.** A variant may hold several models (its training seeds): replica k
 of a round runs model k mod n. Replica ids run on across rounds, and replica i of every
@@ -56,9 +61,10 @@ from ase_mlff.utils import jsonable, write_json
 log = logging.getLogger(__name__)
 
 STOPPING_RULE = (
-    "stop when every pair is different (Holm log-rank p < alpha/max_rounds) or equivalent "
-    "(1 - 2 alpha/max_rounds RMST-difference interval inside +-margin x run length), or "
-    "after max_rounds, or when the next round would pass max_replica_ps or max_minutes"
+    "stop when every pair is different (Holm log-rank p < alpha/max_rounds and the "
+    "1 - 2 alpha/(max_rounds P) RMST-difference interval excludes 0) or equivalent (that "
+    "interval inside +-margin x run length), or after max_rounds, or when the next round "
+    "would pass max_replica_ps, or once max_minutes have passed"
 )
 
 
@@ -74,6 +80,9 @@ class ActiveSpec:
     max_replica_ps: float | None = None
     max_minutes: float | None = None
     seed: int = 0
+    #: the first replica id (its start structure and random stream): a comparison after a
+    #: stability study starts past that study's replicas, so it does not repeat them
+    first_replica: int = 0
     md: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,6 +90,8 @@ class ActiveSpec:
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if not self.margin > 0:
             raise ValueError(f"margin (a fraction of the run length) must be > 0: {self.margin}")
+        if not (isinstance(self.first_replica, int) and self.first_replica >= 0):
+            raise ValueError(f"first_replica must be an integer >= 0, got {self.first_replica!r}")
         for name in ("replicas_per_round", "max_rounds"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -233,6 +244,10 @@ class ActiveComparison:
         s = self.spec
         return pairwise_verdicts(groups, s.run_fs, s.alpha, s.margin, looks=s.max_rounds)
 
+    def first_round_replica_ps(self) -> float:
+        """The MD of the first round (every variant), replica-ps."""
+        return len(self.models) * self.spec.replicas_per_round * self.spec.run_fs / 1000.0
+
     def run(self) -> Verdict:
         s, k = self.spec, self.spec.replicas_per_round
         self.out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +258,7 @@ class ActiveComparison:
                 data[v][0].extend(res["t_inst_fs"])
                 data[v][1].extend(res["stable"])
         pairs = self._verdicts(data) if rounds else []
-        first = len(self.models) * k * s.run_fs / 1000.0
+        first = self.first_round_replica_ps()
         if s.max_replica_ps is not None and first > s.max_replica_ps:
             raise ValueError(
                 f"max_replica_ps ({s.max_replica_ps}) is below one round of every variant "
@@ -272,7 +287,7 @@ class ActiveComparison:
             if why:
                 break
             r = len(rounds)
-            ids = list(range(r * k, (r + 1) * k))
+            ids = list(range(s.first_replica + r * k, s.first_replica + (r + 1) * k))
             results = {v: self.run_round(v, ids) for v in alloc}
             for v, res in results.items():
                 data[v][0].extend(res["t_inst_fs"])

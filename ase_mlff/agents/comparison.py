@@ -159,7 +159,16 @@ class StudySpec:
 
             if "md" in spec.active:
                 raise ValueError("active: its MD is the study's md; give it there")
-            ActiveSpec(**spec.active, md={"steps": int(spec.md.get("steps", 2000))})
+            md = {k: v for k, v in spec.md.items() if k not in ("replicas", "seed")}
+            md.setdefault("steps", 2000)
+            md.setdefault("dt", PROTOCOLS["aspirin_langevin"].dt)
+            act = ActiveSpec(**spec.active, md={"steps": md["steps"], "dt": md["dt"]})
+            first = len(variants) * act.replicas_per_round * act.run_fs / 1000.0
+            if act.max_replica_ps is not None and first > act.max_replica_ps:
+                raise ValueError(
+                    f"active: max_replica_ps ({act.max_replica_ps}) is below one round of "
+                    f"every variant ({first:g} replica-ps)"
+                )
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -490,7 +499,9 @@ class ComparisonAgent:
         if not s.active:
             return None
         md = self.md_protocol()
-        spec = ActiveSpec(**{"seed": md.pop("seed"), **s.active, "md": md})
+        # past the study's replicas: its trajectories are not run again
+        first = int(s.md.get("replicas", 8))
+        spec = ActiveSpec(**{"seed": md.pop("seed"), "first_replica": first, **s.active, "md": md})
         dtype = getattr(torch, self.dtype)
         models = {
             v.name: [

@@ -75,11 +75,11 @@ class MLFFCalculator(Calculator):
         compile: ``True`` compiles the model on the first call
             (:class:`~ase_mlff.models.compiled.CompiledPotential`: ``torch.compile``,
             dynamic shapes, cached across processes, eager fallback with a logged
-            reason); ``False`` never; ``"auto"`` (default) once the eager evaluations
-            have taken ``auto_compile_after`` seconds, i.e. in MD-length use
-            (:data:`~ase_mlff.models.compiled.AUTO_COMPILE_AFTER`). Compiled and eager
+            reason); ``False`` never; ``"auto"`` (default) after ``auto_compile_after``
+            eager evaluations, i.e. in MD-length use
+            (:data:`~ase_mlff.models.compiled.AUTO_COMPILE_AFTER`: 4,000). Compiled and eager
             results agree to rounding. ``self.model`` stays the eager module.
-        auto_compile_after: seconds of eager evaluations, for ``compile="auto"``.
+        auto_compile_after: eager evaluations before compiling, for ``compile="auto"``.
 
     Inputs are checked before the model runs: empty Atoms, NaN/inf positions or cell,
     elements the model never saw, a periodic cell of zero volume or with a cell height
@@ -98,7 +98,7 @@ class MLFFCalculator(Calculator):
         dtype: str | torch.dtype = "float64",
         skin: float = 0.0,
         compile: bool | str = "auto",
-        auto_compile_after: float = AUTO_COMPILE_AFTER,
+        auto_compile_after: int = AUTO_COMPILE_AFTER,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

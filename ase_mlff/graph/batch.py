@@ -303,8 +303,11 @@ def restrict_graph(batch: Batch, cutoff: float) -> Batch:
 
     Inside a compiled model (:mod:`ase_mlff.models.compiled`) the edges are all kept and
     only ``cutoff`` is set: selecting them is a data-dependent shape that would break the
-    graph, and every potential weighs an edge beyond its cutoff by a cutoff function that
-    is exactly 0 there, value and slope (tests/test_compiled.py compares the two)."""
+    graph, and every potential of this package (PaiNN, SchNet, the EAM) weighs an edge
+    beyond its cutoff by a cutoff function that is exactly 0 there, value and slope
+    (tests/test_compiled.py compares the two). A part of a hybrid that sums over edges
+    without such a function would see the extra edges when compiled: compile it with
+    ``compile=False`` or give it one."""
     if batch.graph_radius <= cutoff or batch.cutoff == 0 or batch.edge_index_2e.shape[1] == 0:
         return batch
     if torch.compiler.is_compiling():

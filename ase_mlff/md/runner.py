@@ -282,6 +282,11 @@ def run_md(
         raise ValueError(f"skin (the Verlet skin, Å) must be ≥ 0, got {skin}")
     if compile not in (True, False):
         raise ValueError(f"compile must be True or False, got {compile!r}")
+    if compile and metadynamics is not None:
+        raise ValueError(
+            "compile=True with metadynamics is not supported: the bias wraps the model, and "
+            "the compiled evaluation would be bypassed; run without compile"
+        )
     if compile:
         model = CompiledPotential(model, True)
     if batch_size == "auto":  # probed with the potential alone (a bias needs its walkers)
@@ -573,6 +578,17 @@ def _check_run(
     )
     if checkpoint_every is not None and traj_dir is None:
         raise ValueError("checkpoint_every needs traj_dir (frames live on disk)")
+    species = getattr(model, "species", None)
+    if species:  # (a compiled EAM would index past its table instead of raising)
+        unknown = sorted({int(z) for a in images for z in a.numbers} - set(species))
+        if unknown:
+            from ase.data import chemical_symbols
+
+            raise ValueError(
+                f"the model was never trained on element(s) "
+                f"{', '.join(chemical_symbols[z] for z in unknown)}; it knows "
+                f"{', '.join(chemical_symbols[z] for z in species)}"
+            )
     param = next((q for q in model.parameters() if q.is_floating_point()), None)
     if param is not None and param.dtype != dtype:
         raise ValueError(

@@ -64,11 +64,13 @@ def compile_cache_dir() -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
-#: seconds of eager evaluations after which ``compile="auto"`` compiles: about twice
-#: what compiling the shipped aspirin PaiNN costs from the cache on this machine's CPU
-#: (6 s; 30 s cold), so a short job never pays for a compile, and a long one pays at most
-#: a few times what the best choice in hindsight would have (the ski-rental rule)
-AUTO_COMPILE_AFTER = 12.0
+#: eager evaluations after which ``compile="auto"`` compiles. A count, not a time, so that
+#: two identical runs switch at the same step (compiled and eager results differ in the
+#: last bits, and MD amplifies that). For the shipped aspirin PaiNN (2.6 ms per eager
+#: call) it is about 10 s of calls, about what a compile from the cache costs on this
+#: machine's CPU (6 s; 30 s cold): a short job never pays for a compile, and a long one
+#: pays at most a few times what the best choice in hindsight would have (ski rental)
+AUTO_COMPILE_AFTER = 4000
 COMPILE_MODES = (True, False, "auto")
 
 
@@ -102,16 +104,16 @@ class CompiledPotential(nn.Module):
     Args:
         model: a potential (``forward(batch) -> (S,) energies``); not copied.
         mode: ``True`` compiles at the first evaluation; ``"auto"`` evaluates eagerly
-            until the eager evaluations have taken ``after`` seconds (MD-length use), then
-            compiles; ``False`` never compiles (the eager model's evaluation, unchanged).
-        after: seconds of eager evaluations, for ``mode="auto"``.
+            ``after`` times (MD-length use), then compiles; ``False`` never compiles (the
+            eager model's evaluation, unchanged).
+        after: eager evaluations before compiling, for ``mode="auto"``.
         dynamic: compile for symbolic sizes (atoms, edges, systems), so that a rebuilt
             neighbour graph reuses the compiled code.
 
     Attributes:
         fallback_reason: ``None`` unless compilation failed; then the reason (one line).
         compile_seconds: wall time of the first compiled evaluation (tracing + compiling).
-        eager_seconds: time spent in eager evaluations.
+        eager_calls, eager_seconds: eager evaluations so far, and their time.
     """
 
     def __init__(
@@ -119,19 +121,19 @@ class CompiledPotential(nn.Module):
         model: nn.Module,
         mode: bool | str = True,
         *,
-        after: float = AUTO_COMPILE_AFTER,
+        after: int = AUTO_COMPILE_AFTER,
         dynamic: bool = True,
     ) -> None:
         super().__init__()
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile must be True, False or 'auto', got {mode!r}")
-        if not after >= 0:
-            raise ValueError(f"the compile delay must be ≥ 0 s, got {after}")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"the compile delay must be a number of evaluations ≥ 0: {after!r}")
         self.model = model
-        self.mode, self.after, self.dynamic = mode, float(after), dynamic
+        self.mode, self.after, self.dynamic = mode, after, dynamic
         self.fallback_reason: str | None = None
         self.compile_seconds: float | None = None
-        self.eager_seconds = 0.0
+        self.eager_calls, self.eager_seconds = 0, 0.0
         self._compiled: Any = None
 
     def __getattr__(self, name: str) -> Any:
@@ -166,11 +168,12 @@ class CompiledPotential(nn.Module):
         if self._compiled is not None or self.fallback_reason is not None or not self.mode:
             return False
         if self.mode == "auto":
-            if self.eager_seconds < self.after:
+            if self.eager_calls < self.after:
                 return False
             log.info(
-                "compiling %s after %.1f s of eager evaluations (compile='auto')",
+                "compiling %s after %d eager evaluations (%.1f s; compile='auto')",
                 type(self.model).__name__,
+                self.eager_calls,
                 self.eager_seconds,
             )
         return True
@@ -196,10 +199,17 @@ class CompiledPotential(nn.Module):
             restricted = restrict_graph(batch, batch.cutoff)
             t0 = time.perf_counter() if self.compile_seconds is None else None
             try:
-                out = self._compiled(restricted, forces, stress)
+                # no_grad: torch.func.grad still differentiates inside, but nothing links
+                # the results to parameters that require grad (an MD loop would otherwise
+                # chain every step's graph) and no double backward is compiled
+                with torch.no_grad():
+                    out = self._compiled(restricted, forces, stress)
+            except (torch.OutOfMemoryError, MemoryError, KeyboardInterrupt):
+                raise  # not a compilation problem: the eager model would not fit either
             except Exception as exc:
                 self._fall_back(exc)
             else:
+                out = {k: v.detach() for k, v in out.items()}
                 if t0 is not None:
                     self.compile_seconds = time.perf_counter() - t0
                     log.info(
@@ -209,4 +219,5 @@ class CompiledPotential(nn.Module):
         t0 = time.perf_counter()
         out = compute_properties(self.model, batch, forces=forces, stress=stress)
         self.eager_seconds += time.perf_counter() - t0
+        self.eager_calls += 1
         return out
