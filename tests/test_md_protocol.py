@@ -148,3 +148,65 @@ def test_run_md_with_a_protocol_equals_run_md_with_its_fields():
 def test_the_ase_path_takes_the_same_protocol_but_not_npt():
     with pytest.raises(MDParameterError, match="unknown integrator 'npt_berendsen' for the ASE"):
         run_ase_md([_aspirin()], lambda: None, PROTOCOLS["silica_npt"])
+
+
+def test_heating_ramp_drives_the_thermostat_and_dates_failures_in_kelvin():
+    """A Langevin heating ramp 100 → 2,100 K over 1 ps: the replicas' mean temperature
+    follows the target (first and last tenth of the run, 64 H2 replicas, strong
+    friction); a shallow Morse bond fails at a lower temperature than a deeper one, and
+    each failure temperature is the ramp's value at its t_inst."""
+    import numpy as np
+    from ase import Atoms
+
+    from ase_mlff.md.runner import run_md
+    from tests.test_active_comparison import Morse
+
+    h2 = [Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]) for _ in range(64)]
+    ramp = dict(
+        steps=2000,
+        dt=0.5,
+        temperature_K=100.0,
+        temperature_end_K=2100.0,
+        friction=0.05,
+        check_every=10,
+        record_every=10,
+        seed=0,
+    )
+    run = run_md(Morse(4.7), h2, **ramp)
+    assert all(r.stable for r in run.replicas)
+    times = run.replicas[0].times_fs
+    temps = np.array([r.temperature_t for r in run.replicas])  # (R, T)
+    for lo, hi in ((100.0, 200.0), (900.0, 1000.0)):
+        window = (times > lo) & (times <= hi)
+        target = 100.0 + 2000.0 * ((lo + hi) / 2) / 1000.0
+        assert abs(temps[:, window].mean() / target - 1) < 0.2, (lo, target)
+    assert run.settings["temperature_end_K"] == 2100.0
+    assert np.isnan(run.failure_temperature_K()).all()
+
+    medians = []
+    for depth in (0.3, 0.8):
+        run = run_md(Morse(depth), h2[:32], **ramp)
+        t_fail = run.failure_temperature_K()
+        failed = ~np.isnan(t_fail)
+        assert failed.sum() >= 16, depth
+        expected = 100.0 + 2000.0 * run.t_inst()[failed] / 1000.0
+        np.testing.assert_allclose(t_fail[failed], expected)
+        medians.append(np.median(t_fail[failed]))
+    assert medians[0] < medians[1]
+
+
+def test_a_ramp_is_refused_where_it_cannot_run():
+    from ase import Atoms
+
+    from ase_mlff.md.protocol import make_protocol
+    from ase_mlff.md.runner import run_md
+    from ase_mlff.md.validation import MDParameterError
+    from tests.test_active_comparison import Morse
+
+    with pytest.raises(MDParameterError, match="langevin"):
+        make_protocol(None, steps=100, integrator="nose_hoover", temperature_end_K=900.0)
+    with pytest.raises(MDParameterError, match="temperature_end_K"):
+        make_protocol(None, steps=100, temperature_end_K=-5.0)
+    h2 = [Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]) for _ in range(4)]
+    with pytest.raises(ValueError, match="ramp"):
+        run_md(Morse(4.7), h2, steps=100, temperature_end_K=900.0, batch_size=2)

@@ -18,6 +18,7 @@ fs⁻¹; ``pressure_bar`` in bar; ``compressibility`` in bar⁻¹; ``steps``, ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as _replace
@@ -87,6 +88,11 @@ class MDProtocol:
     anisotropic: bool = integrators.ANISOTROPIC
     check_every: int = 10
     record_every: int = 20
+    #: a heating (or cooling) ramp: the thermostat's target goes linearly from
+    #: ``temperature_K`` at t = 0 to this at the end of the run (None: constant). Langevin
+    #: only; the stress protocol of MLIP Arena's heating test (issue 15): the temperature at
+    #: which a replica fails is :meth:`temperature_at` its t_inst
+    temperature_end_K: float | None = None
 
     def __post_init__(self) -> None:
         validate_md_parameters(**asdict(self), integrators=INTEGRATORS)
@@ -94,6 +100,25 @@ class MDProtocol:
             raise MDParameterError(
                 "anisotropic", f"anisotropic must be True or False, got {self.anisotropic!r}"
             )
+        if self.temperature_end_K is not None:
+            t_end = self.temperature_end_K
+            if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end >= 0):
+                raise MDParameterError(
+                    "temperature_end_K", f"temperature_end_K must be finite and ≥ 0 K: {t_end!r}"
+                )
+            if self.integrator != "langevin":
+                raise MDParameterError(
+                    "temperature_end_K",
+                    f"a temperature ramp needs the langevin integrator, not {self.integrator!r} "
+                    "(a Nosé–Hoover chain's masses and Berendsen's scaling assume one target)",
+                )
+
+    def temperature_at(self, step: float) -> float:
+        """The thermostat's target at ``step`` (K): ``temperature_K``, or on the ramp."""
+        if self.temperature_end_K is None:
+            return self.temperature_K
+        frac = min(max(step / self.steps, 0.0), 1.0)
+        return self.temperature_K + (self.temperature_end_K - self.temperature_K) * frac
 
     @property
     def integrator_spec(self) -> Integrator:

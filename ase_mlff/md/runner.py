@@ -189,6 +189,20 @@ class MDRun:
         total = self.steps * self.dt_fs
         return np.array([total if r.stable else r.t_inst_fs for r in self.replicas])
 
+    def failure_temperature_K(self) -> np.ndarray:
+        """(R,) the thermostat's target temperature at each replica's t_inst (K; NaN for a
+        replica that stayed stable): on a heating ramp (``temperature_end_K``), the
+        temperature at which the model failed, as MLIP Arena's heating test reports it."""
+        t0 = float(self.settings.get("temperature_K", np.nan))
+        t1 = float(self.settings.get("temperature_end_K", t0))
+        total = self.steps * self.dt_fs
+        return np.array(
+            [
+                np.nan if r.stable else t0 + (t1 - t0) * min(r.t_inst_fs / total, 1.0)
+                for r in self.replicas
+            ]
+        )
+
 
 def run_md(
     model: torch.nn.Module,
@@ -450,10 +464,13 @@ class _Loop:
         done = sum(state.step - t for t in book.start.values()) if queued else state.step
         bar = tqdm(total=total, initial=done, desc="MD", disable=not self.progress)
         step_fn, kwargs = p.integrator_spec.step, p.step_kwargs()
+        ramp = p.temperature_end_K is not None
         saved_queue = queue if queued else None
         while (book.active or queue) and (queued or state.step < p.steps):
             if queue and len(book.active) < self.batch_size:
                 state, dets = self._enter_queued(state, dets, queue)
+            if ramp:  # the target at the middle of the step
+                kwargs["temperature_K"] = p.temperature_at(state.step + 0.5)
             state = step_fn(state, model, **kwargs)
             self.used += len(book.active)
             self.slots += self.batch_size if queued else 1
@@ -541,6 +558,8 @@ def _check_queue(batch_size, p: MDProtocol, images, detectors, metadynamics) -> 
         why = "metadynamics (its walkers share hills over the whole run)"
     elif detectors is not None:
         why = "an explicit detectors list (entrants need their own: use detector_factory)"
+    elif p.temperature_end_K is not None:
+        why = "a temperature ramp (the target follows the run's clock, not each replica's)"
     elif p.integrator not in ("nve", "langevin"):
         why = f"the {p.integrator} integrator (it carries thermostat or barostat state)"
     elif p.steps % p.check_every:
@@ -615,6 +634,8 @@ def _settings(
     }
     if not stop_on_failure:  # older runs (always stopping) keep their settings
         settings["stop_on_failure"] = False
+    if p.temperature_end_K is not None:  # a ramp (older runs: none, same settings)
+        settings["temperature_end_K"] = p.temperature_end_K
     if p.integrator_spec.periodic_only:  # the barostat's constants (older checkpoints: same)
         settings.update(
             {k: getattr(p, k) for k in p.integrator_spec.params if k != "temperature_K"}
