@@ -153,3 +153,24 @@ def test_verdict_statistics_against_their_definitions():
     for bad in ({"alpha": 0.7}, {"margin": 0.0}, {"replicas_per_round": 0}, {"md": {"dt": -1}}):
         with pytest.raises(ValueError):
             ActiveSpec(**bad)
+
+
+def test_a_heating_ramp_verdict_reports_failure_temperatures(tmp_path):
+    """Under a heating ramp (200 → 2,000 K over the run) the verdict gives each variant's
+    median failure temperature: the ramp's value at its median t_inst, with the same CI;
+    the never-failing variant's is beyond the run."""
+    md = {**MD, "temperature_K": 200.0, "temperature_end_K": 2000.0}
+    spec = ActiveSpec(replicas_per_round=8, max_rounds=3, md=md)
+    verdict = ActiveComparison(
+        {"fragile": Morse(0.3), "robust": Morse(4.7)}, STARTS, spec, tmp_path
+    ).run()
+    frag = verdict.summaries["fragile"]
+    t_med = frag["t_inst_median_fs"]
+    assert frag["failure_temperature_median_K"] == pytest.approx(200.0 + 1800.0 * t_med / 200.0)
+    assert 200.0 <= frag["failure_temperature_median_K"] <= 2000.0
+    assert np.isnan(verdict.summaries["robust"]["failure_temperature_median_K"])
+    header = verdict.markdown().splitlines()[2]
+    assert header.endswith("| median failure temperature (K) [95 % CI] |")
+    assert all(
+        line.count("|") == header.count("|") for line in verdict.markdown().splitlines()[3:6]
+    )

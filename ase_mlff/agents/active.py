@@ -138,6 +138,10 @@ class Verdict:
             "[95 % CI] | fraction stable [95 % CI] |",
             "| ---: | --- | ---: | ---: | --- | --- | --- |",
         ]
+        ramp = "failure_temperature_median_K" in next(iter(self.summaries.values()))
+        if ramp:  # a heating ramp: the median t_inst as the temperature at which it falls
+            lines[2] += " median failure temperature (K) [95 % CI] |"
+            lines[3] += " --- |"
         for k, name in enumerate(self.ranking, 1):
             s = self.summaries[name]
             med = format_ci(
@@ -146,11 +150,15 @@ class Verdict:
             frac = format_ci(
                 s["fraction_stable"], s["fraction_stable_lo"], s["fraction_stable_hi"], ".2f"
             )
-            lines.append(
+            row = (
                 f"| {k} | {name} | {s['n_replicas']} | {s['n_unstable']} | "
                 f"{format_ci(s['rmst_fs'], s['rmst_fs_lo'], s['rmst_fs_hi'])} | {med} | "
                 f"{frac} |"
             )
+            if ramp:
+                t_k = [s[f"failure_temperature_median_K{x}"] for x in ("", "_lo", "_hi")]
+                row += f" {format_ci(*t_k)} |"
+            lines.append(row)
         lines += [
             "",
             "| pair | verdict | log-rank p (Holm) | RMST difference (fs) [95 % CI] |",
@@ -321,6 +329,13 @@ class ActiveComparison:
             v: survival_summary(np.array(t, float), np.array(st, bool), s.run_fs)
             for v, (t, st) in data.items()
         }
+        if s.protocol.temperature_end_K is not None:  # a ramp: t_inst read as a temperature
+            for summary in summaries.values():
+                for key in ("", "_lo", "_hi"):
+                    t = summary[f"t_inst_median_fs{key}"]
+                    summary[f"failure_temperature_median_K{key}"] = (
+                        s.protocol.temperature_at(t / s.protocol.dt) if np.isfinite(t) else np.nan
+                    )
         ranking = sorted(summaries, key=lambda v: -summaries[v]["rmst_fs"])
         winner = None
         for v in ranking[:1]:
