@@ -147,46 +147,34 @@ def _split_by_method(
     cutoff: float,
 ) -> tuple[Tensor, Tensor]:
     """Periodic systems by vesin (one call each), the molecules of the batch by one call
-    of :func:`_all_pairs`; edges in system order."""
-    ptr = (torch.cumsum(n_atoms_s, 0) - n_atoms_s).tolist()
-    periodic = pbc_s3.any(dim=1).tolist()
-    parts: dict[int, tuple[Tensor, Tensor]] = {}
-    molecules = [s for s, p in enumerate(periodic) if not p]
-    if molecules:
-        mol = torch.tensor(molecules, device=pos_nc.device)
-        keep_n = torch.isin(system_n, mol)
-        atom_index = keep_n.nonzero()[:, 0]  # molecule atom -> batch atom
+    of :func:`_all_pairs`: the molecules' edges first, then each periodic system's."""
+    periodic = pbc_s3.any(dim=1)
+    edges_parts: list[Tensor] = []
+    shift_parts: list[Tensor] = []
+    if not bool(periodic.all()):
+        mol = (~periodic).nonzero()[:, 0]
+        keep_n = ~periodic[system_n]
         edges, shift = _all_pairs(
             pos_nc[keep_n],
             cell_s33[mol],
             pbc_s3[mol],
-            torch.repeat_interleave(torch.arange(len(molecules)), n_atoms_s[mol]),
+            torch.repeat_interleave(torch.arange(len(mol)), n_atoms_s[mol]),
             n_atoms_s[mol],
             cutoff,
         )
-        edges = atom_index[edges]
-        sys_e = system_n[edges[0]]
-        for s in molecules:
-            sel = sys_e == s
-            parts[s] = (edges[:, sel], shift[sel])
+        edges_parts.append(keep_n.nonzero()[:, 0][edges])  # molecule atom -> batch atom
+        shift_parts.append(shift)
+    ptr = (torch.cumsum(n_atoms_s, 0) - n_atoms_s).tolist()
     pos64 = pos_nc.detach().double().numpy()
     cells = cell_s33.detach().double().numpy()
     pbc = pbc_s3.numpy()
     nl = VesinNeighborList(cutoff=float(cutoff), full_list=True)
-    for s, p in enumerate(periodic):
-        if not p:
-            continue
+    for s in periodic.nonzero()[:, 0].tolist():
         lo, n = ptr[s], int(n_atoms_s[s])
         i, j, shift = nl.compute(pos64[lo : lo + n], cells[s], pbc[s], quantities="ijS")
-        edges = torch.from_numpy(np.stack([i, j]).astype(np.int64)) + lo
-        parts[s] = (edges, torch.from_numpy(shift.astype(np.int64)))
-    if not parts:
-        return torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.long)
-    order = sorted(parts)
-    return (
-        torch.cat([parts[s][0] for s in order], dim=1),
-        torch.cat([parts[s][1] for s in order]),
-    )
+        edges_parts.append(torch.from_numpy(np.stack([i, j]).astype(np.int64)) + lo)
+        shift_parts.append(torch.from_numpy(shift.astype(np.int64)))
+    return torch.cat(edges_parts, dim=1), torch.cat(shift_parts)
 
 
 def _all_pairs(

@@ -120,7 +120,7 @@ def strained_energy(model: nn.Module, batch: Batch, pos: Tensor, strain: Tensor 
     deformed by the symmetric part of ``strain`` (S, 3, 3) when given: the function whose
     derivatives are the forces and the stress, by autograd (:func:`compute_properties`) or
     by ``torch.func`` (:mod:`ase_mlff.models.compiled`)."""
-    cell = batch.cell_s33
+    cell = batch.cell_s33.detach()  # the stress comes from the strain, not the cell
     if strain is not None:
         sym = 0.5 * (strain + strain.transpose(1, 2))
         pos = pos + torch.einsum("nc,ncd->nd", pos, sym[batch.system_n])
@@ -158,9 +158,7 @@ def compute_properties(
         if stress:
             strain = torch.zeros_like(batch.cell_s33, requires_grad=True)
             inputs.append(strain)
-        energy = strained_energy(
-            model, replace(batch, cell_s33=batch.cell_s33.detach()), pos, strain
-        )
+        energy = strained_energy(model, batch, pos, strain)
         out: dict[str, Tensor] = {"energy": energy}
         if forces or stress:
             grads = torch.autograd.grad(

@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,6 @@ def _properties(model: nn.Module, batch: Batch, forces: bool, stress: bool) -> d
     """Energy, forces and stress of ``batch`` by ``torch.func.grad`` of
     :func:`~ase_mlff.models.base.strained_energy`: the function that is compiled."""
     cell = batch.cell_s33.detach()
-    batch = replace(batch, cell_s33=cell)
     pos = batch.pos_nc.detach()
     if not (forces or stress):
         return {"energy": strained_energy(model, batch, pos, None).detach()}
