@@ -239,12 +239,14 @@ def test_a_pretrained_variant_pretrains_then_finetunes_from_its_best(tmp_path):
 def test_aspirin_compare_checks_its_active_settings_before_any_work(tmp_path):
     """``--active`` with a bad α fails naming it, before the pre-training data is made;
     good settings reach the study spec."""
-    from ase_mlff.recipes import aspirin_compare
+    from ase_mlff.recipes import aspirin_compare, compare
 
     with pytest.raises(ValueError, match="alpha"):
         aspirin_compare.main(["--active", "--alpha", "0.9", "--out", str(tmp_path)])
-    assert not (tmp_path / "pretrain_gaff.npz").exists()
-    spec = aspirin_compare.build_spec("quick", tmp_path / "p.npz", ["scratch", "sam"], None, None)
+    assert not (tmp_path / "pretrain_ff.npz").exists()
+    spec = compare.build_spec(
+        "quick", "aspirin", tmp_path / "p.npz", ["scratch", "sam"], None, None
+    )
     spec["active"] = {"replicas_per_round": 4, "max_rounds": 3}
     from ase_mlff.agents.comparison import StudySpec
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ase_mlff.agents.ff_pretraining import (
+    RATTLE_SIGMA_A,
     VARIANT_NAMES,
     FFPTOptions,
     Settings,
@@ -78,7 +79,6 @@ MD_PROTOCOL = PROTOCOLS["aspirin_langevin"].integration()
 CHECK_EVERY, RECORD_EVERY = 10, 20
 #: the bond detector's limit (Å), recorded in the protocol
 BOND_DELTA_A = 0.5
-RATTLE_SIGMA_A = 0.2
 PRETRAIN_FILE = "pretrain_gaff.npz"
 #: the models whose test errors and scans are reported (MD: :data:`VARIANT_NAMES`)
 EVALUATED = ("scratch", "ffpt", "pretrained only")

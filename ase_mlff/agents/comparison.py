@@ -175,6 +175,39 @@ class StudySpec:
         return asdict(self)
 
 
+def check_study_data(spec: dict[str, Any]):
+    """The study's dataset, checked before any work: one system (the same atoms in the
+    same order in every frame: the clusters, the starts and h(r) need it), energy and
+    force labels, and test frames left after ``n_train`` + ``n_val``. Returns it.
+
+    Raises:
+        ValueError: naming what is wrong with the data.
+    """
+    from ase_mlff.data import load_dataset
+    from ase_mlff.data.splits import held_out_frames
+
+    name = spec.get("data", "aspirin")
+    ds = load_dataset(name)
+    if not ds.same_molecule():
+        raise ValueError(
+            f"{name}: the comparison needs one system, the same atoms in the same order in "
+            "every frame (its conformation clusters, MD starts and h(r)); this set mixes "
+            f"{len(set(map(int, ds.n_atoms_s)))} atom counts or orders"
+        )
+    for what, values in (("energies", ds.energy_s), ("forces", ds.forces_nc)):
+        if np.isnan(values).any():
+            raise ValueError(
+                f"{name}: the comparison trains on energies and forces; some frames have no {what}"
+            )
+    n_train, n_val = int(spec.get("n_train", 950)), int(spec.get("n_val", 50))
+    if held_out_frames(name, ds) is None and n_train + n_val >= len(ds):
+        raise ValueError(
+            f"{name} has {len(ds)} frames: n_train ({n_train}) + n_val ({n_val}) leaves no "
+            "test frame for the force metrics and the MD starts"
+        )
+    return ds
+
+
 # ------------------------------------------------------------------------ one variant
 
 
@@ -190,6 +223,7 @@ def train_variant(
     """Train one variant with one seed (run inside a Ray task). Returns and writes
     ``variant_done.json``: the checkpoint, the history and what was done."""
     from ase_mlff.training.config import TrainConfig
+    from ase_mlff.training.stage import optimizer_steps
 
     out, data = Path(out_dir), Path(data_dir)
     if (out / DONE).exists():
@@ -212,7 +246,13 @@ def train_variant(
     )
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    info: dict[str, Any] = {"variant": v.name, "kind": v.kind, "seed": seed, "extra": job.extra}
+    info: dict[str, Any] = {
+        "variant": v.name,
+        "kind": v.kind,
+        "seed": seed,
+        "base": v.base,
+        "extra": job.extra,
+    }
     if v.kind == "continued":
         info.update(job.continued())
     else:
@@ -225,6 +265,7 @@ def train_variant(
                 k: {
                     "best_epoch": s.best_epoch,
                     "epochs_run": s.epochs_run,
+                    "optimizer_steps": optimizer_steps(s.history),
                     "stopped_because": s.stopped_because,
                     "best_val": s.best_val,
                 }
@@ -383,8 +424,12 @@ class ComparisonAgent:
         tracking_uri: str | None = None,
         dtype: str = "float64",
         device: str = "cpu",
+        md_dtype: str | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, StudySpec) else StudySpec.from_dict(spec)
+        #: the MD's precision (the stability study and the active rounds); ``dtype`` is
+        #: the force metrics'
+        self.md_dtype = md_dtype or dtype
         self.out = Path(out_dir).expanduser().resolve()  # Ray workers get absolute paths
         self.experiment, self.tracking_uri = experiment, tracking_uri
         self.dtype, self.device = dtype, device
@@ -396,8 +441,8 @@ class ComparisonAgent:
         ``<out>/data`` (made once; a resumed study reads them back)."""
         import ase.io
 
-        from ase_mlff.data import Dataset, load_dataset
-        from ase_mlff.data.splits import shipped_split, start_structures
+        from ase_mlff.data import Dataset
+        from ase_mlff.data.splits import held_out_frames, shipped_split, start_structures
         from ase_mlff.metrics.clusters import ConformationClusters
 
         d = self.out / "data"
@@ -405,15 +450,18 @@ class ComparisonAgent:
             return d, Dataset.load_npz(d / "test.npz")
         d.mkdir(parents=True, exist_ok=True)
         s = self.spec
-        ds = load_dataset(s.data)
+        ds = check_study_data(s.to_dict())
         sp = shipped_split(s.data, ds, s.n_train, s.n_val, s.seeds[0])
         train, val, test = ds[sp.train], ds[sp.val], ds[sp.test]
         for name, part in (("train", train), ("val", val), ("test", test)):
             part.save_npz(d / f"{name}.npz")
         n_starts = int(s.md.get("replicas", 8))
-        ase.io.write(d / "starts.extxyz", start_structures(s.data, n_starts))
-        if not train.same_molecule():
-            raise ValueError("the comparison agent needs one molecule (conformation clusters)")
+        if held_out_frames(s.data, ds) is not None:  # a shipped set's held-out trajectories
+            starts = start_structures(s.data, n_starts)
+        else:  # a user's file: spread over the test frames, never a training frame
+            pick = np.linspace(0, len(test) - 1, min(n_starts, len(test))).astype(int)
+            starts = [test.to_atoms(int(i), with_labels=False) for i in pick]
+        ase.io.write(d / "starts.extxyz", starts)
         n = int(train.n_atoms_s[0])
         ConformationClusters(s.n_clusters, seed=s.seeds[0]).fit(
             train.positions_nc.reshape(len(train), n, 3), train.numbers_n[:n]
@@ -502,7 +550,7 @@ class ComparisonAgent:
         # past the study's replicas: its trajectories are not run again
         first = int(s.md.get("replicas", 8))
         spec = ActiveSpec(**{"seed": md.pop("seed"), "first_replica": first, **s.active, "md": md})
-        dtype = getattr(torch, self.dtype)
+        dtype = getattr(torch, self.md_dtype)
         models = {
             v.name: [
                 load_model(checkpoints[self.label(v.name, seed)], device=self.device, dtype=dtype)[
@@ -547,7 +595,7 @@ class ComparisonAgent:
                 n_replicas=int(s.md.get("replicas", 8)),
                 out_dir=study_dir,
                 md=md,
-                dtype=self.dtype,
+                dtype=self.md_dtype,
                 device=self.device,
             )
         from ase_mlff.agents.study import load_study_result, model_dirs
@@ -719,6 +767,7 @@ class ComparisonAgent:
                 **{k: st["summary"][k] for k in SURVIVAL_KEYS},
                 "h_r_mae": float("nan"),
                 "train_minutes": float(info.get("minutes", float("nan"))),
+                **training_budget(info, trained, self.label),
             }
             if st["trajectories"]:
                 pos = np.concatenate([t.positions_tnc for t in st["trajectories"]])
@@ -808,6 +857,35 @@ class ComparisonAgent:
         return handles
 
 
+def training_budget(info: dict[str, Any], trained: dict[str, dict], label_of) -> dict[str, Any]:
+    """A variant's training budget in optimiser steps, set and reported per stage (issue
+    15's fair budgets): ``pretrain_steps`` (pre-training, 0 without), ``train_steps``
+    (its own training or fine-tuning; continued learning: summed over its rounds),
+    ``base_steps`` (the base variant's, for reweighted and continued) and
+    ``time_guard_hit`` (a stage stopped by the wall-clock guard, not its budget: the
+    comparison is then not at equal steps)."""
+    stages = info.get("stages", {})
+    rounds = [r for r in (info.get("extra", {}).get("rounds") or []) if "optimizer_steps" in r]
+    own = stages.get("finetune") or stages.get("train") or {}
+    out = {
+        "pretrain_steps": int(stages.get("pretrain", {}).get("optimizer_steps", 0)),
+        "train_steps": int(own.get("optimizer_steps", 0))
+        + sum(int(r["optimizer_steps"]) for r in rounds),
+        "base_steps": 0,
+    }
+    stops = [st.get("stopped_because") for st in stages.values()]
+    stops += [r.get("train_stopped_because") for r in rounds]
+    base = info.get("base")
+    if base is not None:
+        b = trained.get(label_of(base, info["seed"]), {})
+        out["base_steps"] = sum(
+            int(st.get("optimizer_steps", 0)) for st in b.get("stages", {}).values()
+        )
+        stops += [st.get("stopped_because") for st in b.get("stages", {}).values()]
+    out["time_guard_hit"] = "time_budget" in stops
+    return out
+
+
 def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
     """Rows of ``t_inst.csv`` when the study there holds exactly ``models``, else None."""
     from ase_mlff.agents.study import read_t_inst
@@ -828,6 +906,16 @@ def best_by_criterion(rows: list[dict]) -> str | None:
     ]
 
 
+def _steps(r: dict) -> str:
+    if "train_steps" not in r:
+        return "—"
+    parts = [f"{r['pretrain_steps']:,}"] if r.get("pretrain_steps") else []
+    parts.append(f"{r['train_steps']:,}")
+    if r.get("base_steps"):
+        parts.append(f"{r['base_steps']:,}")
+    return " + ".join(parts)
+
+
 def comparison_markdown(rows: list[dict], logrank: list[dict] | None = None) -> str:
     """The comparison table; stability as the stable fraction with its Wilson 95 % CI, the
     Kaplan–Meier median t_inst and the restricted mean (RMST up to the run length) with
@@ -839,8 +927,8 @@ def comparison_markdown(rows: list[dict], logrank: list[dict] | None = None) -> 
     head = (
         "| model | kind | F-MAE (meV/Å) | F max-err (meV/Å) | FNM-MAE (meV/Å/u) | "
         "E-MAE (meV/atom) | stable [95 % CI] | median t_inst (fs) [95 % CI] | "
-        "RMST (fs) [95 % CI] | " + H_R_MAE_LABEL + " | training (min) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "RMST (fs) [95 % CI] | " + H_R_MAE_LABEL + " | optimiser steps | training (min) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
 
     def ci(r: dict, key: str, scale: float = 1.0, fmt: str = ".0f") -> str:
@@ -859,9 +947,19 @@ def comparison_markdown(rows: list[dict], logrank: list[dict] | None = None) -> 
             f"| {r['model']} | {r['kind']} | {r['forces_mae'] * 1e3:.1f} | "
             f"{r['forces_max_err'] * 1e3:.1f} | {r['fnm_mae'] * 1e3:.2f} | "
             f"{r['energy_mae_per_atom'] * 1e3:.2f} | {stable} | {ci(r, 't_inst_median_fs')} | "
-            f"{rmst} | {r['h_r_mae']:.3f} | {r['train_minutes']:.1f} |"
+            f"{rmst} | {r['h_r_mae']:.3f} | {_steps(r)} | {r['train_minutes']:.1f} |"
         )
     table = head + "\n".join(lines) + "\n"
+    table += (
+        "\nOptimiser steps: pre-training + the variant's own training or fine-tuning "
+        "(+ its base variant's, for reweighted and continued).\n"
+    )
+    guarded = [r["model"] for r in rows if r.get("time_guard_hit")]
+    if guarded:
+        table += (
+            f"\n**Not at equal budgets:** the wall-clock guard stopped the training of "
+            f"{', '.join(guarded)} before its step budget.\n"
+        )
     if logrank:
         table += "\nPairwise log-rank tests of t_inst (Holm-corrected):\n\n"
         table += logrank_markdown(logrank)

@@ -718,7 +718,7 @@ class _Loop:
         errors on the validation set and on the added frames before and after; returns
         the new checkpoint."""
         from ase_mlff.models.io import load_model
-        from ase_mlff.training.stage import run_stage
+        from ase_mlff.training.stage import optimizer_steps, run_stage
         from ase_mlff.utils import DTYPES
 
         cfg, val = self.cfg, self.val
@@ -745,6 +745,7 @@ class _Loop:
             train_size=len(new_train),
             best_epoch=res.best_epoch,
             epochs_run=res.epochs_run,
+            optimizer_steps=optimizer_steps(res.history),
             train_stopped_because=res.stopped_because,
             model_out=_rel(res.best_dir, self.out),
         )

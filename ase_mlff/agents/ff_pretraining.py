@@ -28,6 +28,8 @@ from ase_mlff.training.stage import run_stage
 
 #: the variants that are trained, evaluated and compared
 VARIANT_NAMES = ("scratch", "ffpt")
+#: paper 001's rattling of the force-field pre-training structures, x + σ·ε (Å)
+RATTLE_SIGMA_A = 0.2
 
 
 @dataclass
@@ -258,3 +260,104 @@ __all__ = [
     "variant_metrics",
     "write_outputs",
 ]
+
+
+# ------------------------------------------------------- the force field of any molecule
+
+
+@dataclass
+class ForceFieldChoice:
+    """Where ffpt's classical labels come from: ``kind`` "parameters" (a shipped name or
+    a parameter folder, matched to the data's atom order) or "gaff" (parametrised for the
+    data's molecule through AmberTools, from ``smiles`` or from its perceived bonds);
+    ``atoms``: the data's first frame (its atom order); ``source``: what a cached
+    pre-training set must have been made from."""
+
+    kind: str
+    atoms: Any
+    source: str
+    smiles: str | None = None
+    net_charge: int | None = None
+
+
+def resolve_force_field(
+    data: str, ff: str | None, smiles: str | None = None, net_charge: int | None = None
+) -> ForceFieldChoice:
+    """ffpt's force field for ``data``, checked before any work: ``ff`` None takes the
+    shipped parameters of a shipped molecule (aspirin) and GAFF otherwise.
+
+    Raises:
+        ValueError: a periodic system (GAFF is for molecules), bonds RDKit cannot
+            perceive, or parameters of another molecule.
+        ParametrizationError: GAFF asked for and AmberTools not installed.
+    """
+    from ase_mlff.data import load_dataset
+    from ase_mlff.forcefields import gaff
+
+    atoms = load_dataset(data).to_atoms(0, with_labels=False)
+    if atoms.pbc.any():
+        raise ValueError(
+            f"ffpt: {data} is periodic; the classical pre-training here is GAFF, for "
+            "molecules (for a metal, the EAM pre-training recipe eam_pretraining): "
+            "drop ffpt from --variants"
+        )
+    if ff is None:
+        ff = "gaff"
+        try:
+            gaff.resolve_parameters_dir(str(data))
+            ff = str(data)
+        except FileNotFoundError:
+            pass
+    if ff != "gaff":
+        path = gaff.resolve_parameters_dir(ff)
+        gaff.match_to(gaff.load_parameters(path), atoms)  # another molecule fails here
+        return ForceFieldChoice("parameters", atoms, str(path.resolve()))
+    gaff._check_tools()
+    if not smiles:
+        gaff.perceive_molecule(atoms, net_charge or 0)
+    return ForceFieldChoice("gaff", atoms, f"gaff:{smiles or 'perceived'}", smiles, net_charge)
+
+
+def classical_pretraining_data(
+    path: Path, ff: ForceFieldChoice, workdir: Path, n_frames: int, seed: int
+) -> Dataset:
+    """Rattled structures of the molecule (x + 0.2 Å·ε about its force-field minimum,
+    paper 001) labelled by the force field, cached in ``path`` (made again only for
+    another size, seed or force field). GAFF parameters made for the molecule are kept in
+    ``workdir/parameters``."""
+    from ase_mlff.forcefields import gaff
+    from ase_mlff.reference.sampling import rattled_dataset
+
+    if path.exists():
+        ds = Dataset.load_npz(path)
+        prov = ds.provenance
+        if (len(ds), prov.get("seed"), prov.get("ff_source")) == (n_frames, seed, ff.source):
+            return ds
+    params_dir = Path(ff.source) if ff.kind == "parameters" else workdir / "parameters"
+    if ff.kind == "gaff" and not (params_dir / "molecule.json").exists():
+        formula = ff.atoms.get_chemical_formula()
+        made = gaff.parametrize_structure(ff.atoms, workdir, ff.smiles, ff.net_charge, formula)
+        made.save(params_dir)
+    params = gaff.load_parameters(params_dir)
+    if ff.kind == "parameters":  # into the data's atom order
+        params = gaff.match_to(params, ff.atoms)
+        params_dir = workdir / "parameters_matched"
+        params.save(params_dir)
+    relaxed = gaff.relaxed_geometry(params_dir, atoms=ff.atoms)
+    ds = rattled_dataset(
+        relaxed,
+        gaff.gaff_potential(params_dir),
+        n_frames=n_frames,
+        sigma=RATTLE_SIGMA_A,
+        seed=seed,
+        config_type="gaff_rattled",
+        reference_name=f"GAFF-{gaff.GAFF_VERSION}/AM1-BCC ({params.name})",
+        provenance={
+            "gaff_parameters": params.provenance,
+            "relaxed_energy_eV": relaxed.info["energy"],
+            "ff_source": ff.source,
+        },
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_npz(path)
+    return ds

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ase_mlff.agents.ff_pretraining import (
+    RATTLE_SIGMA_A,
     VARIANT_NAMES,
     FFPTOptions,
     Settings,
@@ -78,7 +79,6 @@ PAIR_NAMES = ["O–O", "O–H", "H–H"]
 RDF_BIN_WIDTH = 6.0 / 500
 RDF_DELTA = 3.0  # paper 003, water
 CHECK_EVERY, RECORD_EVERY = 10, 20
-RATTLE_SIGMA_A = 0.2
 PRETRAIN_FILE = "pretrain_tip3p_monomer.npz"
 REFERENCE_CURVE = "reference (flexible TIP3P, OpenMM)"
 

@@ -587,6 +587,58 @@ def _provenance(
     }
 
 
+def perceive_molecule(atoms: Atoms, net_charge: int = 0) -> Any:
+    """An RDKit molecule (explicit H, the structure's 3-D positions, its atom order) with
+    the bonds and bond orders RDKit perceives from the geometry (``rdDetermineBonds``,
+    the xyz2mol method of Kim & Kim, Bull. Korean Chem. Soc. 36, 1769 (2015)), for a
+    molecule given only as coordinates. Raises ValueError when no valid bond orders fit
+    ``net_charge``."""
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    if atoms.pbc.any():
+        raise ValueError("GAFF parametrises molecules; this structure is periodic")
+    lines = [str(len(atoms)), "from ase_mlff"]
+    lines += [
+        f"{s} {x:.8f} {y:.8f} {z:.8f}"
+        for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
+    ]
+    mol = Chem.MolFromXYZBlock("\n".join(lines) + "\n")
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=int(net_charge))
+        Chem.SanitizeMol(mol)
+    except Exception as err:  # RDKit raises plain ValueError/RuntimeError variants
+        raise ValueError(
+            f"RDKit could not perceive the bonds of {atoms.get_chemical_formula()} "
+            f"(net charge {net_charge}) from its geometry: {err}; give its SMILES"
+        ) from err
+    return mol
+
+
+def parametrize_structure(
+    atoms: Atoms,
+    workdir: str | Path,
+    smiles: str | None = None,
+    net_charge: int | None = None,
+    name: str = "molecule",
+) -> GAFFParameters:
+    """GAFF-2.11 / AM1-BCC parameters of the molecule ``atoms`` shows, in its atom order:
+    from ``smiles`` when given, else from the bonds perceived in its geometry
+    (:func:`perceive_molecule`, written as an SDF for antechamber); then matched to
+    ``atoms`` (:func:`match_to`)."""
+    from rdkit import Chem
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    molecule: str | Path = smiles or ""
+    if not smiles:
+        mol = perceive_molecule(atoms, net_charge or 0)
+        molecule = work / f"{name}.sdf"
+        Chem.MolToMolFile(mol, str(molecule))
+    params = parametrize_gaff(molecule, work / "ambertools", net_charge=net_charge, name=name)
+    return match_to(params, atoms)
+
+
 def match_to(params: GAFFParameters, target: Atoms) -> GAFFParameters:
     """The parameters re-ordered to the target structure's atom order (graph matching).
 

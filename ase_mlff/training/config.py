@@ -62,6 +62,9 @@ class TrainConfig:
     - ``freeze``: parameter-name prefixes not trained (e.g. ``"embedding"``,
       ``"interactions.0"``); ``head_lr_factor``: the readout (``readout.*``) learns with
       lr × factor.
+    - ``stop_early`` (default True): stop on ``early_stopping_patience`` epochs without a
+      better validation loss, or at the LR floor; False trains exactly ``epochs`` (the
+      budget of a fair comparison). Every history row counts the ``optimizer_steps`` so far.
     - ``probe_every`` (epochs, 0 = off): a short MD stability probe (``probe_starts``
       replicas, ``probe_steps`` steps of ``probe_dt_fs`` at ``probe_temperature_K``) logged
       beside the validation errors, checkpoints ``epoch_XXXX`` and ``most_stable``;
@@ -83,6 +86,9 @@ class TrainConfig:
     grad_clip: float | None = 10.0
     eval_batch_size: int = 64
     max_minutes: float | None = None
+    #: False: a fixed budget, only ``epochs`` (and ``max_minutes``, as a guard) end training,
+    #: so variants compared at equal epochs take equal optimiser steps (issue 15)
+    stop_early: bool = True
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"

@@ -191,6 +191,11 @@ class StageResult(TrainResult):
         return cls(**d)
 
 
+def optimizer_steps(history: list[dict[str, Any]]) -> int:
+    """The optimiser steps a stage took: its last history row's count (0 untrained)."""
+    return int(history[-1].get("optimizer_steps", 0)) if history else 0
+
+
 def run_stage(
     name: str,
     model: torch.nn.Module,

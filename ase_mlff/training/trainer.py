@@ -151,7 +151,15 @@ def param_groups(
 
 #: TrainConfig fields a resumed run may change: the budget and where it runs
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_minutes", "early_stopping_patience", "device", "threads", "eval_batch_size"}
+    {
+        "epochs",
+        "max_minutes",
+        "early_stopping_patience",
+        "stop_early",
+        "device",
+        "threads",
+        "eval_batch_size",
+    }
 )
 
 
@@ -479,7 +487,7 @@ class Trainer:
             total += float(loss) * len(frames)
             n += len(frames)
             bar.set_postfix(loss=f"{float(loss):.4g}")
-        out = {"train_loss": total / max(n, 1)}
+        out = {"train_loss": total / max(n, 1), "batches": n_batches}
         if self.sam is not None:
             out["train_loss_perturbed"] = total_sharp / max(n, 1)
         return out
@@ -662,7 +670,9 @@ class Trainer:
         self.epoch += 1
         self.scheduler.step(val["loss"])
         lr = self.optimizer.param_groups[0]["lr"]
+        before = self.history[-1].get("optimizer_steps", 0) if self.history else 0
         row = {"epoch": self.epoch, "lr": lr, **train_m, **{f"val_{k}": v for k, v in val.items()}}
+        row["optimizer_steps"] = before + row.pop("batches")
         if cfg.head_lr_factor != 1.0:
             row["lr_head"] = self.optimizer.param_groups[-1]["lr"]
         if self.sam is not None:
@@ -703,10 +713,10 @@ class Trainer:
         """Why training stops after this epoch (early stopping, the LR floor, the time
         budget), or None."""
         cfg = self.cfg
-        if self.bad_epochs >= cfg.early_stopping_patience:
+        if cfg.stop_early and self.bad_epochs >= cfg.early_stopping_patience:
             return "early_stopping"
         floor = self.scheduler.min_lrs[0]  # cfg.min_lr (× head factor for a head group)
-        if lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
+        if cfg.stop_early and lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
             return "min_lr"
         over = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
         if self._from_rank0({"over": float(over)})["over"]:  # one clock decides for all
