@@ -71,7 +71,14 @@ DONE = "variant_done.json"
 
 #: how the best model is chosen: most replicas stable, then longest mean t_inst, then
 #: lowest test force MAE
-CRITERION = "fraction_stable, then t_inst_mean_fs, then -forces_mae"
+CRITERION = (
+    "passes the NVE gate (when run), then fraction_stable, then t_inst_mean_fs, then -forces_mae"
+)
+
+#: the NVE gate's default bound on |drift|, meV/atom/ps: over a 10 ps run it lets the
+#: total energy wander by at most 10 meV/atom, a quarter of k_B·T at 500 K (43 meV); a
+#: choice of this project, not a paper's number (docs/recipe_compare.md)
+NVE_GATE_MEV = 1.0
 
 #: the survival statistics each comparison row carries (see survival_summary; the mean
 #: t_inst is the restricted mean survival time up to the run length)
@@ -136,6 +143,10 @@ class StudySpec:
     active: dict[str, Any] | None = None
     cpus_per_job: int = 1
     gpus_per_job: float = 0
+    #: the NVE energy-drift gate (None: off): ``steps`` of velocity Verlet from
+    #: ``n_starts`` starts at the study's dt and temperature; a model passes when the 95 %
+    #: interval of its drift lies inside ± ``max_drift_meV_per_atom_ps``
+    nve_gate: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudySpec:
@@ -154,6 +165,17 @@ class StudySpec:
                 raise ValueError(f"variant {v.name!r}: its base {v.base!r} must not have a base")
         if not spec.seeds:
             raise ValueError("at least one seed is needed")
+        if spec.nve_gate is not None:
+            gate = {"n_starts": 4, "max_drift_meV_per_atom_ps": NVE_GATE_MEV, **spec.nve_gate}
+            unknown = set(gate) - {"steps", "n_starts", "max_drift_meV_per_atom_ps"}
+            if unknown or not int(gate.get("steps", 0)) >= 40 or not gate["n_starts"] >= 1:
+                raise ValueError(
+                    "nve_gate needs steps >= 40 (and optionally n_starts >= 1, "
+                    f"max_drift_meV_per_atom_ps), got {spec.nve_gate}"
+                )
+            if not gate["max_drift_meV_per_atom_ps"] > 0:
+                raise ValueError("nve_gate: max_drift_meV_per_atom_ps must be > 0")
+            spec.nve_gate = gate
         if spec.active is not None:  # its settings are checked now, not after training
             from ase_mlff.agents.active import ActiveSpec
 
@@ -573,6 +595,47 @@ class ComparisonAgent:
         )
         return agent.run()
 
+    def nve_gate(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """The NVE energy-drift gate of every model (``spec.nve_gate``; {} when off), in
+        the comparison's precision (``dtype``: round-off must not pass for drift): per
+        label the drift and its 95 % interval in meV/atom/ps and ``nve_gate_pass``.
+        Reused from ``<out>/nve_gate/energy_drift.json`` when it holds these models."""
+        import ase.io
+
+        from ase_mlff.md.conservation import energy_drift_report
+
+        g = self.spec.nve_gate
+        if not g:
+            return {}
+        path = self.out / "nve_gate" / "energy_drift.json"
+        report = json.loads(path.read_text()) if path.exists() else {}
+        if set(report) != set(checkpoints.values()):
+            starts = ase.io.read(self.out / "data" / "starts.extxyz", ":")
+            report = energy_drift_report(
+                list(checkpoints.values()),
+                starts,
+                self.md_protocol(),
+                int(g["steps"]),
+                self.dtype,
+                self.device,
+                n_starts=int(g["n_starts"]),
+                out=path.parent,
+            )
+        bound = float(g["max_drift_meV_per_atom_ps"])
+        out = {}
+        for label, ckpt in checkpoints.items():
+            r = report[ckpt]
+            lo, hi = (1e3 * x for x in r["drift_ci95"])
+            mean = 1e3 * r["drift_eV_per_atom_ps"]
+            ends = [x for x in (lo, hi) if np.isfinite(x)] or [mean]
+            out[label] = {
+                "nve_drift_meV_per_atom_ps": mean,
+                "nve_drift_lo": lo,
+                "nve_drift_hi": hi,
+                "nve_gate_pass": bool(np.isfinite(mean) and max(map(abs, ends)) <= bound),
+            }
+        return out
+
     def stability(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
         """A stability study of every model (reused when ``<out>/stability`` already holds
         exactly these models): per label the survival summary (stable replicas censored at
@@ -640,11 +703,18 @@ class ComparisonAgent:
             parent.log_metrics({"train_minutes": (time.perf_counter() - t0) / 60})
             evaluation = self.evaluate(checkpoints, test, data_dir)
             stab = self.stability(checkpoints)
+            gate = self.nve_gate(checkpoints)
             verdict = self.active_verdict(checkpoints, tracker, parent)
             rows, figures = self.compare(labels, trained, evaluation, stab, test)
+            for r in rows:
+                r.update(gate.get(r["model"], {}))
             table = comparison_markdown(rows, self.logrank)
+            table += force_rank_markdown(self.correlation, len(rows))
+            if gate:
+                table += nve_gate_markdown(rows, s.nve_gate)
             if verdict is not None:
                 table += "\n## The active agent's verdict\n\n" + verdict.markdown()
+                table += force_beside_verdict(rows, verdict.ranking)
             (self.out / "comparison.md").write_text(table)
             with open(self.out / "comparison.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -702,6 +772,9 @@ class ComparisonAgent:
                 f"evidence_{p['a']}_vs_{p['b']}": f"{p['verdict']}, Holm p={p['p_holm']:.3g}"
                 for p in verdict.pairs
             }
+            chosen = next((r for r in rows if r["model"] == best), {})
+            if "nve_gate_pass" in chosen:
+                evidence["nve_gate"] = "pass" if chosen["nve_gate_pass"] else "fail"
         if best is None:
             return None, None
         name = self.spec.register_as or f"{self.spec.name}-best"
@@ -899,11 +972,80 @@ def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
 def best_by_criterion(rows: list[dict]) -> str | None:
     """The model chosen by :data:`CRITERION`."""
     ok = [r for r in rows if np.isfinite(r["forces_mae"])]
+    if any(r.get("nve_gate_pass") for r in ok):  # the NVE gate, when run, excludes
+        ok = [r for r in ok if r.get("nve_gate_pass")]
     if not ok:
         return None
     return max(ok, key=lambda r: (r["fraction_stable"], r["t_inst_mean_fs"], -r["forces_mae"]))[
         "model"
     ]
+
+
+def nve_gate_markdown(rows: list[dict], gate: dict[str, Any]) -> str:
+    """The NVE gate's table: each model's drift with its 95 % interval, pass or fail."""
+    bound = gate["max_drift_meV_per_atom_ps"]
+    lines = [
+        "",
+        f"NVE energy-drift gate ({gate['steps']} velocity-Verlet steps from "
+        f"{gate['n_starts']} starts; pass: the 95 % interval inside ±{bound:g} meV/atom/ps):",
+        "",
+        "| model | drift (meV/atom/ps) [95 % CI] | gate |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        if "nve_gate_pass" not in r:
+            continue
+        ci = format_ci_signed(r["nve_drift_meV_per_atom_ps"], r["nve_drift_lo"], r["nve_drift_hi"])
+        lines.append(f"| {r['model']} | {ci} | {'pass' if r['nve_gate_pass'] else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_ci_signed(x: float, lo: float, hi: float) -> str:
+    def f(v: float) -> str:
+        return "—" if not np.isfinite(v) else f"{v:+.3f}"
+
+    return f"{f(x)} [{f(lo)}, {f(hi)}]"
+
+
+def force_rank_markdown(correlation: dict[str, dict[str, float]], n_models: int) -> str:
+    """Does the force error rank stability here? Spearman's ρ of each force metric against
+    the mean t_inst (RMST) over the models (paper 003's key observation 1, made with this
+    study's evidence; :func:`~ase_mlff.metrics.stability.force_vs_stability`)."""
+    names = {"forces_mae": "F-MAE", "forces_max_err": "F max-err", "fnm_mae": "FNM-MAE"}
+    parts = [
+        f"{names[k]} ρ = {c['spearman_rho']:+.2f} (p = {c['p_value']:.2g})"
+        for k, c in correlation.items()
+        if k in names and np.isfinite(c["spearman_rho"])
+    ]
+    if not parts:
+        return f"\nForce error vs stability: too few models ({n_models}) for a rank correlation.\n"
+    return (
+        f"\nForce error vs stability over the {n_models} models, Spearman's rank correlation "
+        f"with the RMST (a negative ρ: lower error, longer-lived): {'; '.join(parts)}.\n"
+    )
+
+
+def force_beside_verdict(rows: list[dict], ranking: list[str]) -> str:
+    """The force metrics of each variant (mean over its seeds, with the range) in the
+    verdict's order: a low force error need not come with a high rank (paper 003)."""
+    lines = [
+        "",
+        "| verdict rank | variant | F-MAE (meV/Å) mean [min, max] over seeds | "
+        "F max-err (meV/Å) mean | E-MAE (meV/atom) mean |",
+        "| ---: | --- | --- | ---: | ---: |",
+    ]
+    for k, name in enumerate(ranking, 1):
+        mine = [r for r in rows if r["variant"] == name]
+        if not mine:
+            continue
+        f = np.array([r["forces_mae"] for r in mine]) * 1e3
+        fmax = np.mean([r["forces_max_err"] for r in mine]) * 1e3
+        e = np.mean([r["energy_mae_per_atom"] for r in mine]) * 1e3
+        lines.append(
+            f"| {k} | {name} | {f.mean():.1f} [{f.min():.1f}, {f.max():.1f}] | {fmax:.1f} | "
+            f"{e:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _steps(r: dict) -> str:

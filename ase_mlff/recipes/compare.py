@@ -41,7 +41,10 @@ reported separately, in optimiser steps.
 **Stress protocols** (``--protocol``): ``nvt`` (Langevin at ``--temperature``, paper 003's
 fixed-temperature t_inst), ``ramp`` (Langevin heated linearly to ``--temperature-end``
 over the run: the failure temperature, as MLIP Arena's heating test). Either is the MD of
-the stability study and of the active rounds.
+the stability study and of the active rounds. ``--nve-gate STEPS`` adds the NVE
+energy-drift gate (velocity Verlet, the drift of the total energy with its 95 %
+interval; a model passes inside ± ``--nve-max-drift`` meV/atom/ps): a model can stay
+"stable" to the detectors while heating up, which only NVE shows.
 
 MLflow (experiment ``--experiment``): one parent run with the comparison table and
 figures, a child run per variant and seed, the active agent's child run with a step per
@@ -250,6 +253,10 @@ def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     md.add_argument("--temperature-end", type=float, default=None, help="ramp: final K")
     md.add_argument("--steps", type=int, default=None, help="MD steps per replica")
     md.add_argument("--md-dtype", default=None, choices=["float32", "float64"])
+    md.add_argument(
+        "--nve-gate", type=int, default=0, metavar="STEPS", help="NVE drift gate (0: off)"
+    )
+    md.add_argument("--nve-max-drift", type=float, default=None, help="meV/atom/ps (1)")
     p.add_argument("--name", default=None, help="the study's name (MLflow, registry)")
     p.add_argument("--out", type=Path, default=None, help="default runs/<name>")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: name)")
@@ -304,6 +311,10 @@ def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
         md["temperature_end_K"] = a.temperature_end
     elif a.temperature_end is not None:
         raise ValueError("--temperature-end belongs to --protocol ramp")
+    if a.nve_gate:
+        spec["nve_gate"] = {"steps": a.nve_gate}
+        if a.nve_max_drift is not None:
+            spec["nve_gate"]["max_drift_meV_per_atom_ps"] = a.nve_max_drift
     if a.active or "active" in prof:
         given = {
             "replicas_per_round": a.active_replicas,
