@@ -87,10 +87,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             "n_val": 50,
             "model": {"name": "painn", "hidden": 48, "n_interactions": 3},
             "train": {
-                "epochs": 60,
+                "epochs": 40,  # 950 / 16 -> 60 steps per epoch, 2,400 in all
                 "batch_size": 16,
                 "stop_early": False,
-                "max_minutes": 8.0,  # a guard: the budget is the epochs
+                "max_minutes": 12.0,  # a guard: the budget is the epochs
                 "lr_factor": 0.7,
                 "lr_patience": 5,
                 "threads": 1,
@@ -99,10 +99,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
         "variant_train": {
             "scratch": {"probe_every": 4, "probe_starts": 2, "probe_steps": 400},
-            "reweighted": {"epochs": 15},
-            "continued": {"epochs": 10},
+            "reweighted": {"epochs": 10},
+            "continued": {"epochs": 5},
         },
-        "pretrain": {"epochs": 6, "batch_size": 32, "lr": 1e-4, "stop_early": False, "threads": 1},
+        "pretrain": {"epochs": 2, "batch_size": 32, "lr": 1e-4, "stop_early": False, "threads": 1},
         "continued": {
             "md": {"steps": 1000, "n_replicas": 4, "record_every": 10, "temperature_K": 800.0},
             "max_new_per_round": 40,
