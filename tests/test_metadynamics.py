@@ -269,3 +269,40 @@ def test_the_double_well_and_the_biased_potential_pass_the_shared_potential_chec
     metad.heights = torch.tensor([[0.02, 0.03]], dtype=torch.float64)
     biased = BiasedPotential(PairDoubleWell(A, R1, R2), metad)
     check_potential(biased, free, [box], permutation=False)
+
+
+def test_walls_restrain_by_hand_and_stay_out_of_the_hills():
+    """PLUMED's UPPER_WALLS/LOWER_WALLS with EXP=2: κ (s − at)² beyond ``at``, 0 inside;
+    the bias force includes it (shared checks), hills and their free energy do not; a
+    dimer pushed by hills stays below an upper wall; bad walls are named."""
+    from tests.potential_checks import check_potential
+
+    metad = _metad(shared=True, upper_walls=[(0, 1.7, 5.0)], lower_walls=[(0, 1.0, 2.0)])
+    s = torch.tensor([[0.8], [1.3], [1.9]], dtype=torch.float64)
+    np.testing.assert_allclose(metad.wall(s).numpy(), [2.0 * 0.2**2, 0.0, 5.0 * 0.2**2])
+    assert metad.bias(s).abs().max() == 0  # no hills yet: the wall is not a hill
+    free = [Atoms("C2", positions=[[0, 0, 0], [1.9, 0.1, 0.05]])]  # beyond the wall
+    check_potential(BiasedPotential(PairDoubleWell(A, R1, R2), metad), free, permutation=False)
+    walled = _metad(upper_walls=[(0, 1.6, 20.0)], height=0.05)
+    run = run_md(
+        DoubleWell(),
+        _dimers(4),
+        steps=3000,
+        dt=1.0,
+        integrator="langevin",
+        temperature_K=300.0,
+        friction=0.01,
+        detectors=[],
+        metadynamics=walled,
+        seed=2,
+        record_every=20,
+    )
+    d = np.array(
+        [
+            np.linalg.norm(r.positions_tn3[:, 1] - r.positions_tn3[:, 0], axis=1)
+            for r in run.replicas
+        ]
+    )
+    assert d.max() < 1.75  # without the wall the hills push past R2 = 1.8 Å
+    with pytest.raises(ValueError, match="wall"):
+        _metad(upper_walls=[(1, 1.0, 1.0)])  # one CV only

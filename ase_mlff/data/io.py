@@ -27,6 +27,7 @@ SHIPPED_DATASETS = {
     "water": "water_tip3p_flex_300K.npz",
     "silica": "silica_gfn1.npz",
     "alanine": "alanine_amber14_gbn2.npz",
+    "combustion": "ho2_spgfn2.npz",
 }
 #: the command that regenerates each shipped dataset
 SHIPPED_RECIPES = {
@@ -37,6 +38,8 @@ SHIPPED_RECIPES = {
     "--out ase_mlff/data/shipped/silica_gfn1.npz --workers 2",
     "alanine": "python -m ase_mlff.recipes.make_alanine_reference "
     "--out ase_mlff/data/shipped/alanine_amber14_gbn2.npz --workers 2",
+    "combustion": "python -m ase_mlff.recipes.make_combustion_reference "
+    "--out ase_mlff/data/shipped/ho2_spgfn2.npz --workers 2",
 }
 
 #: how each shipped set is meant to be split: the test set is a whole held-out
@@ -49,6 +52,8 @@ SHIPPED_SPLITS = {
     "silica": {"split": "trajectory", "test_groups": list(range(20))},
     # the second metadynamics walker (traj_id 1) is held out
     "alanine": {"split": "trajectory", "test_groups": [1]},
+    # HO2 -> H + O2: the second block of reaction-path frames (job 4) is held out
+    "combustion": {"split": "trajectory", "test_groups": [4]},
 }
 
 

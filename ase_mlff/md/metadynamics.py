@@ -15,6 +15,10 @@ factor; the free energy is then ``F(s) = −γ/(γ − 1) V(s)`` (+ const.), and
 plain metadynamics (``bias_factor=None``). These are PLUMED's METAD conventions (HEIGHT,
 SIGMA, PACE, BIASFACTOR, TEMP).
 
+**Walls.** ``upper_walls`` / ``lower_walls``: (CV index, position, κ) restraints
+κ (s − at)² beyond the position (PLUMED's UPPER_WALLS / LOWER_WALLS with EXP=2), e.g. to
+keep a dissociating atom within reach; they add to the bias force but not to the hills.
+
 **Walkers.** ``shared=False`` (default): every replica is an independent walker with its
 own hills. ``shared=True``: multiple walkers (Raiteri et al. 2006) — one set of hills,
 every replica deposits into it and feels all of it.
@@ -61,8 +65,20 @@ class Metadynamics(Detector):
         temperature_K: float,
         bias_factor: float | None = None,
         shared: bool = False,
+        upper_walls: Sequence[tuple[int, float, float]] = (),
+        lower_walls: Sequence[tuple[int, float, float]] = (),
     ) -> None:
         self.cvs = list(cvs)
+        for cv, at, kappa in (*upper_walls, *lower_walls):
+            if not (0 <= int(cv) < len(self.cvs)) or not kappa > 0 or not np.isfinite(at):
+                raise ValueError(
+                    f"a wall is (CV index < {len(self.cvs)}, position, kappa > 0), got "
+                    f"{(cv, at, kappa)}"
+                )
+        #: PLUMED's UPPER_WALLS / LOWER_WALLS (EXP=2, EPS=1, OFFSET=0): κ (s − at)² beyond
+        #: ``at``, eV; a restraint, not part of the hills or of the free energy they give
+        self.upper_walls = [(int(c), float(a), float(k)) for c, a, k in upper_walls]
+        self.lower_walls = [(int(c), float(a), float(k)) for c, a, k in lower_walls]
         if not self.cvs or len(sigma) != len(self.cvs):
             raise ValueError("Metadynamics needs CVs and one sigma per CV")
         if min(sigma) <= 0 or not height > 0 or int(pace) < 1 or not temperature_K > 0:
@@ -102,6 +118,15 @@ class Metadynamics(Detector):
         c, w = self.centers.to(s_sd), self.heights.to(s_sd)
         d = self._delta(s_sd[:, None, :], c) / self.sigma.to(s_sd)
         return (w * torch.exp(-0.5 * (d * d).sum(dim=2))).sum(dim=1)
+
+    def wall(self, s_sd: Tensor) -> Tensor:
+        """(S,) energy of the walls at the CV values ``s_sd``, eV (0 without walls)."""
+        e = torch.zeros(s_sd.shape[0], dtype=s_sd.dtype, device=s_sd.device)
+        for cv, at, kappa in self.upper_walls:
+            e = e + kappa * torch.clamp(s_sd[:, cv] - at, min=0.0) ** 2
+        for cv, at, kappa in self.lower_walls:
+            e = e + kappa * torch.clamp(at - s_sd[:, cv], min=0.0) ** 2
+        return e
 
     def _start(self, n_walkers: int, d: int, dtype: torch.dtype, device) -> None:
         w = 1 if self.shared else n_walkers
@@ -249,7 +274,8 @@ class BiasedPotential(torch.nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         e = self.model(batch)
-        return e + self.metad.bias(self.metad.values(batch)).to(e.dtype)
+        s = self.metad.values(batch)
+        return e + (self.metad.bias(s) + self.metad.wall(s)).to(e.dtype)
 
 
 def check_metadynamics(metad: Metadynamics, check_every: int) -> None:
