@@ -16,7 +16,7 @@ from ase_mlff.reference.combustion import (
     ho2_guess,
     open_shell_evidence,
     qforce_pretraining_frames,
-    spgfn2,
+    single_point,
 )
 
 
@@ -32,7 +32,8 @@ def test_spin_polarisation_is_what_makes_the_open_shell_right():
 
 def test_the_shipped_set_matches_fresh_tblite_single_points():
     """Three frames of every block, recomputed by a new calculator: the labels are
-    spGFN2-xTB doublet energies and raw forces; d_OH and d_OO are the geometry's."""
+    spGFN2-xTB doublet energies and raw forces; d_OH and d_OO are the geometry's; frames
+    whose SCF failed twice are counted in the provenance (30 of 3,400 when shipped)."""
     ds = load_dataset("combustion")
     assert ds.same_molecule() and list(ds.numbers_n[:3]) == [8, 8, 1]
     cfg = CombustionConfig()
@@ -52,9 +53,11 @@ def test_the_shipped_set_matches_fresh_tblite_single_points():
             a = ds.to_atoms(int(i), with_labels=False)
             assert a.get_distance(0, 2) == pytest.approx(ds.extra_s["d_OH"][i], abs=1e-9)
             assert a.get_distance(0, 1) == pytest.approx(ds.extra_s["d_OO"][i], abs=1e-9)
-            a.calc = spgfn2()
-            assert a.get_potential_energy() == pytest.approx(ds.energy_s[i], abs=1e-5)
-            np.testing.assert_allclose(a.get_forces(), ds.forces_nc[3 * i : 3 * i + 3], atol=1e-4)
+            e, f = single_point(a)  # a fresh tblite calculator (damped SCF if it must)
+            assert e == pytest.approx(ds.energy_s[i], abs=1e-5)
+            # the MD frames' SCF started from the previous step's solution, a fresh one from
+            # the SAD guess: they agree to tblite's default convergence (accuracy 1)
+            np.testing.assert_allclose(f, ds.forces_nc[3 * i : 3 * i + 3], atol=1e-3)
     path = ds.extra_s["d_OH"][ds.config_type_s == "path"]
     assert path.min() < 1.0 and path.max() > 3.5  # the reaction is covered
     assert ds.extra_s["d_OO"].max() < 1.7  # no frame breaks O2 (paper 001's data)
@@ -103,6 +106,14 @@ def test_a_calculator_drives_the_batched_engine():
 def _tight():
     from tblite.ase import TBLite
 
+    # cache_api=False: every call starts the SCF from the SAD guess, and accuracy 1e-6
+    # converges it far below the default: the result is a function of the geometry alone
+    # to the shared checks' exactness (1e-10 eV/Å); the default SCF moves forces by ~1e-8)
     return TBLite(
-        method="GFN2-xTB", multiplicity=2, spin_polarization=1.0, accuracy=1e-3, verbosity=0
+        method="GFN2-xTB",
+        multiplicity=2,
+        spin_polarization=1.0,
+        accuracy=1e-6,
+        cache_api=False,
+        verbosity=0,
     )

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from ase import Atoms
@@ -184,11 +184,11 @@ def _label(
 def single_point(atoms: Atoms, method: str = "GFN2-xTB") -> tuple[float, np.ndarray]:
     """spGFN2-xTB energy and forces of one frame from a fresh calculator (no previous
     wave function as the guess: the frames are unrelated); an SCF that does not converge
-    is tried once more with damped mixing and 1,000 iterations. Raises RuntimeError when
+    is tried once more with damped mixing and 500 iterations. Raises RuntimeError when
     that fails too."""
     from ase.calculators.calculator import CalculationFailed
 
-    for extra in ({}, {"mixer_damping": 0.1, "max_iterations": 1000}):
+    for extra in ({}, {"mixer_damping": 0.1, "max_iterations": 500}):
         a = atoms.copy()
         a.calc = spgfn2(method)
         a.calc.set(**extra)

@@ -1,0 +1,83 @@
+"""The combustion_fes study (paper 001 Fig. 4): state classification by geometry, the FES
+comparison against the reference, and a tiny end-to-end run of the recipe (MLFF walkers
+beside spGFN2-xTB walkers, HILLS files, MLflow)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ase_mlff.agents import combustion_fes as cf
+
+
+def _frame(d_oh, d_oo, d_o2h=None):
+    """O1 at 0, O2 on x, H in the plane at d_oh from O1 (and far from O2 unless given)."""
+    h = np.array([-d_oh, 0.0, 0.0]) if d_o2h is None else None
+    if h is None:  # H placed at d_o2h from O2 and d_oh from O1
+        x = (d_oh**2 - d_o2h**2 + d_oo**2) / (2 * d_oo)
+        h = np.array([x, math.sqrt(max(d_oh**2 - x**2, 0.0)), 0.0])
+    return np.array([[0.0, 0, 0], [d_oo, 0, 0], h])
+
+
+def test_states_are_read_from_the_geometry():
+    pos = np.stack(
+        [
+            _frame(0.98, 1.31),  # HO2
+            _frame(3.0, 1.21),  # H + O2
+            _frame(2.2, 1.30, d_o2h=0.99),  # H moved to O2: still HO2
+            _frame(3.0, 2.4),  # O2 broken
+            _frame(0.4, 1.3),  # H pushed onto O1
+        ]
+    )
+    s = cf.states(pos)
+    assert s["HO2"].tolist() == [True, False, True, False, False]
+    assert s["H + O2"].tolist() == [False, True, False, False, False]
+    assert s["O2 broken"].tolist() == [False, False, False, True, False]
+    assert s["contact"].tolist() == [False, False, False, False, True]
+    np.testing.assert_allclose(s["d_OO"], [1.31, 1.21, 1.30, 2.4, 1.3])
+
+
+def test_fes_errors_ignore_a_constant_and_see_a_real_difference():
+    oo, oh = np.meshgrid(cf.GRID_OO, cf.GRID_OH, indexing="ij")
+    ref = 200.0 * (oh - 1.0) ** 2 + 500.0 * (oo - 1.3) ** 2
+    same = cf.fes_errors(ref + 7.0, ref)
+    assert same["mae_F_kj"] == pytest.approx(0.0, abs=1e-9)
+    assert same["mae_F_OH_kj"] == pytest.approx(0.0, abs=1e-9)
+    tilted = cf.fes_errors(ref + 10.0 * (oh - 1.0), ref)
+    assert tilted["mae_F_kj"] > 1.0 and tilted["dF_reaction_kj"] > same["dF_reaction_kj"]
+    # the reaction free energy: the profile at 3-3.8 Å over its minimum below 1.3 Å
+    p = cf.profile_oh(ref)
+    far = (cf.GRID_OH >= 3.0) & (cf.GRID_OH <= 3.8)
+    assert cf.reaction_free_energy(p) == pytest.approx(p[far].mean() - p[cf.GRID_OH < 1.3].min())
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from ase_mlff.recipes import combustion_fes
+
+    out = tmp_path_factory.mktemp("cfes")
+    argv = ["--n-train", "40", "--n-val", "10", "--n-pretrain", "60", "--md-steps", "400"]
+    argv += ["--replicas", "2", "--out", str(out), "--tracking-uri", f"sqlite:///{out}/m.db"]
+    argv += ["--pretrain-minutes", "0.05", "--finetune-minutes", "0.05"]
+    return out, combustion_fes.main(argv)
+
+
+def test_the_recipe_runs_end_to_end_with_the_reference_walkers(quick_run):
+    out, results = quick_run
+    models = results["models"]
+    assert set(models) == {"spGFN2-xTB", "scratch", "ffpt"}
+    assert "test" not in models["spGFN2-xTB"] and "test" in models["scratch"]
+    for r in models.values():
+        assert sum(r["fractions"].values()) == pytest.approx(1.0)
+        assert r["survival"]["n_replicas"] == 2
+    ref_hills = (out / "md_spGFN2-xTB" / "HILLS.0").read_text().splitlines()
+    assert ref_hills[0].startswith("#! FIELDS time distance0 distance1 sigma_distance0")
+    assert len([ln for ln in ref_hills if not ln.startswith("#")]) == 4  # every 100 steps
+    maps = np.load(out / "fes_maps.npz")
+    assert maps["spGFN2-xTB"].shape == (len(cf.GRID_OO), len(cf.GRID_OH))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"]["metadynamics"]["sigma_A"] == 0.5
+    assert (out / "figures" / "fes.png").exists() and (out / "comparison.md").exists()
