@@ -117,3 +117,34 @@ def _tight():
         cache_api=False,
         verbosity=0,
     )
+
+
+def test_a_failing_calculator_gives_nan_and_fresh_calculators_follow_the_batch():
+    """A calculation that fails twice is NaN (the engine's non-finite detector stops that
+    replica); when the batch shrinks, every slot gets a new calculator."""
+    from ase.calculators.emt import EMT
+
+    from ase_mlff.graph.batch import Batch
+
+    made = []
+
+    class Flaky(EMT):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            if atoms is not None and atoms.positions[0, 0] > 50:
+                raise RuntimeError("SCF not converged")
+            super().calculate(atoms, properties, system_changes)
+
+    def make():
+        made.append(1)
+        return Flaky()
+
+    pot = CalculatorPotential(make, "flaky EMT")
+    ok = Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]])
+    bad = Atoms("Cu2", positions=[[60, 0, 0], [62.5, 0, 0]])
+    b = Batch.from_atoms([ok, bad], cutoff=0.0, dtype=torch.float64)
+    e, f = pot.evaluate(b, b.pos_nc)
+    assert np.isfinite(e[0]) and np.isnan(e[1]) and np.isnan(f[2:]).all()
+    assert len(pot.failures) == 2 and len(made) == 2 + 2  # two slots; fresh after each failure
+    one = Batch.from_atoms([ok], cutoff=0.0, dtype=torch.float64)
+    pot.evaluate(one, one.pos_nc)
+    assert len(made) == 5  # the batch shrank: a fresh calculator

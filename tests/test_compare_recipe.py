@@ -103,7 +103,7 @@ def test_ffpt_parametrises_gaff_for_a_new_molecule(ethanol_file, tmp_path):
     ds = Dataset.load_npz(out / "pretrain_ff.npz")
     n_batches = math.ceil(math.ceil(0.95 * len(ds)) / 32)  # 5 % held out, batch 32
     assert abs(ffpt["pretrain_steps"] - n_batches) <= 1 and ffpt["train_steps"] == 2
-    assert ds.provenance["ff_source"] == "gaff:perceived"
+    assert ds.provenance["ff_source"] == "gaff:perceived:charge=0"
     np.testing.assert_array_equal(ds.numbers_n[:9], molecule("CH3CH2OH").numbers)
 
 
@@ -112,7 +112,7 @@ def test_bad_inputs_fail_before_any_work(ethanol_file, tmp_path, monkeypatch):
     from ase_mlff.forcefields.gaff import ParametrizationError
 
     out = tmp_path / "cmp"
-    with pytest.raises(ValueError, match="leaves no test frame"):
+    with pytest.raises(ValueError, match="does not fit and leave test frames"):
         compare.main(_args(ethanol_file, out, "--n-train", "35", "--n-val", "5"))
     with pytest.raises(ValueError, match="--temperature-end"):
         compare.main(_args(ethanol_file, out, "--protocol", "ramp"))
@@ -214,3 +214,79 @@ def test_stop_early_off_trains_exactly_the_epochs(tmp_path):
     assert [h["optimizer_steps"] for h in fixed.history] == [3, 6, 9, 12]
     _, early = run_stage("e", model, tr, va, TrainConfig(epochs=4, **common), tmp_path / "b")
     assert early.epochs_run < 4
+
+
+def _args_ns(*argv):
+    return compare.parser({"data": "aspirin", "out": None}).parse_args(list(argv))
+
+
+def test_options_reach_the_spec_and_unused_ones_are_refused(tmp_path):
+    """--epochs is the budget of scratch, sam and ffpt's fine-tuning (reweighted and
+    continued keep theirs); the showcase's ramp is its default protocol and --protocol nvt
+    removes it; options that would be ignored are an error."""
+    from pathlib import Path
+
+    def spec(*argv):
+        a = _args_ns(*argv, "--out", str(tmp_path))
+        a.name, a.out = "t", Path(a.out)
+        return compare.spec_from_args(a)
+
+    s = spec("--epochs", "7")
+    epochs = {v["name"]: v["train"].get("epochs", s["train"]["epochs"]) for v in s["variants"]}
+    assert epochs == {"scratch": 7, "ffpt": 7, "sam": 7, "reweighted": 10, "continued": 5}
+    show = spec("--profile", "showcase")
+    assert show["md"]["temperature_end_K"] == 1000.0 and show["active"]["max_rounds"] == 8
+    assert "temperature_end_K" not in spec("--profile", "showcase", "--protocol", "nvt")["md"]
+    ramp = spec("--protocol", "ramp", "--temperature-end", "900")
+    assert ramp["md"]["temperature_end_K"] == 900.0
+    for bad, msg in (
+        (("--variants", "scratch", "sam", "--smiles", "CCO"), "--smiles"),
+        (("--nve-max-drift", "2"), "--nve-gate"),
+        (("--active-rounds", "3"), "need --active"),
+        (("--protocol", "nvt", "--temperature-end", "900"), "ramp"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            spec(*bad)
+
+
+def test_the_nve_gate_fails_a_drift_outside_the_bound_and_a_run_that_blew_up(tmp_path):
+    """Read from a gate report (as written by energy_drift_report): inside ±bound passes,
+    an interval reaching past it fails, and a replica that stopped non-finite fails even
+    when the drift fitted before it is small; no passing model -> nothing registered."""
+    from ase_mlff.agents.comparison import ComparisonAgent, best_by_criterion
+
+    (tmp_path / "data").mkdir()
+    ase.io.write(tmp_path / "data" / "starts.extxyz", [molecule("CH3CH2OH")] * 2)
+    spec = {
+        "name": "t",
+        "variants": [{"name": "scratch", "kind": "scratch"}],
+        "nve_gate": {"steps": 100, "n_starts": 2},
+        "md": {"temperature_K": 500.0, "dt": 0.5},
+    }
+    agent = ComparisonAgent(spec, tmp_path)
+
+    def rep(drift, lo, hi, stopped=None):
+        return {
+            "steps": 100,
+            "temperature_K": 500.0,
+            "dt_fs": 0.5,
+            "n_replicas": 2,
+            "drift_eV_per_atom_ps": drift,
+            "drift_ci95": [lo, hi],
+            "replicas": [{"stopped_fs": None}, {"stopped_fs": stopped}],
+        }
+
+    report = {
+        "a": rep(2e-4, -1e-4, 5e-4),
+        "b": rep(2e-4, -1e-4, 1.5e-3),
+        "c": rep(1e-4, 0.0, 2e-4, stopped=35.0),
+    }
+    (tmp_path / "nve_gate").mkdir()
+    (tmp_path / "nve_gate" / "energy_drift.json").write_text(json.dumps(report))
+    got = agent.nve_gate({"A": "a", "B": "b", "C": "c"})
+    assert [got[k]["nve_gate_pass"] for k in "ABC"] == [True, False, False]
+    assert got["C"]["nve_blew_up"] and got["A"]["nve_drift_meV_per_atom_ps"] == pytest.approx(0.2)
+    row = {"fraction_stable": 1.0, "t_inst_mean_fs": 10.0, "forces_mae": 0.1}
+    rows = [{**row, "model": k, **got[k]} for k in "ABC"]
+    assert best_by_criterion(rows) == "A"
+    assert best_by_criterion([r for r in rows if r["model"] != "A"]) is None

@@ -178,11 +178,8 @@ def walker_outcomes(run) -> dict[str, Any]:
             counts[k] += int(s[k].sum())
         bad = np.flatnonzero(s["O2 broken"] | s["contact"])
         t_first.append(float(r.times_fs[bad[0]]) if len(bad) else float("nan"))
-    if not all(r.stable for r in run.replicas):  # broken numbers: that time counts too
-        t_first = [
-            min(t, r.t_inst_fs) if np.isfinite(r.t_inst_fs) else t
-            for t, r in zip(t_first, run.replicas)
-        ]
+    # broken numbers (a stopped walker) count too; fmin: a NaN (never) loses to a time
+    t_first = [float(np.fmin(t, r.t_inst_fs)) for t, r in zip(t_first, run.replicas)]
     stable = [not np.isfinite(t) for t in t_first]
     return {
         "fractions": {k: c / max(n_frames, 1) for k, c in counts.items()},

@@ -222,10 +222,13 @@ def check_study_data(spec: dict[str, Any]):
                 f"{name}: the comparison trains on energies and forces; some frames have no {what}"
             )
     n_train, n_val = int(spec.get("n_train", 950)), int(spec.get("n_val", 50))
-    if held_out_frames(name, ds) is None and n_train + n_val >= len(ds):
+    held_out = held_out_frames(name, ds)
+    pool = len(ds) if held_out is None else len(ds) - len(held_out)
+    if n_train + n_val > pool or (held_out is None and n_train + n_val >= len(ds)):
         raise ValueError(
-            f"{name} has {len(ds)} frames: n_train ({n_train}) + n_val ({n_val}) leaves no "
-            "test frame for the force metrics and the MD starts"
+            f"{name} has {len(ds)} frames ({pool} outside its test set): n_train "
+            f"({n_train}) + n_val ({n_val}) does not fit and leave test frames for the "
+            "force metrics and the MD starts"
         )
     return ds
 
@@ -599,9 +602,8 @@ class ComparisonAgent:
         """The NVE energy-drift gate of every model (``spec.nve_gate``; {} when off), in
         the comparison's precision (``dtype``: round-off must not pass for drift): per
         label the drift and its 95 % interval in meV/atom/ps and ``nve_gate_pass``.
-        Reused from ``<out>/nve_gate/energy_drift.json`` when it holds these models."""
-        import ase.io
-
+        Reused from ``<out>/nve_gate/energy_drift.json`` when it holds these models under
+        this gate's steps, starts, temperature and time step."""
         from ase_mlff.md.conservation import energy_drift_report
 
         g = self.spec.nve_gate
@@ -609,12 +611,22 @@ class ComparisonAgent:
             return {}
         path = self.out / "nve_gate" / "energy_drift.json"
         report = json.loads(path.read_text()) if path.exists() else {}
-        if set(report) != set(checkpoints.values()):
-            starts = ase.io.read(self.out / "data" / "starts.extxyz", ":")
+        md = self.md_protocol()
+        want = {
+            "steps": int(g["steps"]),
+            "temperature_K": float(md.get("temperature_K", 500.0)),
+            "dt_fs": float(md.get("dt", 0.5)),
+        }
+        fits = all(
+            {k: r.get(k) for k in want} == want
+            and r.get("n_replicas") == min(int(g["n_starts"]), len(self.starts()))
+            for r in report.values()
+        )
+        if set(report) != set(checkpoints.values()) or not fits:  # other models or gate
             report = energy_drift_report(
                 list(checkpoints.values()),
-                starts,
-                self.md_protocol(),
+                self.starts(),
+                md,
                 int(g["steps"]),
                 self.dtype,
                 self.device,
@@ -628,13 +640,24 @@ class ComparisonAgent:
             lo, hi = (1e3 * x for x in r["drift_ci95"])
             mean = 1e3 * r["drift_eV_per_atom_ps"]
             ends = [x for x in (lo, hi) if np.isfinite(x)] or [mean]
+            # a replica that blew up (non-finite) fails the gate, whatever the drift
+            # fitted on its calm run-up says
+            blew_up = any(rep.get("stopped_fs") is not None for rep in r["replicas"])
+            within = np.isfinite(mean) and max(map(abs, ends)) <= bound
             out[label] = {
                 "nve_drift_meV_per_atom_ps": mean,
                 "nve_drift_lo": lo,
                 "nve_drift_hi": hi,
-                "nve_gate_pass": bool(np.isfinite(mean) and max(map(abs, ends)) <= bound),
+                "nve_blew_up": blew_up,
+                "nve_gate_pass": bool(within and not blew_up),
             }
         return out
+
+    def starts(self) -> list:
+        """The study's MD start structures (``<out>/data/starts.extxyz``)."""
+        import ase.io
+
+        return ase.io.read(self.out / "data" / "starts.extxyz", ":")
 
     def stability(self, checkpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
         """A stability study of every model (reused when ``<out>/stability`` already holds
@@ -766,8 +789,14 @@ class ComparisonAgent:
         evidence = {}
         if verdict is not None and verdict.winner is not None:
             mine = [r for r in rows if r["variant"] == verdict.winner]
-            best = best_by_criterion(mine) or best
-            criterion = "the active agent's verdict, then " + CRITERION
+            if any(r.get("nve_gate_pass") is False for r in mine) and not any(
+                r.get("nve_gate_pass") for r in mine
+            ):  # no seed of the winner passes the NVE gate: it is not registered
+                criterion = f"the verdict's winner {verdict.winner} fails the NVE gate; "
+                criterion += CRITERION
+            else:
+                best = best_by_criterion(mine) or best
+                criterion = "the active agent's verdict, then " + CRITERION
             evidence = {
                 f"evidence_{p['a']}_vs_{p['b']}": f"{p['verdict']}, Holm p={p['p_holm']:.3g}"
                 for p in verdict.pairs
@@ -972,8 +1001,8 @@ def _read_study(study_dir: Path, models: list[str]) -> list[dict] | None:
 def best_by_criterion(rows: list[dict]) -> str | None:
     """The model chosen by :data:`CRITERION`."""
     ok = [r for r in rows if np.isfinite(r["forces_mae"])]
-    if any(r.get("nve_gate_pass") for r in ok):  # the NVE gate, when run, excludes
-        ok = [r for r in ok if r.get("nve_gate_pass")]
+    if any("nve_gate_pass" in r for r in ok):  # the NVE gate, when run, excludes (all:
+        ok = [r for r in ok if r.get("nve_gate_pass")]  # then nothing is registered)
     if not ok:
         return None
     return max(ok, key=lambda r: (r["fraction_stable"], r["t_inst_mean_fs"], -r["forces_mae"]))[
@@ -1018,7 +1047,12 @@ def force_rank_markdown(correlation: dict[str, dict[str, float]], n_models: int)
         if k in names and np.isfinite(c["spearman_rho"])
     ]
     if not parts:
-        return f"\nForce error vs stability: too few models ({n_models}) for a rank correlation.\n"
+        why = (
+            f"too few models ({n_models})"
+            if n_models < 3
+            else "every model had the same RMST or the same force error"
+        )
+        return f"\nForce error vs stability: no rank correlation ({why}).\n"
     return (
         f"\nForce error vs stability over the {n_models} models, Spearman's rank correlation "
         f"with the RMST (a negative ρ: lower error, longer-lived): {'; '.join(parts)}.\n"

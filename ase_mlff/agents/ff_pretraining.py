@@ -313,9 +313,30 @@ def resolve_force_field(
         gaff.match_to(gaff.load_parameters(path), atoms)  # another molecule fails here
         return ForceFieldChoice("parameters", atoms, str(path.resolve()))
     gaff._check_tools()
-    if not smiles:
+    if smiles:
+        _check_smiles(smiles, atoms)
+    else:
         gaff.perceive_molecule(atoms, net_charge or 0)
-    return ForceFieldChoice("gaff", atoms, f"gaff:{smiles or 'perceived'}", smiles, net_charge)
+    source = f"gaff:{smiles or 'perceived'}:charge={net_charge or 0}"
+    return ForceFieldChoice("gaff", atoms, source, smiles, net_charge)
+
+
+def _check_smiles(smiles: str, atoms) -> None:
+    """The SMILES must be the data's molecule (same formula, hydrogens included)."""
+    from rdkit import Chem
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise ValueError(f"--smiles {smiles!r} is not a valid SMILES")
+    ours = CalcMolFormula(Chem.AddHs(mol)).replace("+", "").replace("-", "")
+    from ase.formula import Formula
+
+    if Formula(ours).count() != Formula(atoms.get_chemical_formula()).count():
+        raise ValueError(
+            f"--smiles {smiles!r} is {ours}, but the data's molecule is "
+            f"{atoms.get_chemical_formula()}"
+        )
 
 
 def classical_pretraining_data(
@@ -334,10 +355,15 @@ def classical_pretraining_data(
         if (len(ds), prov.get("seed"), prov.get("ff_source")) == (n_frames, seed, ff.source):
             return ds
     params_dir = Path(ff.source) if ff.kind == "parameters" else workdir / "parameters"
-    if ff.kind == "gaff" and not (params_dir / "molecule.json").exists():
+    stamp = params_dir / "ff_source.txt"  # what the parameters there were made from
+    made_from = stamp.read_text() if stamp.exists() else None
+    if ff.kind == "gaff" and not (
+        (params_dir / "molecule.json").exists() and made_from == ff.source
+    ):
         formula = ff.atoms.get_chemical_formula()
         made = gaff.parametrize_structure(ff.atoms, workdir, ff.smiles, ff.net_charge, formula)
         made.save(params_dir)
+        stamp.write_text(ff.source)
     params = gaff.load_parameters(params_dir)
     if ff.kind == "parameters":  # into the data's atom order
         params = gaff.match_to(params, ff.atoms)

@@ -248,7 +248,9 @@ def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--charge", type=int, default=None, help="net charge, for --ff gaff")
     p.add_argument("--reference", default="tblite", help="continued's labels (tblite, ...)")
     md = p.add_argument_group("the stress protocol of the stability study and active rounds")
-    md.add_argument("--protocol", default="nvt", choices=["nvt", "ramp"])
+    md.add_argument(
+        "--protocol", default=None, choices=["nvt", "ramp"], help="default: the profile's"
+    )
     md.add_argument("--temperature", type=float, default=None, help="K (default 500)")
     md.add_argument("--temperature-end", type=float, default=None, help="ramp: final K")
     md.add_argument("--steps", type=int, default=None, help="MD steps per replica")
@@ -296,32 +298,26 @@ def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
     if a.epochs is not None:
         spec["train"]["epochs"] = a.epochs
     for v in spec["variants"]:
-        if a.epochs is not None:
-            v["train"].pop("epochs", None)  # one budget for every variant
+        if a.epochs is not None and v["kind"] in ("scratch", "sam", "pretrained"):
+            v["train"].pop("epochs", None)  # one budget; reweighted/continued keep theirs
         if v["kind"] == "pretrained" and a.pretrain_epochs is not None:
             v["pretrain"]["epochs"] = a.pretrain_epochs
-    md = spec["md"]
-    if a.temperature is not None:
-        md["temperature_K"] = a.temperature
-    if a.steps is not None:
-        md["steps"] = a.steps
-    if a.protocol == "ramp":
-        if a.temperature_end is None:
-            raise ValueError("--protocol ramp needs --temperature-end (K)")
-        md["temperature_end_K"] = a.temperature_end
-    elif a.temperature_end is not None:
-        raise ValueError("--temperature-end belongs to --protocol ramp")
+    _protocol(spec["md"], a)
+    _check_unused(a, spec)
     if a.nve_gate:
         spec["nve_gate"] = {"steps": a.nve_gate}
         if a.nve_max_drift is not None:
             spec["nve_gate"]["max_drift_meV_per_atom_ps"] = a.nve_max_drift
-    if a.active or "active" in prof:
-        given = {
-            "replicas_per_round": a.active_replicas,
-            "max_rounds": a.active_rounds,
-            "max_replica_ps": a.max_replica_ps,
-            "max_minutes": a.active_minutes,
-        }
+    given = {
+        "replicas_per_round": a.active_replicas,
+        "max_rounds": a.active_rounds,
+        "max_replica_ps": a.max_replica_ps,
+        "max_minutes": a.active_minutes,
+    }
+    if not (a.active or "active" in prof):
+        if any(v is not None for v in given.values()):
+            raise ValueError("the --active-*/--max-replica-ps options need --active")
+    else:
         spec["active"] = {
             "replicas_per_round": 8,
             "max_rounds": 6,
@@ -331,6 +327,48 @@ def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
             "margin": a.margin,
         }
     return spec
+
+
+def _protocol(md: dict[str, Any], a: argparse.Namespace) -> None:
+    """The stress protocol into the study's ``md``: the profile's unless ``--protocol``
+    says otherwise (``nvt`` drops a profile's ramp; ``ramp`` keeps its end temperature
+    unless ``--temperature-end`` gives one)."""
+    if a.temperature is not None:
+        md["temperature_K"] = a.temperature
+    if a.steps is not None:
+        md["steps"] = a.steps
+    protocol = a.protocol or ("ramp" if "temperature_end_K" in md else "nvt")
+    if protocol == "nvt":
+        if a.temperature_end is not None:
+            raise ValueError("--temperature-end belongs to --protocol ramp")
+        md.pop("temperature_end_K", None)
+        return
+    if a.temperature_end is not None:
+        md["temperature_end_K"] = a.temperature_end
+    if "temperature_end_K" not in md:
+        raise ValueError("--protocol ramp needs --temperature-end (K)")
+
+
+def _check_unused(a: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """Options that would be silently ignored are an error, before any work."""
+    ffpt = any(v["kind"] == "pretrained" for v in spec["variants"])
+    unused = [
+        flag
+        for flag, given, used in (
+            ("--ff", a.ff, ffpt),
+            ("--smiles", a.smiles, ffpt),
+            ("--charge", a.charge, ffpt),
+            ("--pretrain-epochs", a.pretrain_epochs, ffpt),
+            ("--nve-max-drift", a.nve_max_drift, bool(a.nve_gate)),
+        )
+        if given is not None and not used
+    ]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)} would be ignored: "
+            + ("they belong to ffpt, which is not among the variants" if not ffpt else "")
+            + ("; --nve-max-drift needs --nve-gate STEPS" if "--nve-max-drift" in unused else "")
+        )
 
 
 def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -718,6 +718,8 @@ class Trainer:
         floor = self.scheduler.min_lrs[0]  # cfg.min_lr (× head factor for a head group)
         if cfg.stop_early and lr <= floor * (1 + 1e-9) and self.bad_epochs > cfg.lr_patience:
             return "min_lr"
+        if self.epoch >= cfg.epochs:  # the budget ran in full: not cut short by the clock
+            return None
         over = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
         if self._from_rank0({"over": float(over)})["over"]:  # one clock decides for all
             return "time_budget"
