@@ -283,26 +283,27 @@ def test_walls_restrain_by_hand_and_stay_out_of_the_hills():
     assert metad.bias(s).abs().max() == 0  # no hills yet: the wall is not a hill
     free = [Atoms("C2", positions=[[0, 0, 0], [1.9, 0.1, 0.05]])]  # beyond the wall
     check_potential(BiasedPotential(PairDoubleWell(A, R1, R2), metad), free, permutation=False)
-    walled = _metad(upper_walls=[(0, 1.6, 20.0)], height=0.05)
-    run = run_md(
-        DoubleWell(),
-        _dimers(4),
-        steps=3000,
-        dt=1.0,
-        integrator="langevin",
-        temperature_K=300.0,
-        friction=0.01,
-        detectors=[],
-        metadynamics=walled,
-        seed=2,
-        record_every=20,
-    )
-    d = np.array(
-        [
-            np.linalg.norm(r.positions_tn3[:, 1] - r.positions_tn3[:, 0], axis=1)
+
+    def farthest(**walls):
+        run = run_md(
+            DoubleWell(),
+            _dimers(4),
+            steps=3000,
+            dt=1.0,
+            integrator="langevin",
+            temperature_K=300.0,
+            friction=0.01,
+            detectors=[],
+            metadynamics=_metad(height=0.05, **walls),
+            seed=2,
+            record_every=20,
+        )
+        return max(
+            np.linalg.norm(r.positions_tn3[:, 1] - r.positions_tn3[:, 0], axis=1).max()
             for r in run.replicas
-        ]
-    )
-    assert d.max() < 1.75  # without the wall the hills push past R2 = 1.8 Å
+        )
+
+    assert farthest() > 1.8  # the hills push the dimers past R2 = 1.8 Å
+    assert farthest(upper_walls=[(0, 1.6, 20.0)]) < 1.75
     with pytest.raises(ValueError, match="wall"):
         _metad(upper_walls=[(1, 1.0, 1.0)])  # one CV only
