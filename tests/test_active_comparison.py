@@ -174,3 +174,32 @@ def test_a_heating_ramp_verdict_reports_failure_temperatures(tmp_path):
     assert all(
         line.count("|") == header.count("|") for line in verdict.markdown().splitlines()[3:6]
     )
+
+
+def test_verdict_figures_pool_every_round():
+    """The survival figure has one curve per variant over all its replicas (n in the
+    label), the allocation figure a bar per round and variant of the replicas it got."""
+    from ase_mlff.agents.active import verdict_figures
+    from ase_mlff.md.protocol import make_protocol
+
+    rounds = [
+        {
+            "round": 0,
+            "allocation": {"a": 2, "b": 2},
+            "results": {
+                "a": {"t_inst_fs": [10.0, None], "stable": [False, True]},
+                "b": {"t_inst_fs": [None, None], "stable": [True, True]},
+            },
+        },
+        {
+            "round": 1,
+            "allocation": {"a": 2},
+            "results": {"a": {"t_inst_fs": [30.0, 40.0], "stable": [False, False]}},
+        },
+    ]
+    ramp = make_protocol(None, steps=100, dt=0.5, temperature_K=300.0, temperature_end_K=600.0)
+    figs = verdict_figures(rounds, 50.0, ramp)
+    labels = [t.get_text() for t in figs["active_survival.png"].axes[0].get_legend().get_texts()]
+    assert labels == ["a (n = 4)", "b (n = 2)"]
+    bars = figs["active_allocation.png"].axes[0].patches
+    assert sorted(b.get_height() for b in bars) == [0, 2, 2, 2]

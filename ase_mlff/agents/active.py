@@ -319,6 +319,9 @@ class ActiveComparison:
         verdict = self._verdict(data, pairs, why, rounds)
         write_json(self.out / "verdict.json", asdict(verdict))
         (self.out / "verdict.md").write_text(verdict.markdown())
+        self.figures = verdict_figures(rounds, s.run_fs, s.protocol)
+        for name, fig in self.figures.items():
+            fig.savefig(self.out / name, dpi=120, bbox_inches="tight")
         if self.tracker is not None:
             self._track(verdict)
         return verdict
@@ -375,3 +378,56 @@ class ActiveComparison:
             )
             run.log_dict(asdict(verdict), "verdict.json")
             run.log_artifact(self.out / "verdict.md")
+            for name, fig in getattr(self, "figures", {}).items():
+                run.log_figure(fig, name)
+
+
+def verdict_figures(rounds: Sequence[Mapping[str, Any]], run_fs: float, protocol=None) -> dict:
+    """The verdict's evidence as figures, from the rounds (``round_XX.json`` contents):
+    ``active_survival.png``, each variant's Kaplan–Meier curve over all its replicas with
+    the 95 % log-log band (under a heating ramp a second axis gives the target
+    temperature); ``active_allocation.png``, the replicas each variant got per round."""
+    from ase_mlff.metrics.plots import _plt, survival_figure
+    from ase_mlff.metrics.stability import kaplan_meier
+
+    data: dict[str, tuple[list, list]] = {}
+    for rd in rounds:
+        for v, res in rd["results"].items():
+            t, st = data.setdefault(v, ([], []))
+            t.extend(float("nan") if x is None else x for x in res["t_inst_fs"])
+            st.extend(res["stable"])
+    curves = {
+        f"{v} (n = {len(t)})": kaplan_meier(np.array(t, float), np.array(st, bool), run_fs)
+        for v, (t, st) in data.items()
+    }
+    fig = survival_figure(curves)
+    ax = fig.axes[0]
+    if protocol is not None and protocol.temperature_end_K is not None:
+        top = ax.secondary_xaxis(
+            "top",
+            functions=(
+                lambda ps: (
+                    protocol.temperature_K
+                    + (protocol.temperature_end_K - protocol.temperature_K) * ps * 1000 / run_fs
+                ),
+                lambda k: (
+                    (k - protocol.temperature_K)
+                    / (protocol.temperature_end_K - protocol.temperature_K)
+                    * run_fs
+                    / 1000
+                ),
+            ),
+        )
+        top.set_xlabel("target temperature (K)")
+    plt = _plt()
+    fig2, ax2 = plt.subplots(figsize=(5, 3.2))
+    variants = list(data)
+    bottom = np.zeros(len(rounds))
+    for v in variants:
+        n = np.array([rd["allocation"].get(v, 0) for rd in rounds], float)
+        ax2.bar([rd["round"] for rd in rounds], n, bottom=bottom, label=v)
+        bottom += n
+    ax2.set(xlabel="round", ylabel="replicas run")
+    ax2.legend(fontsize=7)
+    fig2.tight_layout()
+    return {"active_survival.png": fig, "active_allocation.png": fig2}
