@@ -17,6 +17,10 @@ from ase.build import molecule
 from ase_mlff.agents.comparison import check_study_data, training_budget
 from ase_mlff.recipes import compare
 
+# the comparison trains through Ray tasks: one local Ray for this module, shut down after
+# it, so no later test finds a Ray it did not start
+pytestmark = pytest.mark.usefixtures("ray_local")
+
 
 @pytest.fixture(scope="module")
 def ethanol_file(tmp_path_factory):
