@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import Atoms
+from ase import Atoms, units
 
 from ase_mlff.agents.ff_pretraining import (
     FFPTOptions,
@@ -171,8 +171,8 @@ def walker_outcomes(run) -> dict[str, Any]:
     total = run.steps * run.dt_fs
     counts = {k: 0 for k in ("HO2", "H + O2", "O2 broken", "contact")}
     t_first, n_frames = [], 0
-    for r in run.replicas:
-        s = states(r.positions_tn3)
+    traces = [states(r.positions_tn3) for r in run.replicas]
+    for r, s in zip(run.replicas, traces):
         n_frames += len(r.positions_tn3)
         for k in counts:
             counts[k] += int(s[k].sum())
@@ -186,6 +186,7 @@ def walker_outcomes(run) -> dict[str, Any]:
         "t_unphysical_fs": t_first,
         "survival": survival_summary(t_first, stable, total),
         "reasons": [r.reason for r in run.replicas],
+        "traces": traces,  # per walker: d_OH, d_OO and the state masks of every frame
     }
 
 
@@ -204,7 +205,7 @@ def profile_oh(f2d: np.ndarray) -> np.ndarray:
     """F(d_OH) = −kT ln ∫ e^{−F(d_OH, d_OO)/kT} dd_OO, kJ/mol, min 0."""
     from scipy.special import logsumexp
 
-    kt = TEMPERATURE_K * 8.314462618e-3
+    kt = units.kB * TEMPERATURE_K * KJ_PER_EV
     p = -kt * logsumexp(-f2d / kt, axis=0)
     return p - p.min()
 
@@ -296,7 +297,6 @@ def evaluate(st: _Study, name: str, model: torch.nn.Module, dtype=torch.float32)
     for w in range(n):
         metad.write_hills(md_dir / f"HILLS.{w}", walker=w)
     res["fes_map"] = fes_map(metad, n) if n else None
-    res["traces"] = [states(r.positions_tn3) for r in run.replicas]
     res["times_fs"] = [r.times_fs for r in run.replicas]
     return res
 

@@ -617,9 +617,9 @@ class ComparisonAgent:
             "temperature_K": float(md.get("temperature_K", 500.0)),
             "dt_fs": float(md.get("dt", 0.5)),
         }
+        n_starts = min(int(g["n_starts"]), len(self.starts()))
         fits = all(
-            {k: r.get(k) for k in want} == want
-            and r.get("n_replicas") == min(int(g["n_starts"]), len(self.starts()))
+            {k: r.get(k) for k in want} == want and r.get("n_replicas") == n_starts
             for r in report.values()
         )
         if set(report) != set(checkpoints.values()) or not fits:  # other models or gate
