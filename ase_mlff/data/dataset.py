@@ -298,19 +298,26 @@ class Dataset:
         )
 
     # ---------------------------------------------------------------- storage
-    def save_npz(self, path: str | Path, compress: bool = True) -> Path:
-        """Write the native npz format (arrays + JSON provenance in one file)."""
+    def save_npz(
+        self, path: str | Path, compress: bool = True, single_precision: bool = False
+    ) -> Path:
+        """Write the native npz format (arrays + JSON provenance in one file).
+
+        ``single_precision``: store positions and forces as float32 (read back as float64),
+        half the size; energies stay float64 (total energies of ~10³ eV need it). Rounding
+        moves an atom by ~10⁻⁷ relative, far below any label's own error."""
+        vec = np.float32 if single_precision else np.float64
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "format_version": np.array(FORMAT_VERSION),
             "numbers_n": self.numbers_n,
-            "positions_nc": self.positions_nc,
+            "positions_nc": self.positions_nc.astype(vec),
             "n_atoms_s": self.n_atoms_s,
             "cell_s33": self.cell_s33,
             "pbc_s3": self.pbc_s3,
             "energy_s": self.energy_s,
-            "forces_nc": self.forces_nc,
+            "forces_nc": self.forces_nc.astype(vec),
             "weight_s": self.weight_s,
             "config_type_s": self.config_type_s,
             "provenance_json": np.array(json.dumps(self.provenance, default=str)),

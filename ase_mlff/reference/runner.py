@@ -102,7 +102,9 @@ class ReferenceKind:
     * ``keep_parts``: keep ``<out>.parts/`` after assembly (else it is removed);
     * ``threads(cfg)``: the CPUs one job takes (Ray ``num_cpus``, ``OMP_NUM_THREADS``);
     * ``resume_ignores``: config fields that do not change the results (e.g. ``workers``),
-      left out of the check that the parts of an earlier run were made with this config.
+      left out of the check that the parts of an earlier run were made with this config;
+    * ``single_precision``: the set is written with float32 positions and forces
+      (:meth:`~ase_mlff.data.dataset.Dataset.save_npz`).
     """
 
     recipe: str
@@ -113,6 +115,7 @@ class ReferenceKind:
     keep_parts: bool = False
     threads: Callable[[Any], int] = lambda cfg: 1
     resume_ignores: tuple[str, ...] = ()
+    single_precision: bool = False
 
     def cpus_per_job(self, cfg: Any) -> int:
         return max(1, int(self.threads(cfg)))
@@ -269,7 +272,7 @@ def run_reference(
         python=platform.python_version(),
         command=f"python -m ase_mlff.recipes.{kind.recipe} " + " ".join(args),
     )
-    ds.save_npz(out)
+    ds.save_npz(out, single_precision=kind.single_precision)
     provenance_path(out).write_text(json.dumps(ds.provenance, indent=2, default=str))
     if not kind.keep_parts:
         shutil.rmtree(parts_dir)
