@@ -25,7 +25,8 @@ architecture, the variants, the seeds and the MD protocol:
 Kinds: ``scratch`` (training from initial weights), ``sam`` (the same with
 sharpness-aware minimisation, paper 004's baseline), ``pretrained`` (pre-train on
 ``pretrain_data``, e.g. force-field or EAM labels, then fine-tune every weight, paper 001
-and 004), ``reweighted`` (fine-tune ``base`` with per-frame weights from its per-cluster
+and 004; or, with ``checkpoint``, fine-tune a model pre-trained on a large diverse set,
+e.g. the shipped ``organic-painn``, in its own architecture, paper 000), ``reweighted`` (fine-tune ``base`` with per-frame weights from its per-cluster
 ratio of bad points, paper 002) and ``continued`` (continued learning from ``base``:
 MD, unexplored and pre-instability frames labelled by the reference, retraining, paper 002).
 Any variant may add trainer settings in ``train`` (e.g. ``probe_every`` for the
@@ -106,6 +107,9 @@ class VariantSpec:
     train: dict[str, Any] = field(default_factory=dict)
     pretrain_data: str | None = None
     pretrain: dict[str, Any] = field(default_factory=dict)
+    #: kind ``pretrained``: fine-tune this checkpoint (a shipped model name such as
+    #: ``organic-painn``, or a folder) instead of pre-training on ``pretrain_data``
+    checkpoint: str | None = None
     base: str | None = None
     rounds: int = 2
     continued: dict[str, Any] = field(default_factory=dict)
@@ -115,8 +119,13 @@ class VariantSpec:
             raise ValueError(
                 f"variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
             )
-        if self.kind == "pretrained" and not self.pretrain_data:
-            raise ValueError(f"variant {self.name!r}: kind 'pretrained' needs pretrain_data")
+        if self.kind == "pretrained" and bool(self.pretrain_data) == bool(self.checkpoint):
+            raise ValueError(
+                f"variant {self.name!r}: kind 'pretrained' needs pretrain_data (pre-train, "
+                "then fine-tune) or checkpoint (fine-tune a pre-trained model), one of them"
+            )
+        if self.checkpoint is not None and self.kind != "pretrained":
+            raise ValueError(f"variant {self.name!r}: checkpoint belongs to kind 'pretrained'")
         if self.kind in ("reweighted", "continued") and not self.base:
             raise ValueError(f"variant {self.name!r}: kind {self.kind!r} needs a base variant")
         if not self.name or any(c in self.name for c in "/\\ "):
@@ -321,7 +330,13 @@ class _VariantJob:
 
     def __post_init__(self) -> None:
         self.train, self.val = _load_split(self.data)
-        self.model_cfg = {**self.spec.model, "species": self.train.species}
+        # the model's elements: the study's own list when it gives one (e.g. a pre-trained
+        # model's, so scratch and pretrained share the architecture down to the embedding
+        # table), else the training data's
+        self.model_cfg = {
+            **self.spec.model,
+            "species": self.spec.model.get("species") or self.train.species,
+        }
         self.trainer_kwargs: dict[str, Any] = {}
         if getattr(self.cfg, "probe_every", 0):
             n = getattr(self.cfg, "probe_starts", 4)
@@ -366,12 +381,15 @@ class _VariantJob:
         return weighted
 
     def pretrained(self) -> dict[str, Any]:
-        """Pre-train on the variant's pre-training set (5 % held out), then fine-tune."""
+        """Pre-train on the variant's pre-training set (5 % held out), then fine-tune; or,
+        with a ``checkpoint``, fine-tune that pre-trained model (its own architecture)."""
         from ase_mlff.data import load_dataset
         from ase_mlff.data.splits import holdout_split
         from ase_mlff.training.config import TrainConfig
         from ase_mlff.training.stage import run_stage
 
+        if self.v.checkpoint:
+            return self._finetune_checkpoint()
         pt_train, pt_val = holdout_split(load_dataset(self.v.pretrain_data), self.seed)
         pcfg = TrainConfig(**{**self.spec.train, **self.v.pretrain, "seed": self.seed})
         _, pre = run_stage("pretrain", self._model(), pt_train, pt_val, pcfg, self.out / "pretrain")
@@ -386,6 +404,29 @@ class _VariantJob:
             **self.trainer_kwargs,
         )
         return {"pretrain": pre, "finetune": res}
+
+    def _finetune_checkpoint(self) -> dict[str, Any]:
+        """Paper 000's protocol: every weight of a model pre-trained on a large set
+        fine-tuned on the study's data, its reference energies refitted first (another
+        level of theory, :mod:`ase_mlff.training.stage`); freezing and the head's learning
+        rate come from the variant's ``train`` (``freeze``, ``head_lr_factor``)."""
+        from ase_mlff.agents.training import checkpoint_model
+        from ase_mlff.training.stage import run_stage
+
+        path, model = checkpoint_model(self.v.checkpoint, self.train)
+        self.extra["checkpoint"] = str(self.v.checkpoint)
+        self.extra["architecture"] = dict(model.config)
+        _, res = run_stage(
+            "finetune",
+            model,
+            self.train,
+            self.val,
+            self.cfg,
+            self.out / "finetune",
+            init_from=path,
+            **self.trainer_kwargs,
+        )
+        return {"finetune": res}
 
     def continued(self) -> dict[str, Any]:
         """Paper 002's continued learning from the base checkpoint."""

@@ -111,19 +111,47 @@ def build_run(
     return model, train, val, info
 
 
+def checkpoint_model(name_or_path: str | Path, train) -> tuple[Path, torch.nn.Module]:
+    """A pre-trained checkpoint (shipped name or folder) and a fresh model of its
+    architecture to fine-tune; refuses data with elements the checkpoint never saw."""
+    from ase.data import chemical_symbols
+
+    from ase_mlff.calculators.mlff import resolve_model_path
+    from ase_mlff.models import build_model
+    from ase_mlff.models.io import read_metadata
+
+    path = resolve_model_path(name_or_path)
+    config = dict(read_metadata(path)["model"])
+    known = config.get("species")
+    if known is not None:
+        unknown = sorted(set(train.species) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{name_or_path} was trained on {', '.join(chemical_symbols[z] for z in known)}"
+                f"; the data hold {', '.join(chemical_symbols[z] for z in unknown)}, which it "
+                "has no embedding for"
+            )
+    return path, build_model(config)
+
+
 def train_and_test(
     cfg: ExperimentConfig,
     out: Path,
     experiment: str = "train",
     tracking_uri: str | None = None,
     command: str | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one configuration on its data's split (:func:`~ase_mlff.training.stage.
     run_stage`), evaluate the selected model on the test split and log everything to one
     MLflow run: the config as params, per-epoch metrics, the test metrics (also written
     into the checkpoint's ``model.json``), the learning curve and parity figures, the
     checkpoint and ``results.json``. The ``train`` recipe's whole job; returns the results
-    dict (also in ``out/results.json``)."""
+    dict (also in ``out/results.json``).
+
+    ``init_from``: fine-tune this pre-trained checkpoint (shipped name or folder, e.g.
+    ``organic-painn``) instead of training ``cfg.model`` from scratch: its architecture,
+    its weights, its reference energies refitted on the training frames (paper 000)."""
     from ase_mlff.data import load_dataset
     from ase_mlff.data.splits import split_dataset
     from ase_mlff.models import build_model
@@ -136,7 +164,10 @@ def train_and_test(
     train, val, test = ds[split.train], ds[split.val], ds[split.test]
     for part, what in ((train, "training"), (val, "validation"), (test, "test")):
         check_labels(part, what)
-    model = build_model({**cfg.model, "species": ds.species})
+    if init_from is not None:
+        init_from, model = checkpoint_model(init_from, train)
+    else:
+        model = build_model({**cfg.model, "species": ds.species})
     with exclusive_run_dir(out):  # before anything is written into it
         conflicts = identity_conflicts(out, run_identity(model, train, val, cfg.train))
         if conflicts:
@@ -144,10 +175,14 @@ def train_and_test(
                 f"{out} holds a run that differs from this one: {'; '.join(conflicts)}; "
                 "choose another --out, or delete it to start over"
             )
-        return _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, split)
+        return _train_and_test(
+            cfg, out, experiment, tracking_uri, command, ds, model, split, init_from
+        )
 
 
-def _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, split) -> dict:
+def _train_and_test(
+    cfg, out, experiment, tracking_uri, command, ds, model, split, init_from=None
+) -> dict:
     from ase_mlff.tracking import Tracker
     from ase_mlff.training.stage import run_stage
 
@@ -159,6 +194,8 @@ def _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, spli
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "data_method": ds.provenance.get("method", "unknown"),
     }
+    if init_from is not None:  # the checkpoint's architecture, not cfg.model
+        params.update(init_from=str(init_from), model_used=dict(model.config))
     with tracker.run(run_name, params=params, tags={"recipe": "train"}) as run_h:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
@@ -176,7 +213,15 @@ def _train_and_test(cfg, out, experiment, tracking_uri, command, ds, model, spli
             "command": command,
         }
         trained, result = run_stage(
-            "train", model, train, val, cfg.train, out, metadata=metadata, log_fn=run_h.log_metrics
+            "train",
+            model,
+            train,
+            val,
+            cfg.train,
+            out,
+            metadata=metadata,
+            log_fn=run_h.log_metrics,
+            init_from=init_from,
         )
         atomref = {k.removeprefix("atomref_"): v for k, v in result.extra.items()}
         run_h.log_params({f"atomref.{k}": v for k, v in atomref.items()})

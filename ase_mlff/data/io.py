@@ -28,6 +28,8 @@ SHIPPED_DATASETS = {
     "silica": "silica_gfn1.npz",
     "alanine": "alanine_amber14_gbn2.npz",
     "combustion": "ho2_spgfn2.npz",
+    "organic": "organic_gfn2.npz",
+    "md17": "md17_gfn2_500K.npz",
 }
 #: the command that regenerates each shipped dataset
 SHIPPED_RECIPES = {
@@ -40,6 +42,10 @@ SHIPPED_RECIPES = {
     "--out ase_mlff/data/shipped/alanine_amber14_gbn2.npz --workers 2",
     "combustion": "python -m ase_mlff.recipes.make_combustion_reference "
     "--out ase_mlff/data/shipped/ho2_spgfn2.npz --workers 2",
+    "organic": "python -m ase_mlff.recipes.make_diverse_reference --set diverse "
+    "--out ase_mlff/data/shipped/organic_gfn2.npz --workers 2",
+    "md17": "python -m ase_mlff.recipes.make_diverse_reference --set md17 "
+    "--out ase_mlff/data/shipped/md17_gfn2_500K.npz --workers 2",
 }
 
 #: how each shipped set is meant to be split: the test set is a whole held-out
@@ -54,6 +60,8 @@ SHIPPED_SPLITS = {
     "alanine": {"split": "trajectory", "test_groups": [1]},
     # HO2 -> H + O2: the second block of reaction-path frames (job 4) is held out
     "combustion": {"split": "trajectory", "test_groups": [4]},
+    # whole molecules held out: every 20th of the SMILES list (traj_id = mol_id)
+    "organic": {"split": "trajectory", "test_groups": list(range(10, 419, 20))},
 }
 
 

@@ -113,6 +113,23 @@ def fes_dihedrals(spec: str | None, data: str, atoms) -> dict[str, tuple[int, ..
     return dict(ASPIRIN_DIHEDRALS) if data == "aspirin" else {}
 
 
+def latent_classes(name: str, exclude: str = "") -> dict[str, Dataset]:
+    """The latent classes one dataset contributes: one per molecule for a set that labels
+    its frames by molecule (the MD17 eight: ``extra_s["molecule"]`` with the names in
+    ``provenance["molecules"]``; ``exclude`` drops the test set's own molecule), else the
+    whole set as one class."""
+    ds = load_dataset(name)
+    names = ds.provenance.get("molecules")
+    if "molecule" not in ds.extra_s or not isinstance(names, dict):
+        return {name: ds}
+    out = {}
+    for mol, idx in sorted(names.items(), key=lambda kv: kv[1]):
+        frames = np.flatnonzero(ds.extra_s["molecule"] == idx)
+        if len(frames) and mol != exclude:
+            out[mol] = ds[frames]
+    return out
+
+
 def model_analyses(
     models: dict,
     test: Dataset,
@@ -140,7 +157,7 @@ def model_analyses(
     # --- latent space (paper 000 Figs. 4-5): classes = datasets, or elements with one set
     sources: dict[str, Any] = {opts.data: test}
     for extra in opts.latent_data or []:
-        sources[str(extra)] = load_dataset(extra)
+        sources.update(latent_classes(str(extra), exclude=opts.data))
     projections, silhouettes, sil_means, labels = {}, {}, {}, None
     for name, model in models.items():
         if not hasattr(model, "atom_features"):

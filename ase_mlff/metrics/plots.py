@@ -158,24 +158,34 @@ def force_vs_stability_figure(result: dict, t_inst_by_model: dict | None = None)
     return fig
 
 
-def t_inst_vs_epoch_figure(histories: dict[str, list[dict[str, float]]]):
+def t_inst_vs_epoch_figure(histories: dict[str, Any]):
     """Mean t_inst of the training-time stability probes against the epoch, beside the
     validation force MAE (paper 000 Fig. 2b: stability varies while the force error
-    falls). ``histories``: model -> trainer history rows (those with a probe are used)."""
+    falls). ``histories``: model -> trainer history rows (those with a probe are used),
+    or model -> one history per training seed: then the points are the mean over the
+    seeds with error bars of ± one standard deviation (paper 000's three runs)."""
     plt = _plt()
     fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, hist in histories.items():
-        probed = [h for h in hist if "probe_t_inst_mean_fs" in h]
-        (line,) = ax_t.plot(
-            [h["epoch"] for h in probed],
-            [h["probe_t_inst_mean_fs"] / 1000 for h in probed],
-            marker="o",
-            label=name,
-        )
+        runs = hist if hist and isinstance(hist[0], list) else [hist]
+        t_by_epoch: dict[int, list[float]] = {}
+        f_by_epoch: dict[int, list[float]] = {}
+        for rows in runs:
+            for h in rows:
+                f_by_epoch.setdefault(int(h["epoch"]), []).append(h["val_forces_mae"] * 1e3)
+                if "probe_t_inst_mean_fs" in h:
+                    t_by_epoch.setdefault(int(h["epoch"]), []).append(
+                        h["probe_t_inst_mean_fs"] / 1000
+                    )
+        ep = sorted(t_by_epoch)
+        mean = [float(np.mean(t_by_epoch[e])) for e in ep]
+        err = [float(np.std(t_by_epoch[e])) if len(runs) > 1 else 0.0 for e in ep]
+        line = ax_t.errorbar(ep, mean, yerr=err, marker="o", capsize=3, label=name)
+        ef = sorted(f_by_epoch)
         ax_f.plot(
-            [h["epoch"] for h in hist],
-            [h["val_forces_mae"] * 1e3 for h in hist],
-            color=line.get_color(),
+            ef,
+            [float(np.mean(f_by_epoch[e])) for e in ef],
+            color=line.lines[0].get_color(),
             label=name,
         )
     ax_t.set(xlabel="epoch", ylabel="probe mean t_inst (ps)")

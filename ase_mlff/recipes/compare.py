@@ -31,6 +31,10 @@ Variants (same architecture, same fine-tuning data; docs/recipe_compare.md):
 - ``continued``: ``scratch`` continued by active learning (paper 002): MD at 800 K,
   unexplored and pre-instability frames labelled with ``--reference`` (GFN2-xTB through
   tblite by default) in Ray tasks, added, retrained.
+- ``pretrained`` (only when named in ``--variants``): paper 000's protocol, a model
+  pre-trained on a large diverse set (``--checkpoint``, default the shipped
+  ``organic-painn``, GFN2-xTB on 419 CHNO molecules) with every weight fine-tuned on the
+  data (lr 1e-4, reference energies refitted). It keeps the checkpoint's architecture.
 
 **Fair budgets.** scratch, sam and ffpt's fine-tuning take the same number of epochs on
 the same frames with the same batch size, so the same optimiser steps (early stopping off;
@@ -69,7 +73,12 @@ log = logging.getLogger(__name__)
 #: paper 001's aspirin protocol (Langevin, 2 ps⁻¹, 0.5 fs, 500 K): ase_mlff.md.protocol
 ASPIRIN_MD = PROTOCOLS["aspirin_langevin"].integration()
 
-VARIANTS = ("scratch", "ffpt", "sam", "reweighted", "continued")
+VARIANTS = ("scratch", "ffpt", "sam", "reweighted", "continued", "pretrained")
+#: run only when asked for (``--variants``): it needs a pre-trained model of the data's
+#: elements
+OPTIONAL_VARIANTS = ("pretrained",)
+#: the pre-trained model the ``pretrained`` variant fine-tunes by default (shipped)
+DEFAULT_CHECKPOINT = "organic-painn"
 
 _VARIANTS = [
     {"name": "scratch", "kind": "scratch", "train": {"lr": 1e-3}},
@@ -77,6 +86,7 @@ _VARIANTS = [
     {"name": "sam", "kind": "sam", "train": {"lr": 1e-3, "optimizer": "sam", "sam_rho": 0.05}},
     {"name": "reweighted", "kind": "reweighted", "base": "scratch", "train": {"lr": 1e-4}},
     {"name": "continued", "kind": "continued", "base": "scratch", "train": {"lr": 1e-4}},
+    {"name": "pretrained", "kind": "pretrained", "train": {"lr": 1e-4}},
 ]
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -195,17 +205,21 @@ def build_spec(
     seeds: list[int] | None,
     replicas: int | None,
     name: str = "compare",
+    checkpoint: str = DEFAULT_CHECKPOINT,
 ) -> dict[str, Any]:
     """The study spec (:class:`~ase_mlff.agents.comparison.StudySpec` as a dict) of a
-    profile for ``data``, with the chosen variants, seeds and replicas."""
+    profile for ``data``, with the chosen variants, seeds and replicas (``pretrained``
+    only when named; it fine-tunes ``checkpoint``)."""
     prof = PROFILES[profile]
     study = copy.deepcopy(prof["study"])
     chosen = []
     for v in copy.deepcopy(_VARIANTS):
-        if variants and v["name"] not in variants:
+        if v["name"] not in (variants or [n for n in VARIANTS if n not in OPTIONAL_VARIANTS]):
             continue
         v["train"] = {**v["train"], **prof["variant_train"].get(v["name"], {})}
-        if v["kind"] == "pretrained":
+        if v["name"] == "pretrained":
+            v["checkpoint"] = checkpoint
+        elif v["kind"] == "pretrained":
             v["pretrain_data"] = str(pretrain_path)
             v["pretrain"] = dict(prof["pretrain"])
         if v["kind"] == "continued":
@@ -247,6 +261,11 @@ def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--smiles", default=None, help="the molecule, for --ff gaff")
     p.add_argument("--charge", type=int, default=None, help="net charge, for --ff gaff")
     p.add_argument("--reference", default="tblite", help="continued's labels (tblite, ...)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"the pre-trained model 'pretrained' fine-tunes (default {DEFAULT_CHECKPOINT})",
+    )
     md = p.add_argument_group("the stress protocol of the stability study and active rounds")
     md.add_argument(
         "--protocol", default=None, choices=["nvt", "ramp"], help="default: the profile's"
@@ -286,7 +305,14 @@ def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
     """The study spec the command line asks for (checked by the caller)."""
     prof = PROFILES[a.profile]
     spec = build_spec(
-        a.profile, a.data, a.out / "pretrain_ff.npz", a.variants, a.seeds, a.replicas, a.name
+        a.profile,
+        a.data,
+        a.out / "pretrain_ff.npz",
+        a.variants,
+        a.seeds,
+        a.replicas,
+        a.name,
+        checkpoint=a.checkpoint or DEFAULT_CHECKPOINT,
     )
     spec["gpus_per_job"] = a.gpus_per_job
     spec["reference"] = {"name": a.reference}
@@ -300,7 +326,7 @@ def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
     for v in spec["variants"]:
         if a.epochs is not None and v["kind"] in ("scratch", "sam", "pretrained"):
             v["train"].pop("epochs", None)  # one budget; reweighted/continued keep theirs
-        if v["kind"] == "pretrained" and a.pretrain_epochs is not None:
+        if v.get("pretrain_data") and a.pretrain_epochs is not None:
             v["pretrain"]["epochs"] = a.pretrain_epochs
     _protocol(spec["md"], a)
     _check_unused(a, spec)
@@ -351,7 +377,9 @@ def _protocol(md: dict[str, Any], a: argparse.Namespace) -> None:
 
 def _check_unused(a: argparse.Namespace, spec: dict[str, Any]) -> None:
     """Options that would be silently ignored are an error, before any work."""
-    ffpt = any(v["kind"] == "pretrained" for v in spec["variants"])
+    ffpt = any(v.get("pretrain_data") for v in spec["variants"])
+    if a.checkpoint is not None and not any(v.get("checkpoint") for v in spec["variants"]):
+        raise ValueError("--checkpoint would be ignored: it belongs to the 'pretrained' variant")
     unused = [
         flag
         for flag, given, used in (
@@ -385,7 +413,7 @@ def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) 
     spec = spec_from_args(a)
     StudySpec.from_dict(spec)  # every setting checked before any work
     check_study_data(spec)
-    ffpt = any(v["kind"] == "pretrained" for v in spec["variants"])
+    ffpt = any(v.get("pretrain_data") for v in spec["variants"])
     # the force field is resolved (and AmberTools looked for) before any work
     ff = resolve_force_field(a.data, a.ff, a.smiles, a.charge) if ffpt else None
     a.out.mkdir(parents=True, exist_ok=True)

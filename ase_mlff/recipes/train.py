@@ -10,6 +10,9 @@ Profiles (explicit flags and ``--config`` override them):
   2 CPU cores: the README's main job.
 - ``default``: the shipped ``aspirin-painn`` model: 4,000/200 frames, up to 200 epochs.
 - ``paper``: 950/50 frames with the papers' long schedule (lr 1e-3, plateau decay).
+- ``organic``: the shipped ``organic-painn`` model (``--data organic``): 30,000/1,000
+  frames of the diverse GFN2-xTB CHNO set, 21 whole molecules held out for the test,
+  up to 60 epochs or 60 minutes.
 - ``fast``: the shipped ``aspirin-painn-fast`` model: the ``default`` data and schedule
   with a PaiNN of width 32, 2 interactions, 16 radial functions and a 4.5 Å cutoff, the
   speed end of the speed/accuracy choice (docs/models.md).
@@ -63,6 +66,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "lr_patience": 4,
             "early_stopping_patience": 20,
             "max_minutes": 50.0,
+        },
+    },
+    # the shipped general model organic-painn: the diverse GFN2-xTB CHNO set (419
+    # molecules; every 20th held out whole as the test set), aspirin-painn's architecture
+    # with N in its element table (docs/recipe_pretrain_finetune.md)
+    "organic": {
+        "data": {"n_train": 30_000, "n_val": 1_000},
+        "model": {"hidden": 64, "n_interactions": 3},
+        "train": {
+            "epochs": 60,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "lr_patience": 2,
+            "lr_factor": 0.5,
+            "early_stopping_patience": 8,
+            "max_minutes": 60.0,
         },
     },
     "paper": {
@@ -133,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES))
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="fine-tune this pre-trained model (shipped name, e.g. organic-painn, or a "
+        "checkpoint folder) in its own architecture, reference energies refitted",
+    )
     return p
 
 
@@ -146,7 +171,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m ase_mlff.recipes.train " + " ".join(argv)
-    res = train_and_test(cfg, out, args.experiment, args.tracking_uri, command)
+    res = train_and_test(
+        cfg, out, args.experiment, args.tracking_uri, command, init_from=args.init_from
+    )
     t = res["test"]
     print(
         f"\n{cfg.model['name']} on {cfg.data.name}: {res['n_train']} train / {res['n_val']} val / "

@@ -65,8 +65,9 @@ def refit_reference_energies(
 ) -> dict[str, float]:
     """Re-reference a (pre-trained) model to the energies of ``dataset`` (see module doc).
 
-    Only ``model.atomref.e_ref`` changes; returns the fit statistics and the energy MAE per
-    atom before and after.
+    Only ``model.atomref.e_ref`` of the elements in ``dataset`` changes (an element the new
+    data lack keeps its old value: there is nothing to fit it to); returns the fit
+    statistics and the energy MAE per atom before and after.
     """
     atomref = model.atomref
     saved = atomref.e_ref.clone()
@@ -78,6 +79,9 @@ def refit_reference_energies(
     frame = np.repeat(np.arange(len(dataset)), dataset.n_atoms_s)
     e_before = e_net + np.bincount(frame, weights=counts_ref, minlength=len(dataset))
     stats = atomref.fit(dataset, energy_offset_s=e_net, scale=False)
+    absent = torch.ones_like(saved, dtype=torch.bool)
+    absent[dataset.species] = False
+    atomref.e_ref[absent] = saved[absent]
     counts_new = atomref.e_ref.cpu().numpy()[dataset.numbers_n]
     e_after = e_net + np.bincount(frame, weights=counts_new, minlength=len(dataset))
     stats["energy_mae_per_atom_before"] = float(
