@@ -294,3 +294,26 @@ def test_the_nve_gate_fails_a_drift_outside_the_bound_and_a_run_that_blew_up(tmp
     rows = [{**row, "model": k, **got[k]} for k in "ABC"]
     assert best_by_criterion(rows) == "A"
     assert best_by_criterion([r for r in rows if r["model"] != "A"]) is None
+
+
+def test_the_pretrained_variant_fine_tunes_a_checkpoint_in_its_architecture(
+    ethanol_file, tmp_path
+):
+    """``--variants pretrained --checkpoint``: the shipped aspirin-painn (H, C, O) fine-tuned
+    on the ethanol file, its architecture kept, its reference energies refitted; it starts
+    from trained weights, so its first validation error is far below scratch's."""
+    from ase_mlff.calculators.mlff import resolve_model_path
+    from ase_mlff.models.io import read_metadata
+
+    out = tmp_path / "pt"
+    compare.main(_args(ethanol_file, out, "--variants", "scratch", "pretrained",
+                       "--checkpoint", "aspirin-painn"))
+    arch = read_metadata(resolve_model_path("aspirin-painn"))["model"]
+    info = json.loads((out / "variants" / "pretrained" / "variant_done.json").read_text())
+    scratch = json.loads((out / "variants" / "scratch" / "variant_done.json").read_text())
+    meta = read_metadata(info["checkpoint"])
+    assert meta["model"] == arch and info["extra"]["architecture"] == arch
+    assert read_metadata(scratch["checkpoint"])["model"]["hidden"] == 48  # the study's
+    assert meta["init_from"].endswith("aspirin-painn")
+    assert "refit_energy_mae_per_atom_after" in meta
+    assert info["history"][0]["val_forces_mae"] < scratch["history"][0]["val_forces_mae"]

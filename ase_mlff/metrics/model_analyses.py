@@ -130,6 +130,30 @@ def latent_classes(name: str, exclude: str = "") -> dict[str, Dataset]:
     return out
 
 
+def embeddable(sources: dict[str, Dataset], models: dict) -> dict[str, Dataset]:
+    """Each latent class cut to the frames every model can embed: a model with an element
+    table (``species``) has no embedding for another element (e.g. an aspirin model and
+    uracil's N); a class left without frames is dropped, with a log line."""
+    tables = [set(m.species) for m in models.values() if getattr(m, "species", None)]
+    if not tables:
+        return sources
+    allowed = np.array(sorted(set.intersection(*tables)))
+    out = {}
+    for name, ds in sources.items():
+        ok = np.isin(ds.numbers_n, allowed)
+        frame_ok = np.logical_and.reduceat(ok, ds.ptr_s[:-1]) if len(ds) else ok[:0]
+        if frame_ok.all():
+            out[name] = ds
+        elif frame_ok.any():
+            out[name] = ds[np.flatnonzero(frame_ok)]
+            log.info("latent class %s: %d frames with other elements left out", name,
+                     int((~frame_ok).sum()))
+        else:
+            log.info("latent class %s left out: the models have no embedding for its elements",
+                     name)
+    return out
+
+
 def model_analyses(
     models: dict,
     test: Dataset,
@@ -158,6 +182,7 @@ def model_analyses(
     sources: dict[str, Any] = {opts.data: test}
     for extra in opts.latent_data or []:
         sources.update(latent_classes(str(extra), exclude=opts.data))
+    sources = embeddable(sources, models)
     projections, silhouettes, sil_means, labels = {}, {}, {}, None
     for name, model in models.items():
         if not hasattr(model, "atom_features"):

@@ -1,0 +1,100 @@
+"""The ``pretrained`` variant (fine-tune a pre-trained checkpoint in its own architecture)
+and paper 000's study recipe ``pretrain_finetune`` (issue 16). The checkpoint here is the
+shipped ``aspirin-painn``: its elements cover aspirin, and a fine-tuning that did not start
+from its weights would show at once in the first validation error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ase_mlff.agents.training import checkpoint_model
+from ase_mlff.calculators.mlff import resolve_model_path
+from ase_mlff.data import load_dataset
+from ase_mlff.models.io import load_model, read_metadata
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def test_a_checkpoint_without_the_datas_elements_is_refused():
+    md17 = load_dataset("md17")
+    uracil = md17[np.flatnonzero(md17.extra_s["molecule"] == 7)[:3]]
+    with pytest.raises(ValueError, match="aspirin-painn was trained on H, C, O; the data hold N"):
+        checkpoint_model("aspirin-painn", uracil)
+    path, model = checkpoint_model("aspirin-painn", load_dataset("aspirin")[:3])
+    assert model.config == read_metadata(path)["model"]
+
+
+def test_refit_keeps_the_reference_energy_of_an_element_the_data_lack():
+    from ase_mlff.training.stage import refit_reference_energies
+
+    model, _ = load_model(resolve_model_path("aspirin-painn"), dtype=torch.float64)
+    model.atomref.e_ref[7] = -123.0  # an element aspirin lacks
+    before = model.atomref.e_ref.clone()
+    ethanol = load_dataset("md17")
+    ethanol = ethanol[np.flatnonzero(ethanol.extra_s["molecule"] == 2)[:20]]
+    stats = refit_reference_energies(model, ethanol)
+    after = model.atomref.e_ref
+    assert after[7] == -123.0
+    assert not torch.equal(after[[1, 6, 8]], before[[1, 6, 8]])
+    assert stats["energy_mae_per_atom_after"] < stats["energy_mae_per_atom_before"]
+
+
+def test_compare_refuses_a_checkpoint_without_the_pretrained_variant(tmp_path):
+    from ase_mlff.recipes import compare
+
+    with pytest.raises(ValueError, match="--checkpoint would be ignored"):
+        compare.main(["--data", "aspirin", "--variants", "scratch", "--checkpoint",
+                      "aspirin-painn", "--out", str(tmp_path)])
+    spec = compare.build_spec("quick", "aspirin", tmp_path / "p.npz", None, None, None)
+    assert "pretrained" not in [v["name"] for v in spec["variants"]]  # only when named
+
+
+def _run(tmp_path, *extra):
+    from ase_mlff.recipes import pretrain_finetune
+
+    return pretrain_finetune.main(
+        ["--checkpoint", "aspirin-painn", "--epochs", "2", "--n-train", "24",
+         "--probe-every", "1", "--probe-steps", "40", "--steps", "60", "--replicas", "2",
+         "--out", str(tmp_path / "ptft"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+         *extra]
+    )
+
+
+@pytest.mark.slow
+def test_pretrain_finetune_trains_both_from_the_same_architecture(tmp_path):
+    summary = _run(tmp_path, "--no-analyses")
+    out = tmp_path / "ptft"
+    arch = read_metadata(resolve_model_path("aspirin-painn"))["model"]
+    done = {
+        v: json.loads((out / "variants" / v / "variant_done.json").read_text())
+        for v in ("scratch", "pretrained")  # one seed: folders without a seed suffix
+    }
+    for v, info in done.items():  # one architecture, one budget
+        assert read_metadata(info["checkpoint"])["model"] == arch
+        assert info["stages"][{"scratch": "train", "pretrained": "finetune"}[v]][
+            "optimizer_steps"
+        ] == 2 * 2  # 24 frames / 16 per batch -> 2 steps per epoch
+    meta = read_metadata(done["pretrained"]["checkpoint"])
+    assert meta["init_from"].endswith("aspirin-painn")
+    # started from the trained weights: its first validation error is a trained model's
+    first = {v: done[v]["history"][0]["val_forces_mae"] for v in done}
+    assert first["pretrained"] < 0.2 < first["scratch"]
+    assert set(summary["h_r"]) == {"scratch_early", "scratch_late", "pretrained_early",
+                                   "pretrained_late"}
+    assert {p["epoch"] for p in summary["probes"]["scratch"]} == {1, 2}
+    assert (out / "t_inst_vs_epoch_seeds.png").exists() and (out / "h_r_early_late.png").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_finetune_with_the_paper_000_analyses(tmp_path):
+    summary = _run(tmp_path, "--latent-frames", "4")
+    ana = summary["evaluation"]["analyses"]
+    # classes: aspirin (test), the MD17 molecules an H/C/O model embeds, the CHO part of
+    # the diverse set; uracil (N) is left out
+    assert ana["latent"]["classes"] == "datasets"
+    assert {"C11-O8", "C6-O12", "C10=O7"} <= set(ana["bond_scans"])
+    assert ana["delta_f"]["n_frames"] == 100
