@@ -74,24 +74,39 @@ def water_modes():
 
 
 def test_normal_modes_match_ase_vibrations(water_modes, tmp_path):
-    """Our Hessian → frequencies against ASE's own finite-difference vibrational analysis
-    (an independent implementation) on GFN2-xTB water: three modes, same wavenumbers."""
+    """normal_modes' modes and force constants against ASE's own finite-difference
+    vibrational analysis (an independent implementation) on GFN2-xTB water: three modes,
+    free of translation and rotation, with ASE's wavenumbers (λ_i = K_i / Σ_j m_j q_ij²)."""
     from ase.vibrations import Vibrations
+
+    from ase_mlff.reference.diverse import rigid_body_basis
 
     w, hess = water_modes
     modes, k = normal_modes(w, hess)
     assert modes.shape == (3, 3, 3)
-    # unit Cartesian vectors, free of net translation
-    assert np.allclose(np.linalg.norm(modes.reshape(3, -1), axis=1), 1.0)
+    q = modes.reshape(3, -1)
+    m = np.repeat(w.get_masses(), 3)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0)
+    b = rigid_body_basis(w)
+    assert b.shape == (9, 6)
+    assert np.abs(b.T @ (q * np.sqrt(m)).T).max() < 1e-10  # no rigid-body part
+    lam = k / (q**2 * m).sum(axis=1)
+    ours_cm = np.sqrt(lam * units._e / units._amu * 1e20) / (2 * np.pi * units._c * 100)
     a = w.copy()
     a.calc = xtb()
     vib = Vibrations(a, delta=0.005, name=str(tmp_path / "vib"))
     vib.run()
     ase_cm = np.sort(np.real(vib.get_frequencies()))[-3:]
-    m = np.repeat(w.get_masses(), 3)
-    eig = np.linalg.eigvalsh(hess / np.sqrt(np.outer(m, m)))[-3:]
-    ours_cm = np.sqrt(eig * units._e / units._amu * 1e20) / (2 * np.pi * units._c * 100)
     np.testing.assert_allclose(np.sort(ours_cm), ase_cm, rtol=2e-3)
+
+
+def test_linear_molecules_keep_3n_minus_5_modes():
+    from ase_mlff.reference.diverse import rigid_body_basis
+
+    co2 = Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [1.16, 0, 0]])
+    assert rigid_body_basis(co2).shape == (9, 5)
+    modes, k = normal_modes(co2, np.eye(9))
+    assert modes.shape == (4, 3, 3)
 
 
 def test_normal_mode_samples_keep_the_harmonic_energy_bound(water_modes):
@@ -109,23 +124,37 @@ def test_normal_mode_samples_keep_the_harmonic_energy_bound(water_modes):
     assert abs(e_harm.mean() / bound - 0.5) < 0.05
 
 
+ETHANOL_BONDS = [(0, 1, False), (0, 6, False), (0, 7, False), (0, 8, False), (1, 2, False),
+                 (1, 4, False), (1, 5, False), (2, 3, False)]
+
+
 def test_a_stretched_bond_moves_the_smaller_fragment_rigidly():
     a = molecule("CH3CH2OH")  # ASE order: C C O H H H H H H; C1-O2, O2-H3
-    bonds = [(0, 1, False), (0, 6, False), (0, 7, False), (0, 8, False), (1, 2, False),
-             (1, 4, False), (1, 5, False), (2, 3, False)]
     rng = np.random.default_rng(1)
-    pos = stretched_positions(a, bonds, 40, rng, (1.5, 1.5), sigma_A=0.0)
+    pos = stretched_positions(a, ETHANOL_BONDS, 40, rng, (1.5, 1.5), sigma_A=0.0)
     for p in pos:
         moved = np.flatnonzero(np.abs(p - a.positions).max(axis=1) > 1e-12)
         shift = (p - a.positions)[moved]
         np.testing.assert_allclose(shift, shift[:1].repeat(len(moved), 0), atol=1e-12)
         # the moved side is the smaller fragment of one bond, stretched to 1.5 r0
-        (i, j), = [(i, j) for i, j, _ in bonds if (i in moved) != (j in moved)]
+        (i, j), = [(i, j) for i, j, _ in ETHANOL_BONDS if (i in moved) != (j in moved)]
         assert len(moved) <= len(a) - len(moved)
         assert np.linalg.norm(p[i] - p[j]) == pytest.approx(1.5 * a.get_distance(i, j))
-    # the C-C bond splits 4|5 atoms: the methyl side (4 atoms) moves, the rest stays
-    cc = stretched_positions(a, [(0, 1, False)], 1, rng, (1.5, 1.5), sigma_A=0.0)
-    assert cc.shape == (1, 9, 3)
+    # the C-C bond splits CH3 (4 atoms) from CH2OH (5): the methyl moves, the rest stays
+    cc = stretched_positions(a, [ETHANOL_BONDS[0]] + ETHANOL_BONDS[1:], 200, rng, (1.5, 1.5),
+                             sigma_A=0.0)
+    split = [set(np.flatnonzero(np.abs(p - a.positions).max(axis=1) > 1e-12)) for p in cc]
+    assert {0, 6, 7, 8} in split
+
+
+def test_a_stretched_ring_bond_moves_one_atom():
+    ring = molecule("C6H6")
+    bonds = [(0, 1, True)]
+    pos = stretched_positions(ring, bonds, 3, np.random.default_rng(0), (1.4, 1.4), sigma_A=0.0)
+    for p in pos:
+        moved = np.flatnonzero(np.abs(p - ring.positions).max(axis=1) > 1e-12)
+        assert list(moved) == [1]
+        assert np.linalg.norm(p[1] - p[0]) == pytest.approx(1.4 * ring.get_distance(0, 1))
 
 
 def test_frames_are_labelled_like_fresh_tblite_and_a_rerun_reuses_the_parts(tmp_path):
@@ -193,4 +222,3 @@ def test_md17_set_refuses_an_unknown_molecule():
 def test_diverse_config_checks_its_settings():
     with pytest.raises(ValueError, match="stretch_range"):
         DiverseConfig(stretch_range=(0.9, 1.5))
-    assert isinstance(Atoms, type)

@@ -94,7 +94,59 @@ def test_pretrain_finetune_with_the_paper_000_analyses(tmp_path):
     summary = _run(tmp_path, "--latent-frames", "4")
     ana = summary["evaluation"]["analyses"]
     # classes: aspirin (test), the MD17 molecules an H/C/O model embeds, the CHO part of
-    # the diverse set; uracil (N) is left out
+    # the diverse set
     assert ana["latent"]["classes"] == "datasets"
     assert {"C11-O8", "C6-O12", "C10=O7"} <= set(ana["bond_scans"])
     assert ana["delta_f"]["n_frames"] == 100
+
+
+def test_organic_painn_works_on_a_new_chno_molecule_and_refuses_sulfur():
+    """The shipped general model on molecules outside its training list: finite energy,
+    forces = −∇E (central differences), and a clear refusal of an element it never saw."""
+    from ase.build import molecule
+
+    from ase_mlff.calculators import MLFFCalculator
+
+    a = molecule("CH3CONH2")  # acetamide (its list has it; the geometry is ASE's, not its)
+    a.calc = MLFFCalculator("organic-painn", dtype="float64")
+    f = a.get_forces()
+    assert np.isfinite(a.get_potential_energy()) and np.isfinite(f).all()
+    h = 1e-4
+    for i, c in ((0, 0), (3, 2), (5, 1)):
+        p = a.positions.copy()
+        p[i, c] += h
+        a.positions = p
+        e_plus = a.get_potential_energy()
+        p[i, c] -= 2 * h
+        a.positions = p
+        e_minus = a.get_potential_energy()
+        p[i, c] += h
+        a.positions = p
+        assert f[i, c] == pytest.approx(-(e_plus - e_minus) / (2 * h), abs=1e-5)
+    s = molecule("CH3SH")
+    s.calc = MLFFCalculator("organic-painn")
+    with pytest.raises(ValueError, match="never trained on element.*S; it knows H, C, N, O"):
+        s.get_potential_energy()
+
+
+def test_the_held_out_report_errors_are_the_direct_ones():
+    """general_model_report's per-molecule force MAE against a direct evaluation through
+    the ASE calculator (another path to the same model) on the same frames."""
+    from ase_mlff.agents.general_model import held_out_report, report_markdown
+    from ase_mlff.calculators import MLFFCalculator
+
+    rep = held_out_report("organic-painn", "md17", temperatures_K=(300.0,), replicas=1, steps=20)
+    md17 = load_dataset("md17")
+    eth = md17[np.flatnonzero(md17.extra_s["molecule"] == 2)]
+    calc = MLFFCalculator("organic-painn", dtype="float64")
+    err = []
+    for i in range(len(eth)):
+        a = eth.to_atoms(i, with_labels=False)
+        a.calc = calc
+        err.append(np.abs(a.get_forces() - eth.forces_nc[eth.ptr_s[i] : eth.ptr_s[i + 1]]))
+    direct = float(np.mean(err)) * 1e3
+    assert rep["molecules"]["ethanol"]["forces_mae_meV_A"] == pytest.approx(direct, rel=1e-6)
+    assert set(rep["molecules"]) == set(md17.provenance["molecules"])
+    st = rep["molecules"]["uracil"]["stability"]["300K"]
+    assert st["replicas"] == 1 and 0 <= st["fraction_stable_ci"][0] <= st["fraction_stable_ci"][1]
+    assert report_markdown(rep).count("\n") == 2 + 8 - 1

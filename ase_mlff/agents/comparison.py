@@ -261,7 +261,14 @@ def train_variant(
 
     out, data = Path(out_dir), Path(data_dir)
     if (out / DONE).exists():
-        return json.loads((out / DONE).read_text())
+        done = json.loads((out / DONE).read_text())
+        was = done.get("extra", {}).get("checkpoint")
+        if was != variant.get("checkpoint"):
+            raise ValueError(
+                f"{out} holds variant {done['variant']} fine-tuned from {was}, not from "
+                f"{variant.get('checkpoint')}; use another --out"
+            )
+        return done
     spec = StudySpec.from_dict(study)
     v = VariantSpec(**{k: x for k, x in variant.items() if k != "base_checkpoint"})
     overrides = {**spec.train, **v.train, "seed": seed}

@@ -76,6 +76,7 @@ def study_spec(
     md: dict[str, Any],
     name: str = "pretrain_finetune",
     threads: int = 1,
+    probe_temperature_K: float | None = None,
 ) -> dict[str, Any]:
     """The comparison spec of the study (module doc): scratch and pretrained at the same
     budget and schedule, the checkpoint's architecture for both."""
@@ -84,7 +85,9 @@ def study_spec(
         "probe_every": probe_every,
         "probe_starts": probe_starts,
         "probe_steps": probe_steps,
-        "probe_temperature_K": float(md.get("temperature_K", 500.0)),
+        "probe_temperature_K": float(
+            probe_temperature_K if probe_temperature_K is not None else md.get("temperature_K", 500.0)
+        ),
     }
     return {
         "name": name,
@@ -140,15 +143,17 @@ def h_r_early_late(
     test,
     *,
     steps: int,
+    md: dict[str, Any],
     replicas: int = 4,
-    temperature_K: float = 500.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> tuple[dict[str, Any], Any]:
-    """Paper 000 Fig. 3: h(r) of Langevin MD (``replicas`` test frames, ``steps`` of
-    0.5 fs) with the first and the last probed checkpoint of each variant's seed-0 run,
-    over the stable part of each replica, against the test frames' h(r); t_inst (mean over
-    the replicas, unstable ones at their onset) in each panel. Returns numbers and figure."""
+    """Paper 000 Fig. 3: h(r) of MD from ``replicas`` test frames, ``steps`` long, with the
+    study's integration (``md``: integrator, dt, friction, temperature; a ramp's end
+    temperature is not used: h(r) is compared at the reference's temperature), with the
+    first and the last probed checkpoint of each variant's seed-0 run, over the stable
+    part of each replica, against the test frames' h(r); t_inst (mean over the replicas,
+    stable ones at the run length) in each panel. Returns numbers and figure."""
     import torch
 
     from ase_mlff.md.runner import run_md
@@ -168,17 +173,17 @@ def h_r_early_late(
             continue
         for tag, (epoch, path) in (("early", probed[0]), ("late", probed[-1])):
             model, _ = load_model(path, device=device, dtype=torch.float64)
+            integration = {k: md[k] for k in ("integrator", "dt", "friction") if k in md}
             run = run_md(
                 model,
                 starts,
                 steps=steps,
-                integrator="langevin",
-                temperature_K=temperature_K,
-                dt=0.5,
+                temperature_K=float(md.get("temperature_K", 500.0)),
                 seed=seed,
                 device=device,
+                **integration,
             )
-            t = np.where(np.isnan(run.t_inst()), steps * 0.5, run.t_inst())
+            t = run.t_inst()  # a stable replica's is the run length
             pos = [x.positions_tn3 for x in run.replicas if len(x.positions_tn3)]
             h = h_of_r(np.concatenate(pos))[1] if pos else np.zeros_like(h_ref)
             res[f"{variant}_{tag}"] = {
@@ -246,8 +251,9 @@ def pretrain_finetune(
     latent_frames: int = 40,
 ) -> dict[str, Any]:
     """Run the study (module doc) into ``out``; returns the summary (also
-    ``out/summary.json``). Resumable: finished variants, the stability study and the
-    evaluation are reused by their own mechanisms."""
+    ``out/summary.json``). Resumable: finished variants and the stability study are
+    reused (the comparison agent's own mechanism); the h(r) MD and the evaluation report
+    run again."""
     from ase_mlff.agents.comparison import ComparisonAgent
     from ase_mlff.agents.evaluation import EvaluationOptions, evaluation_report
     from ase_mlff.data import load_dataset
@@ -284,8 +290,7 @@ def pretrain_finetune(
     test_idx = held_out_frames(spec["data"], ds)
     test = ds[test_idx] if test_idx is not None else ds
     summary["h_r"], figs["h_r_early_late.png"] = h_r_early_late(
-        runs, test, steps=h_r_steps, temperature_K=float(spec["md"].get("temperature_K", 500.0)),
-        device=device,
+        runs, test, steps=h_r_steps, md=spec["md"], device=device
     )
     if analyses:
         models = [str(Path(runs[v][0]["checkpoint"])) for v in ("scratch", "pretrained")]

@@ -134,6 +134,26 @@ def checkpoint_model(name_or_path: str | Path, train) -> tuple[Path, torch.nn.Mo
     return path, build_model(config)
 
 
+#: in a ``train`` run's folder: the checkpoint it was fine-tuned from, or "scratch"
+STARTED_FROM = "started_from.txt"
+
+
+def _check_start(out: Path, init_from: str | Path | None) -> None:
+    """Refuse to resume a run in ``out`` that started from other weights (a scratch run
+    is not continued as a fine-tuning, nor the reverse); record the start otherwise."""
+    start = "scratch" if init_from is None else str(Path(init_from).resolve())
+    marker = Path(out) / STARTED_FROM
+    if marker.exists() and marker.read_text().strip() != start:
+        from ase_mlff.models.io import CheckpointError
+
+        raise CheckpointError(
+            f"{out} holds a run that started from {marker.read_text().strip()}, not from "
+            f"{start}; choose another --out, or delete it to start over"
+        )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    marker.write_text(start + "\n")
+
+
 def train_and_test(
     cfg: ExperimentConfig,
     out: Path,
@@ -169,6 +189,7 @@ def train_and_test(
     else:
         model = build_model({**cfg.model, "species": ds.species})
     with exclusive_run_dir(out):  # before anything is written into it
+        _check_start(out, init_from)
         conflicts = identity_conflicts(out, run_identity(model, train, val, cfg.train))
         if conflicts:
             raise CheckpointError(

@@ -163,7 +163,7 @@ def t_inst_vs_epoch_figure(histories: dict[str, Any]):
     validation force MAE (paper 000 Fig. 2b: stability varies while the force error
     falls). ``histories``: model -> trainer history rows (those with a probe are used),
     or model -> one history per training seed: then the points are the mean over the
-    seeds with error bars of ± one standard deviation (paper 000's three runs)."""
+    seeds with error bars of ± one sample standard deviation (paper 000's three runs)."""
     plt = _plt()
     fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, hist in histories.items():
@@ -179,7 +179,9 @@ def t_inst_vs_epoch_figure(histories: dict[str, Any]):
                     )
         ep = sorted(t_by_epoch)
         mean = [float(np.mean(t_by_epoch[e])) for e in ep]
-        err = [float(np.std(t_by_epoch[e])) if len(runs) > 1 else 0.0 for e in ep]
+        err = [
+            float(np.std(t_by_epoch[e], ddof=1)) if len(t_by_epoch[e]) > 1 else 0.0 for e in ep
+        ]
         line = ax_t.errorbar(ep, mean, yerr=err, marker="o", capsize=3, label=name)
         ef = sorted(f_by_epoch)
         ax_f.plot(

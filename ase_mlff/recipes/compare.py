@@ -15,7 +15,8 @@ conformation clusters, the start structures and h(r) assume it. A shipped set is
 its held-out trajectories; a user's file at random (the test set: every frame not drawn
 for training or validation), and its MD starts are spread over the test frames.
 
-Variants (same architecture, same fine-tuning data; docs/recipe_compare.md):
+Variants (same architecture except ``pretrained``, same fine-tuning data;
+docs/recipe_compare.md):
 
 - ``scratch``: trained from its initial weights (lr 1e-3).
 - ``ffpt``: pre-trained on classical-force-field labels of rattled structures
@@ -399,6 +400,19 @@ def _check_unused(a: argparse.Namespace, spec: dict[str, Any]) -> None:
         )
 
 
+def _check_checkpoints(spec: dict[str, Any]) -> None:
+    """A ``pretrained`` variant's checkpoint exists and knows the data's elements, before
+    any work."""
+    from ase_mlff.agents.training import checkpoint_model
+    from ase_mlff.data import load_dataset
+
+    wanted = {v["checkpoint"] for v in spec["variants"] if v.get("checkpoint")}
+    if wanted:
+        ds = load_dataset(spec["data"])
+        for ckpt in sorted(wanted):
+            checkpoint_model(ckpt, ds)
+
+
 def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     a = parser(defaults).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -413,6 +427,7 @@ def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) 
     spec = spec_from_args(a)
     StudySpec.from_dict(spec)  # every setting checked before any work
     check_study_data(spec)
+    _check_checkpoints(spec)
     ffpt = any(v.get("pretrain_data") for v in spec["variants"])
     # the force field is resolved (and AmberTools looked for) before any work
     ff = resolve_force_field(a.data, a.ff, a.smiles, a.charge) if ffpt else None

@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = _parser().parse_args(argv)
+    other = (
+        ("--frames", "--molecules")
+        if a.set == "diverse"
+        else ("--smiles", "--max-molecules", "--molecules-per-job", "--nms-frames",
+              "--md-frames", "--stretch-frames")
+    )
+    ignored = [f for f in other if any(x == f or x.startswith(f + "=") for x in argv)]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)} would be ignored: not options of --set {a.set}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     if a.set == "diverse":

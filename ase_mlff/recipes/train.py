@@ -161,9 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_model_choices(args: argparse.Namespace, argv: list[str]) -> None:
+    """With ``--init-from`` the checkpoint's architecture is used: a model choice given on
+    the command line or in ``--config`` would be ignored, so it is an error."""
+    given = [flag for flag in ("--model", "--hidden") if flag in argv]
+    if args.config:
+        import yaml
+
+        if (yaml.safe_load(args.config.read_text()) or {}).get("model"):
+            given.append(f"the model section of {args.config}")
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} would be ignored: --init-from fine-tunes the checkpoint's "
+            "own architecture"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.init_from is not None:
+        _refuse_model_choices(args, sys.argv[1:] if argv is None else argv)
     cfg = build_config(args)
     out = (
         args.out
