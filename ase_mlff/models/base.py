@@ -188,6 +188,11 @@ class CosineCutoff(nn.Module):
 class GNNPotential(Potential):
     """Shared plumbing of the message-passing potentials: edges, distances, readout."""
 
+    #: atoms per batched prediction call (:func:`ase_mlff.models.prediction.chunk_for`):
+    #: about 1.5 GB for PaiNN of width 64 with forces, against 15.6 GB at the classical
+    #: force fields' 42,000
+    prediction_chunk_atoms = 4096
+
     def __init__(self, cutoff: float, species: list[int] | None, **sizes: int) -> None:
         super().__init__()
         if not (isinstance(cutoff, numbers.Real) and cutoff > 0):

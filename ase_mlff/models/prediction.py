@@ -30,8 +30,19 @@ from ase_mlff.graph.batch import Batch
 from ase_mlff.models.base import compute_properties
 from ase_mlff.utils import DTYPES, show_progress
 
-#: atoms per batched call (2,000 aspirin frames: the fastest chunk, benchmarks/ff_labelling.py)
+#: atoms per batched call (2,000 aspirin frames: the fastest chunk for the classical force
+#: fields, benchmarks/ff_labelling.py). A model may set its own ``prediction_chunk_atoms``:
+#: message-passing models do (:class:`~ase_mlff.models.base.GNNPotential`), whose edge
+#: features with the force graph took 15.6 GB for 42,000 atoms (PaiNN, width 64)
 DEFAULT_CHUNK_ATOMS = 42_000
+
+
+def chunk_for(model: torch.nn.Module, chunk_atoms: int | None) -> int:
+    """``chunk_atoms`` when given, else the model's ``prediction_chunk_atoms``, else
+    :data:`DEFAULT_CHUNK_ATOMS`."""
+    if chunk_atoms is not None:
+        return int(chunk_atoms)
+    return int(getattr(model, "prediction_chunk_atoms", DEFAULT_CHUNK_ATOMS))
 
 
 def frame_chunks(n_atoms_s: np.ndarray, chunk_atoms: int) -> list[tuple[int, int]]:
@@ -60,7 +71,7 @@ def iter_predictions(
     dataset,
     *,
     stress: bool = False,
-    chunk_atoms: int = DEFAULT_CHUNK_ATOMS,
+    chunk_atoms: int | None = None,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float64",
     batch_size: int | None = None,
@@ -70,7 +81,8 @@ def iter_predictions(
     """Yield ``(lo, hi, out)`` per chunk of frames ``lo:hi`` of ``dataset`` (any object with
     the :class:`~ase_mlff.data.dataset.Dataset` arrays), ``out`` holding float64 ``energy``
     (hi − lo,), ``forces`` (atoms of those frames, 3) and with ``stress`` (hi − lo, 3, 3).
-    Chunks hold about ``chunk_atoms`` atoms, or ``batch_size`` frames when that is given.
+    Chunks hold about ``chunk_atoms`` atoms (default: :func:`chunk_for`), or
+    ``batch_size`` frames when that is given.
     The model is put in eval mode on ``device``; ``desc`` shows a progress bar.
     ``evaluate(model, batch)``, when given, replaces the energy/forces/stress evaluation
     (e.g. :func:`~ase_mlff.models.hybrid.part_forces`); its tensors come back as float64
@@ -83,7 +95,7 @@ def iter_predictions(
         n = len(dataset)
         bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     else:
-        bounds = frame_chunks(dataset.n_atoms_s, chunk_atoms)
+        bounds = frame_chunks(dataset.n_atoms_s, chunk_for(model, chunk_atoms))
     for lo, hi in tqdm(bounds, desc=desc, leave=False, disable=desc is None or not show_progress()):
         batch = Batch.from_dataset(
             dataset,
