@@ -150,3 +150,29 @@ def test_the_held_out_report_errors_are_the_direct_ones():
     st = rep["molecules"]["uracil"]["stability"]["300K"]
     assert st["replicas"] == 1 and 0 <= st["fraction_stable_ci"][0] <= st["fraction_stable_ci"][1]
     assert report_markdown(rep).count("\n") == 2 + 8 - 1
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path):
+    from ase_mlff.recipes import make_diverse_reference, train
+
+    with pytest.raises(ValueError, match="--nms-frames would be ignored"):
+        make_diverse_reference.main(["--set", "md17", "--nms-frames", "3", "--out",
+                                     str(tmp_path / "x.npz")])
+    with pytest.raises(ValueError, match="--frames would be ignored"):
+        make_diverse_reference.main(["--frames", "3", "--out", str(tmp_path / "x.npz")])
+    with pytest.raises(ValueError, match="--hidden would be ignored"):
+        train.main(["--init-from", "aspirin-painn", "--hidden", "32", "--out", str(tmp_path)])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  hidden: 32\n")
+    with pytest.raises(ValueError, match="model section"):
+        train.main(["--init-from", "aspirin-painn", "--config", str(cfg)])
+
+
+def test_a_run_folder_is_not_resumed_from_other_weights(tmp_path):
+    from ase_mlff.agents.training import _check_start
+    from ase_mlff.models.io import CheckpointError
+
+    _check_start(tmp_path, None)
+    _check_start(tmp_path, None)  # the same start: fine
+    with pytest.raises(CheckpointError, match="started from scratch"):
+        _check_start(tmp_path, resolve_model_path("aspirin-painn"))

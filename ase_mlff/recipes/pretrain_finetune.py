@@ -19,7 +19,7 @@ Profiles (equal budgets within each):
 
 - ``quick``: 1 seed, 30 epochs (1,800 optimiser steps), probes every 5 epochs (4 starts ×
   1 ps), stability study 8 replicas × 2 ps at 500 K.
-- ``showcase``: 3 seeds, 60 epochs, probes every 10 epochs (4 × 2 ps at 800 K), the
+- ``showcase``: 3 seeds, 30 epochs, probes every 5 epochs (4 × 2 ps at 800 K), the
   stability study 8 replicas × 10 ps heated from 500 to 1,000 K.
 - ``paper``: paper 000's length: 3 seeds, 300 epochs, probes every 50 epochs of 4 × 300 ps,
   16 replicas × 300 ps (days on a CPU; a GPU cluster through RAY_ADDRESS).
@@ -55,8 +55,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # 500 -> 1,000 K over 10 ps) and probes at 800 K (docs/recipe_pretrain_finetune.md)
     "showcase": {
         "study": {
-            "epochs": 60,
-            "probe_every": 10,
+            "epochs": 30,  # 1,800 optimiser steps per model: 6 models in ~30 min
+            "probe_every": 5,
             "probe_steps": 4_000,
             "probe_temperature_K": 800.0,
             "seeds": [0, 1, 2],
