@@ -169,10 +169,10 @@ def test_options_that_would_be_ignored_are_refused(tmp_path):
 
 
 def test_a_run_folder_is_not_resumed_from_other_weights(tmp_path):
-    from ase_mlff.agents.training import _check_start
+    from ase_mlff.agents.training import check_run_start
     from ase_mlff.models.io import CheckpointError
 
-    _check_start(tmp_path, None)
-    _check_start(tmp_path, None)  # the same start: fine
+    check_run_start(tmp_path, None)
+    check_run_start(tmp_path, None)  # the same start: fine
     with pytest.raises(CheckpointError, match="started from scratch"):
-        _check_start(tmp_path, resolve_model_path("aspirin-painn"))
+        check_run_start(tmp_path, resolve_model_path("aspirin-painn"))

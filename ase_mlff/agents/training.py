@@ -138,7 +138,7 @@ def checkpoint_model(name_or_path: str | Path, train) -> tuple[Path, torch.nn.Mo
 STARTED_FROM = "started_from.txt"
 
 
-def _check_start(out: Path, init_from: str | Path | None) -> None:
+def check_run_start(out: Path, init_from: str | Path | None) -> None:
     """Refuse to resume a run in ``out`` that started from other weights (a scratch run
     is not continued as a fine-tuning, nor the reverse); record the start otherwise."""
     start = "scratch" if init_from is None else str(Path(init_from).resolve())
@@ -189,7 +189,7 @@ def train_and_test(
     else:
         model = build_model({**cfg.model, "species": ds.species})
     with exclusive_run_dir(out):  # before anything is written into it
-        _check_start(out, init_from)
+        check_run_start(out, init_from)
         conflicts = identity_conflicts(out, run_identity(model, train, val, cfg.train))
         if conflicts:
             raise CheckpointError(
