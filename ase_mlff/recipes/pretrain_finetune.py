@@ -1,7 +1,7 @@
 """Paper 000 offline: does pre-training on a large, diverse set make a more stable aspirin
 model than training from scratch at the same fine-tuning budget?
 
-    python -m ase_mlff.recipes.pretrain_finetune --profile quick       # ~20 min, 2 cores
+    python -m ase_mlff.recipes.pretrain_finetune --profile quick       # 1 seed
     python -m ase_mlff.recipes.pretrain_finetune --profile showcase    # 3 seeds
     python -m ase_mlff.recipes.pretrain_finetune --checkpoint runs/my-general-model/best
 
@@ -55,7 +55,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # 500 -> 1,000 K over 10 ps) and probes at 800 K (docs/recipe_pretrain_finetune.md)
     "showcase": {
         "study": {
-            "epochs": 30,  # 1,800 optimiser steps per model: 6 models in ~30 min
+            "epochs": 30,  # 1,800 optimiser steps per model (8.5-10 min each on one core)
             "probe_every": 5,
             "probe_steps": 4_000,
             "probe_temperature_K": 800.0,
