@@ -101,28 +101,21 @@ def test_pretrain_finetune_with_the_paper_000_analyses(tmp_path):
 
 
 def test_organic_painn_works_on_a_new_chno_molecule_and_refuses_sulfur():
-    """The shipped general model on molecules outside its training list: finite energy,
-    forces = −∇E (central differences), and a clear refusal of an element it never saw."""
+    """The shipped general model on molecules outside its training geometries: finite
+    energy, the shared potential checks (forces = −∇E, invariance, batching), and a clear
+    refusal of an element it never saw."""
     from ase.build import molecule
 
     from ase_mlff.calculators import MLFFCalculator
 
+    from tests.potential_checks import check_potential
+
     a = molecule("CH3CONH2")  # acetamide (its list has it; the geometry is ASE's, not its)
     a.calc = MLFFCalculator("organic-painn", dtype="float64")
-    f = a.get_forces()
-    assert np.isfinite(a.get_potential_energy()) and np.isfinite(f).all()
-    h = 1e-4
-    for i, c in ((0, 0), (3, 2), (5, 1)):
-        p = a.positions.copy()
-        p[i, c] += h
-        a.positions = p
-        e_plus = a.get_potential_energy()
-        p[i, c] -= 2 * h
-        a.positions = p
-        e_minus = a.get_potential_energy()
-        p[i, c] += h
-        a.positions = p
-        assert f[i, c] == pytest.approx(-(e_plus - e_minus) / (2 * h), abs=1e-5)
+    assert np.isfinite(a.get_potential_energy()) and np.isfinite(a.get_forces()).all()
+    # the shared finite-difference, invariance and batching checks of every potential
+    model, _ = load_model(resolve_model_path("organic-painn"), dtype=torch.float64)
+    check_potential(model, [a, molecule("C5H5N"), molecule("HCOOH")])
     s = molecule("CH3SH")
     s.calc = MLFFCalculator("organic-painn")
     with pytest.raises(ValueError, match="never trained on element.*S; it knows H, C, N, O"):

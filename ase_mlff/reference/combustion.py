@@ -182,21 +182,12 @@ def _label(
 
 
 def single_point(atoms: Atoms, method: str = "GFN2-xTB") -> tuple[float, np.ndarray]:
-    """spGFN2-xTB energy and forces of one frame from a fresh calculator (no previous
-    wave function as the guess: the frames are unrelated); an SCF that does not converge
-    is tried once more with damped mixing and 500 iterations. Raises RuntimeError when
-    that fails too."""
-    from ase.calculators.calculator import CalculationFailed
+    """spGFN2-xTB energy and forces of one frame (doublet, spin polarisation on) from a
+    fresh calculator, with the damped retry of
+    :func:`ase_mlff.reference.diverse.single_point`; RuntimeError when that fails too."""
+    from ase_mlff.reference.diverse import single_point as xtb_single_point
 
-    for extra in ({}, {"mixer_damping": 0.1, "max_iterations": 500}):
-        a = atoms.copy()
-        a.calc = spgfn2(method)
-        a.calc.set(**extra)
-        try:
-            return float(a.get_potential_energy()), a.get_forces().copy()
-        except CalculationFailed as err:
-            last = err
-    raise RuntimeError(f"spGFN2-xTB SCF did not converge: {last}")
+    return xtb_single_point(atoms, method, multiplicity=2, spin_polarization=1.0)
 
 
 def _run_job(cfg: CombustionConfig, job: Job, path: Path) -> None:
