@@ -28,11 +28,15 @@ from ase_mlff.graph.geometry import minimum_image, minimum_image_torch, perceive
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
+    """Median wall time of ``fn`` in ms; CUDA work is waited for (kernels launch async)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     out = fn()  # warm-up (and the result)
     times = []
     for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(times)), out
 

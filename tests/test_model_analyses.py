@@ -74,6 +74,24 @@ def test_atom_embeddings_shape_and_labels(name, aspirin_ds):
     np.testing.assert_allclose(sub[21:], feats[84:105], atol=1e-5)
 
 
+def test_frame_pooled_embeddings_are_each_frames_mean(aspirin_ds):
+    """pool="frame": one sample per frame, the mean of that frame's atom embeddings, for
+    frames of different sizes (21-atom aspirin, 9-atom ethanol, 3-atom water)."""
+    model = tiny("painn")
+    mols = [molecule("CH3CH2OH"), molecule("H2O")]
+    data = {"aspirin": aspirin_ds[:3], "small": mols}
+    atoms_f, _, _ = latent.atom_embeddings(model, data, batch_size=2)
+    feats, labels, sizes = latent.atom_embeddings(model, data, batch_size=2, pool="frame")
+    assert feats.shape == (5, 8)
+    assert list(labels) == ["aspirin"] * 3 + ["small"] * 2
+    np.testing.assert_array_equal(sizes, [21, 21, 21, 9, 3])
+    bounds = np.cumsum([0, 21, 21, 21, 9, 3])
+    for k in range(5):
+        np.testing.assert_allclose(feats[k], atoms_f[bounds[k] : bounds[k + 1]].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="pool"):
+        latent.atom_embeddings(model, data, pool="molecule")
+
+
 def test_atom_embeddings_needs_atom_features():
     with pytest.raises(TypeError, match="HarmonicDimer"):
         latent.atom_embeddings(HarmonicDimer(), [Atoms("H2", positions=[[0, 0, 0], [0, 0, 1]])])

@@ -580,6 +580,10 @@ def test_unknown_data_and_a_study_folder_without_a_study_are_named(tmp_path):
         load_dataset("nonexistent_set")
     with pytest.raises(FileNotFoundError, match="is not a stability study directory"):
         evaluation_report(EvaluationOptions(stability=tmp_path, out=tmp_path / "r"))
+    with pytest.raises(ValueError, match="latent_pool='frame' needs latent_data"):
+        evaluation_report(
+            EvaluationOptions(model=["aspirin-painn"], latent_pool="frame", out=tmp_path / "r")
+        )
 
 
 def test_fine_tuning_from_a_checkpoint_of_another_architecture_is_refused(tmp_path):

@@ -95,8 +95,10 @@ def test_pretrain_finetune_with_the_paper_000_analyses(tmp_path):
     ana = summary["evaluation"]["analyses"]
     # classes: aspirin (test), the MD17 molecules an H/C/O model embeds, the CHO part of
     # the diverse set
-    assert ana["latent"]["classes"] == "datasets"
-    assert {"C11-O8", "C6-O12", "C10=O7"} <= set(ana["bond_scans"])
+    assert ana["latent"]["classes"] == "datasets" and ana["latent"]["samples"] == "frame"
+    # the report names the models by variant and seed
+    assert set(ana["latent"]["silhouette_mean"]) == {"scratch-s0", "pretrained-s0"}
+    assert {"C11-O8", "C6-O12", "C10-O7"} <= set(ana["bond_scans"])
     assert ana["delta_f"]["n_frames"] == 100
 
 

@@ -201,6 +201,7 @@ class EvaluationOptions:
     cluster_features: str = "aligned"
     latent_data: tuple[str, ...] | list[str] | None = None
     latent_frames: int = 40
+    latent_pool: str = "atom"
     bonds: str | None = None
     dihedrals: str | None = None
     reference_frame: int = 21
@@ -222,6 +223,7 @@ class EvaluationOptions:
             data=self.data,
             latent_data=tuple(self.latent_data or ()),
             latent_frames=self.latent_frames,
+            latent_pool=self.latent_pool,
             bonds=self.bonds,
             dihedrals=self.dihedrals,
             reference_frame=self.reference_frame,
@@ -394,6 +396,13 @@ def check_inputs(opts: EvaluationOptions, specs: list[str], test: Dataset, molec
 
     if opts.stability is not None:
         study_rows(opts.stability, specs, model_dirs(specs))
+    if opts.latent_pool not in ("atom", "frame"):
+        raise ValueError(f"latent_pool must be 'atom' or 'frame', got {opts.latent_pool!r}")
+    if opts.latent_pool == "frame" and not opts.latent_data and not opts.no_analyses:
+        raise ValueError(
+            "latent_pool='frame' needs latent_data: with one dataset the classes are the "
+            "elements, which only per-atom samples have"
+        )
     if not molecule:
         return
     atoms = test.to_atoms(0, with_labels=False)

@@ -24,7 +24,7 @@ and finds, at equal force MAE, t_inst of 274 ± 45 ps against 43 ± 26 ps from s
   (Fig. 3); the evaluation report of the seed-0 models
   (:func:`~ase_mlff.agents.evaluation.evaluation_report`): force metrics, latent t-SNE and
   UMAP with classes = the test molecule, the other seven MD17 molecules and the diverse
-  set, per-class silhouettes and their histograms (Figs. 4–5), bond-force scans of C11–O8,
+  set, a sample per frame by default (``latent_pool``), per-class silhouettes and their histograms (Figs. 4–5), bond-force scans of C11–O8,
   C6–O12 and C10=O7 against GFN2-xTB (Fig. 6) and the ΔF MAE over the 100 configurations
   nearest a reference frame (Fig. 7); ``summary.json`` sets the numbers beside the paper's.
 """
@@ -239,6 +239,22 @@ def seed_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def named_models(folder: Path, infos: dict[str, dict]) -> list[str]:
+    """Links ``folder/<variant>-s<seed>`` to each run's checkpoint, so that the evaluation
+    report labels its models by variant and seed (it names a model by its folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for variant, info in infos.items():
+        link = folder / f"{variant}-s{info['seed']}"
+        target = Path(info["checkpoint"]).resolve()
+        if link.is_symlink() and link.resolve() != target:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+        paths.append(str(link))
+    return paths
+
+
 def pretrain_finetune(
     spec: dict[str, Any],
     out: Path,
@@ -248,7 +264,8 @@ def pretrain_finetune(
     tracking_uri: str | None = None,
     device: str = "cpu",
     analyses: bool = True,
-    latent_frames: int = 40,
+    latent_frames: int = 200,
+    latent_pool: str = "frame",
 ) -> dict[str, Any]:
     """Run the study (module doc) into ``out``; returns the summary (also
     ``out/summary.json``). Resumable: finished variants and the stability study are
@@ -293,13 +310,14 @@ def pretrain_finetune(
         runs, test, steps=h_r_steps, md=spec["md"], device=device
     )
     if analyses:
-        models = [str(Path(runs[v][0]["checkpoint"])) for v in ("scratch", "pretrained")]
+        models = named_models(out / "models", {v: runs[v][0] for v in ("scratch", "pretrained")})
         ev, _, _ = evaluation_report(
             EvaluationOptions(
                 model=models,
                 data=spec["data"],
                 latent_data=("md17", "organic"),
                 latent_frames=latent_frames,
+                latent_pool=latent_pool,
                 out=out / "evaluation",
                 experiment=experiment,
                 tracking_uri=tracking_uri,

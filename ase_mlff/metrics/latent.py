@@ -77,8 +77,10 @@ def atom_embeddings(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     max_frames: int | None = None,
+    pool: str = "atom",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-atom embeddings ``model.atom_features(batch)`` of every atom of every frame.
+    """Per-atom embeddings ``model.atom_features(batch)`` of every atom of every frame, or
+    with ``pool="frame"`` their mean over each frame's atoms (one sample per configuration).
 
     Args:
         model: a potential with ``atom_features(batch) -> (N, F)`` (SchNet, PaiNN: the
@@ -90,11 +92,19 @@ def atom_embeddings(
             take the parameters' dtype; the frames go through the one batched loop
             (:func:`~ase_mlff.models.prediction.iter_predictions`, model in eval mode).
         max_frames: per dataset, at most this many frames, evenly spread over it.
+        pool: ``"atom"`` (a sample per atom) or ``"frame"`` (a sample per frame: the mean
+            of its atoms' embeddings). Paper 000 (Figs. 4-5) stacks "samples" of the eight
+            MD17 molecules and OC20 and finds each molecule a compact cluster; per atom,
+            the same chemical environment (an aromatic C-H, say) recurs in many molecules,
+            so per-frame samples are what can form one cluster per molecule.
 
     Returns:
-        ``features`` (M, F) float64, ``labels`` (M,) dataset name of each atom and
-        ``numbers`` (M,) its atomic number; M = total atoms of the frames used.
+        ``features`` (M, F) float64, ``labels`` (M,) dataset name of each sample and
+        ``numbers`` (M,) the atomic number of each atom (``pool="atom"``; M = total atoms
+        of the frames used) or the atom count of each frame (``pool="frame"``; M = frames).
     """
+    if pool not in ("atom", "frame"):
+        raise ValueError(f"pool must be 'atom' or 'frame', got {pool!r}")
     if not _has_atom_features(model):
         raise TypeError(
             f"{type(model).__name__} has no atom_features(batch) method: latent-space "
@@ -122,10 +132,15 @@ def atom_embeddings(
             device=device,
             evaluate=lambda m, b: {"h": m.atom_features(b)},
         )
-        for _, _, out in chunks:
-            feats.append(out["h"])
-        numbers.append(np.asarray(sub.numbers_n))
-        labels.append(np.full(len(sub.numbers_n), name, dtype=object))
+        h = np.concatenate([out["h"] for _, _, out in chunks])
+        if pool == "frame":
+            ptr = np.asarray(sub.ptr_s)
+            h = np.add.reduceat(h, ptr[:-1], axis=0) / np.diff(ptr)[:, None]
+            numbers.append(np.diff(ptr))
+        else:
+            numbers.append(np.asarray(sub.numbers_n))
+        feats.append(h)
+        labels.append(np.full(len(h), name, dtype=object))
     return (
         np.concatenate(feats),
         np.concatenate(labels).astype(str),

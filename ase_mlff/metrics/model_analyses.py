@@ -30,7 +30,8 @@ class AnalysisOptions:
 
     ``data``: the test set's name (``aspirin`` selects paper 000's three bonds and the two
     soft torsions); ``latent_data``: further datasets as latent classes (else the classes
-    are elements), ``latent_frames`` frames of each; ``bonds``/``dihedrals``: ``'i-j,...'``
+    are elements), ``latent_frames`` frames of each, ``latent_pool`` a sample per
+    ``"atom"`` or per ``"frame"`` (:func:`~ase_mlff.metrics.latent.atom_embeddings`); ``bonds``/``dihedrals``: ``'i-j,...'``
     and ``'a-b-c-d,...'`` (0-based) instead of the defaults; ``reference_frame`` and
     ``n_nearest``: the centre and size of the ΔF MAE neighbourhood (paper 000);
     ``seed`` of the projections; ``device``/``dtype`` of model evaluations.
@@ -39,6 +40,7 @@ class AnalysisOptions:
     data: str = ""
     latent_data: tuple[str, ...] = ()
     latent_frames: int = 40
+    latent_pool: str = "atom"
     bonds: str | None = None
     dihedrals: str | None = None
     reference_frame: int = 21
@@ -188,7 +190,9 @@ def model_analyses(
         if not hasattr(model, "atom_features"):
             log.info("%s has no atom features: no latent-space analysis", name)
             continue
-        feats, labs, numbers = atom_embeddings(model, sources, max_frames=opts.latent_frames)
+        feats, labs, numbers = atom_embeddings(
+            model, sources, max_frames=opts.latent_frames, pool=opts.latent_pool
+        )
         if len(sources) == 1:
             labs = np.array([chemical_symbols[z] for z in numbers])
         la = latent_analysis(feats, labs, methods=("tsne", "umap"), max_points=3000, seed=opts.seed)
@@ -200,6 +204,7 @@ def model_analyses(
     if projections:
         res["latent"] = {
             "classes": "datasets" if len(sources) > 1 else "elements",
+            "samples": opts.latent_pool,
             "silhouette_mean": sil_means,
         }
         figs["latent.png"] = latent_figure(projections, labels, silhouettes=sil_means)

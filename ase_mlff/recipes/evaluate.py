@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-features", default="aligned", choices=["aligned", "distances"])
     p.add_argument("--latent-data", action="append", default=None, help="extra latent classes")
     p.add_argument("--latent-frames", type=int, default=40, help="frames per latent dataset")
+    p.add_argument(
+        "--latent-pool",
+        default="atom",
+        choices=["atom", "frame"],
+        help="a latent sample per atom, or per frame (mean of its atoms)",
+    )
     p.add_argument("--bonds", default=None, help="bonds to scan, e.g. '10-6,5-11' (0-based)")
     p.add_argument("--dihedrals", default=None, help="torsions for F(φ), e.g. '0-5-10-7'")
     p.add_argument("--reference-frame", type=int, default=21, help="ΔF MAE centre (paper 000)")

@@ -94,7 +94,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="MD steps of the study and h(r)")
     p.add_argument("--probe-every", type=int, default=None, help="epochs between probes")
     p.add_argument("--probe-steps", type=int, default=None, help="MD steps of a probe")
-    p.add_argument("--latent-frames", type=int, default=40, help="frames per latent class")
+    p.add_argument("--latent-frames", type=int, default=200, help="frames per latent class")
+    p.add_argument(
+        "--latent-pool",
+        default="frame",
+        choices=["frame", "atom"],
+        help="a latent sample per frame (mean of its atoms; default) or per atom",
+    )
     p.add_argument("--no-analyses", action="store_true", help="skip latent/scans/ΔF")
     p.add_argument("--out", type=Path, default=None, help="default runs/pretrain_finetune")
     p.add_argument("--experiment", default="pretrain_finetune")
@@ -131,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out,
         h_r_steps=a.steps or prof["h_r_steps"],
         latent_frames=a.latent_frames,
+        latent_pool=a.latent_pool,
         experiment=a.experiment,
         tracking_uri=a.tracking_uri,
         device=a.device,
