@@ -201,32 +201,34 @@ def test_selecting_replicas_slices_every_declared_field():
         np.testing.assert_array_equal(getattr(sub, f).numpy(), getattr(state, f)[[0, 2]].numpy())
     for k, v in state.thermostat.items():
         np.testing.assert_array_equal(sub.thermostat[k].numpy(), v[[0, 2]].numpy())
-    assert sub.generators == [state.generators[0], state.generators[2]]
     np.testing.assert_array_equal(sub.batch.pos_nc.numpy(), state.batch.pos_nc[atoms].numpy())
     assert sub.batch.n_atoms_s.tolist() == [21, 12] and sub.step == state.step
     assert set(ATOM_FIELDS) | set(SYSTEM_FIELDS) | {
         "batch",
         "step",
-        "generators",
         "thermostat",
     } == {f.name for f in fields(type(state))}  # every field declared: none forgotten
 
 
 def test_replica_streams_follow_the_documented_seed_recipe():
-    """Replica r's generator is seeded with SeedSequence([seed, r]).generate_state(1,
-    uint64)[0] mod (2⁶³ − 1) (numpy, computed here), whatever else is in the batch; a
-    state made without streams still selects replicas."""
-    from ase_mlff.md.state import MDState, make_generators
+    """Replica r's key is SeedSequence([seed, r]).generate_state(1, uint64)[0] as an int64
+    bit pattern (numpy, computed here), whatever else is in the batch; its draws are
+    counted per replica; a state made without streams still selects replicas but refuses
+    to draw noise."""
+    from ase_mlff.md.state import MDState, draw_normals
 
-    ids = list(range(24))
-    gens = make_generators(7, ids, "cpu")
-    for r, g in zip(ids, gens, strict=True):
-        state = np.random.SeedSequence([7, r]).generate_state(1, dtype=np.uint64)[0]
-        assert g.initial_seed() == int(state) % (2**63 - 1), r
-    images = _aspirins(2)
-    s = init_state(ElasticNetwork(images), images, temperature_K=300, seed=0)
+    images = _aspirins(3)
+    s = init_state(ElasticNetwork(images), images, temperature_K=300, seed=7, replica_ids=[4, 0, 9])
+    for r, key in zip([4, 0, 9], s.noise_key_s.tolist(), strict=True):
+        word = int(np.random.SeedSequence([7, r]).generate_state(1, dtype=np.uint64)[0])
+        assert key % (1 << 64) == word, r
+    assert s.noise_count_s.tolist() == [1, 1, 1]  # the Maxwell-Boltzmann draw
+    s = langevin_baoab_step(s, ElasticNetwork(images), dt=0.5, temperature_K=300)
+    assert s.noise_count_s.tolist() == [2, 2, 2]
     bare = MDState(
         batch=s.batch, vel_nc=s.vel_nc, mass_n=s.mass_n, forces_nc=s.forces_nc, energy_s=s.energy_s
     )
-    one = bare.select(torch.tensor([False, True]))
-    assert one.generators == [] and one.batch.n_systems == 1
+    one = bare.select(torch.tensor([False, True, False]))
+    assert one.noise_key_s is None and one.batch.n_systems == 1
+    with pytest.raises(ValueError, match="no random streams"):
+        draw_normals(one)

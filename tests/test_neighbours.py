@@ -31,8 +31,8 @@ def _reference(atoms, cutoff):
 
 @pytest.fixture(params=["vesin", "torch"])
 def method(request, monkeypatch):
-    """Both neighbour-list methods: vesin for periodic systems on the CPU (the default),
-    and the torch search every device other than the CPU uses for them."""
+    """Both neighbour-list methods for periodic systems: vesin (the default, on every
+    device) and the torch search (``USE_VESIN = False``)."""
     import ase_mlff.graph.neighbours as nb
 
     monkeypatch.setattr(nb, "USE_VESIN", request.param == "vesin")

@@ -85,8 +85,10 @@ def test_langevin_velocity_autocorrelation_decays_at_the_friction_rate():
 
 
 def test_langevin_baoab_steps_by_hand_with_the_same_noise():
-    """Three BAOAB steps of two aspirin replicas written out here, with the noise drawn from
-    copies of the replicas' own generators and the forces from ASE (MLFFCalculator):
+    """Three BAOAB steps of two aspirin replicas written out here, with the noise computed
+    here from each replica's key and draw count (SplitMix64 words in Python integers,
+    Box-Muller in numpy: tests/test_md_noise.py's reference) and the forces from ASE
+    (MLFFCalculator):
     B v += h F/2m; A x += h v/2; O v = c₁ v + √((1 - c₁²) k_B T/m) ξ, c₁ = e^{-γ dt}, then
     each replica's centre-of-mass velocity removed; A; forces; B. Without ``friction`` the
     step uses the papers' γ = 0.01 fs⁻¹. Positions and velocities agree to 1e-10."""
@@ -99,11 +101,10 @@ def test_langevin_baoab_steps_by_hand_with_the_same_noise():
         starts.append(a)
     dt, temp, gamma = 0.5, 500.0, 0.01
     state = init_state(model, starts, temperature_K=temp, seed=3)
-    gens = []
-    for g in state.generators:
-        c = torch.Generator()
-        c.set_state(g.get_state())
-        gens.append(c)
+    from tests.test_md_noise import reference_normals
+
+    keys = state.noise_key_s.tolist()
+    assert state.noise_count_s.tolist() == [1, 1]
     n = len(ref)
     m = np.tile(ref.get_masses(), 2)[:, None]
     x = state.batch.pos_nc.numpy().copy()
@@ -126,9 +127,7 @@ def test_langevin_baoab_steps_by_hand_with_the_same_noise():
     for k in range(3):
         v = v + 0.5 * h * f / m
         x = x + 0.5 * h * v
-        xi = np.concatenate(
-            [torch.randn((n, 3), generator=g, dtype=torch.float64).numpy() for g in gens]
-        )
+        xi = np.concatenate([reference_normals(key, 1 + k, n) for key in keys])
         v = c1 * v + sigma * xi
         for r in range(2):
             sl = slice(r * n, (r + 1) * n)

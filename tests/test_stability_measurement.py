@@ -334,7 +334,9 @@ def _pull_every_bond(
         assert crossing[s] <= r.t_inst_fs <= crossing[s] + 2 * check * dt, (
             f"bond {i}-{j}: passed Δ at {crossing[s]} fs, flagged at {r.t_inst_fs} fs"
         )
-    assert watched.replicas[nb].stable
+    # the control raises no bond alarm (its network has bonds only, no angle terms, so two
+    # hydrogens of one carbon may meet: with seed 7 the overlap criterion stops it at 50 fs)
+    assert "bond_length" not in watched.replicas[nb].fired_fs
 
 
 def test_every_pulled_aspirin_bond_is_caught_by_the_bond_criterion():

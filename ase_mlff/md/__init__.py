@@ -20,7 +20,7 @@ from ase_mlff.md.integrators import (
     velocity_verlet_step,
 )
 from ase_mlff.md.runner import INTEGRATORS, MDRun, ReplicaResult, run_md
-from ase_mlff.md.state import MDState, init_state, make_generators, remove_com_velocity
+from ase_mlff.md.state import MDState, draw_normals, init_state, remove_com_velocity
 from ase_mlff.md.validation import MDParameterError, validate_md_parameters
 
 __all__ = [
@@ -43,8 +43,8 @@ __all__ = [
     "run_md",
     "init_nose_hoover_chain",
     "init_state",
+    "draw_normals",
     "langevin_baoab_step",
-    "make_generators",
     "nose_hoover_chain_step",
     "nose_hoover_conserved",
     "remove_com_velocity",

@@ -20,13 +20,15 @@ constant in fs. Observers (trajectory storage, detectors) live outside the step.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import replace
 
 import torch
 from ase import units
 from torch import Tensor
 
-from ase_mlff.md.state import MDState, randn_per_replica, remove_com_velocity
+from ase_mlff.md.state import MDState, draw_normals, remove_com_velocity
 from ase_mlff.models.base import compute_properties
 
 #: The MD defaults, defined once: the step functions' keyword defaults and the fields of
@@ -86,11 +88,12 @@ def langevin_baoab_step(
     """
     h = dt * units.fs
     inv_m = (1.0 / state.mass_n)[:, None]
-    c1 = torch.exp(torch.tensor(-friction * dt, dtype=state.vel_nc.dtype))
+    c1 = math.exp(-friction * dt)
     sigma = torch.sqrt((1 - c1**2) * units.kB * temperature_K * inv_m)
     vel = state.vel_nc + 0.5 * h * state.forces_nc * inv_m  # B
     pos = state.batch.pos_nc + 0.5 * h * vel  # A
-    vel = c1 * vel + sigma * randn_per_replica(state)  # O
+    xi, state = draw_normals(state)
+    vel = c1 * vel + sigma * xi  # O
     # the noise would also heat the centre-of-mass motion; keep it fixed, so the replicas'
     # 3N-3 degrees of freedom are the thermalised ones (as ASE's Langevin with FixCom)
     vel = remove_com_velocity(vel, state.mass_n, state.batch.system_n, state.batch.n_systems)

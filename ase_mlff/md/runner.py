@@ -73,7 +73,8 @@ def _save_checkpoint(
                 if state.batch.ref_pos_nc is not None
                 else {}
             ),
-            generators=[g.get_state() for g in state.generators],
+            # each replica's random stream is (key, draws taken): the count is its state
+            noise_count=state.noise_count_s.detach().cpu(),
             thermostat={k: v.detach().cpu() for k, v in state.thermostat.items()},
         )
     tmp = path.with_suffix(".tmp")
@@ -105,8 +106,13 @@ def _load_checkpoint(
         det.load_state_dict(det_state)
     state = state0.select(keep)
     dev, dt = state.batch.device, state.batch.dtype
-    for g, g_state in zip(state.generators, data["generators"]):
-        g.set_state(g_state)
+    if "noise_count" not in data:
+        raise ValueError(
+            f"{path} was written by an earlier version whose replicas drew their noise from "
+            "torch generators; this one cannot continue those streams: remove it or use "
+            "another traj_dir"
+        )
+    state = replace(state, noise_count_s=data["noise_count"].to(dev))
     cell = data["cell"].to(device=dev, dtype=dt) if "cell" in data else None
     batch = state.batch
     if "ref_pos" in data:  # the graph the run had, built where it was built

@@ -16,13 +16,14 @@ from ase.data import atomic_masses
 from torch import Tensor
 
 from ase_mlff.graph.batch import Batch
+from ase_mlff.md.noise import DRAW_BLOCK, replica_keys, replica_normals
 from ase_mlff.models.base import compute_properties, scatter_sum
 
 #: the :class:`MDState` fields indexed by atom (first dimension = atoms of the batch)
 ATOM_FIELDS = ("vel_nc", "mass_n", "forces_nc")
-#: the fields indexed by replica (first dimension = replicas; None allowed); the
-#: ``generators`` list and every ``thermostat`` tensor are per replica as well
-SYSTEM_FIELDS = ("energy_s", "stress_s33")
+#: the fields indexed by replica (first dimension = replicas; None allowed); every
+#: ``thermostat`` tensor is per replica as well
+SYSTEM_FIELDS = ("energy_s", "stress_s33", "noise_key_s", "noise_count_s")
 
 
 @dataclass
@@ -38,8 +39,10 @@ class MDState:
         forces_nc: (N, 3) forces at the current positions, eV/Å.
         energy_s: (S,) potential energies, eV.
         step: MD steps taken.
-        generators: one torch.Generator per replica, so a replica's noise does not depend
-            on which other replicas share its batch.
+        noise_key_s, noise_count_s: (S,) int64 each replica's random stream and the
+            draws it has taken (:mod:`ase_mlff.md.noise`), so a replica's noise does not
+            depend on which other replicas share its batch; None in a state made without
+            streams (no stochastic integrator can run it).
         thermostat: integrator-specific per-replica tensors (e.g. Nosé-Hoover chain).
         stress_s33: (S, 3, 3) virial stress at the current positions and cells, eV/Å³, ASE
             sign convention (no kinetic term); None unless the integrator needs it (NPT),
@@ -53,9 +56,10 @@ class MDState:
     forces_nc: Tensor
     energy_s: Tensor
     step: int = 0
-    generators: list[torch.Generator] = field(default_factory=list)
     thermostat: dict[str, Tensor] = field(default_factory=dict)
     stress_s33: Tensor | None = None
+    noise_key_s: Tensor | None = None
+    noise_count_s: Tensor | None = None
 
     @property
     def n_dof_s(self) -> Tensor:
@@ -95,11 +99,9 @@ class MDState:
         for f in SYSTEM_FIELDS:
             v = getattr(self, f)
             changes[f] = None if v is None else v[keep_s]
-        keep_list = keep_s.tolist()
         return replace(
             self,
             batch=batch,
-            generators=[g for g, k in zip(self.generators, keep_list) if k],
             thermostat={k: v[keep_s] for k, v in self.thermostat.items()},
             **changes,
         )
@@ -137,11 +139,12 @@ def concat_states(first: MDState, second: MDState) -> MDState:
     changes = {f: torch.cat([getattr(first, f), getattr(second, f)]) for f in ATOM_FIELDS}
     for f in SYSTEM_FIELDS:
         v, w = getattr(first, f), getattr(second, f)
+        if (v is None) != (w is None):
+            raise ValueError(f"replicas joined in one batch need {f} on both sides or neither")
         changes[f] = None if v is None else torch.cat([v, w])
     return replace(
         first,
         batch=batch,
-        generators=first.generators + second.generators,
         thermostat={k: torch.cat([v, second.thermostat[k]]) for k, v in first.thermostat.items()},
         **changes,
     )
@@ -154,32 +157,16 @@ def remove_com_velocity(vel_nc: Tensor, mass_n: Tensor, system_n: Tensor, n_sys:
     return vel_nc - (p_s / m_s[:, None])[system_n]
 
 
-def make_generators(
-    seed: int, replica_ids: Sequence[int], device: torch.device | str
-) -> list[torch.Generator]:
-    """One generator per replica; replica r's stream depends only on (seed, r).
-
-    So a replica integrated alone (``replica_ids=[r]``) follows exactly the trajectory it
-    follows inside any batch.
-    """
-    out = []
-    for r in replica_ids:
-        state = np.random.SeedSequence([seed, int(r)]).generate_state(1, dtype=np.uint64)[0]
-        g = torch.Generator(device=device)
-        g.manual_seed(int(state % (2**63 - 1)))
-        out.append(g)
-    return out
-
-
-def randn_per_replica(state: MDState, shape_tail: tuple[int, ...] = (3,)) -> Tensor:
-    """(N, *shape_tail) standard normals, each replica's block from its own generator."""
-    blocks = [
-        torch.randn(
-            (int(n), *shape_tail), generator=g, dtype=state.vel_nc.dtype, device=state.vel_nc.device
-        )
-        for g, n in zip(state.generators, state.batch.n_atoms_s.tolist())
-    ]
-    return torch.cat(blocks)
+def draw_normals(state: MDState) -> tuple[Tensor, MDState]:
+    """(N, 3) standard normals, each replica's block its next draw from its own stream
+    (:func:`~ase_mlff.md.noise.replica_normals`), and the state with the draws counted."""
+    if state.noise_key_s is None or state.noise_count_s is None:
+        raise ValueError("this state has no random streams (made without init_state)")
+    b = state.batch
+    xi = replica_normals(
+        state.noise_key_s, state.noise_count_s, b.system_n, b.n_atoms_s, state.vel_nc.dtype
+    )
+    return xi, replace(state, noise_count_s=state.noise_count_s + 1)
 
 
 def init_state(
@@ -201,6 +188,12 @@ def init_state(
     removed, and each replica is rescaled to exactly ``temperature_K`` over 3N-3 degrees
     of freedom (as ASE's ``MaxwellBoltzmannDistribution(force_temp=True)`` + ``Stationary``).
     """
+    too_big = [k for k, a in enumerate(images) if 3 * len(a) >= DRAW_BLOCK]
+    if too_big:
+        raise ValueError(
+            f"image {too_big[0]} has {len(images[too_big[0]])} atoms; a replica's random "
+            f"draw holds at most {DRAW_BLOCK // 3 - 1} atoms"
+        )
     batch = Batch.from_atoms(
         list(images), cutoff=model.cutoff, dtype=dtype, device=device, skin=skin
     )
@@ -214,12 +207,13 @@ def init_state(
         mass_n=mass_n,
         forces_nc=out["forces"].to(dtype),
         energy_s=out["energy"],
-        generators=make_generators(
+        noise_key_s=replica_keys(
             seed, range(batch.n_systems) if replica_ids is None else replica_ids, batch.device
         ),
+        noise_count_s=torch.zeros(batch.n_systems, dtype=torch.int64, device=batch.device),
     )
     if temperature_K > 0:
-        xi = randn_per_replica(state)
+        xi, state = draw_normals(state)
         vel = xi * torch.sqrt(units.kB * temperature_K / mass_n)[:, None]
         vel = remove_com_velocity(vel, mass_n, batch.system_n, batch.n_systems)
         state = replace(state, vel_nc=vel)
