@@ -14,8 +14,8 @@ from ase_mlff.reference import diverse
 from ase_mlff.reference.diverse import (
     DiverseConfig,
     hessian,
-    normal_modes,
     nms_positions,
+    normal_modes,
     read_smiles,
     stretched_positions,
     xtb,

@@ -118,7 +118,10 @@ def test_the_statistics_test_catches_a_planted_fault():
     sizes = torch.full((50,), 20)
     system = torch.repeat_interleave(torch.arange(50), sizes)
     flat = np.concatenate(
-        [replica_normals(keys, torch.full((50,), d), system, sizes).numpy().ravel() for d in range(67)]
+        [
+            replica_normals(keys, torch.full((50,), d), system, sizes).numpy().ravel()
+            for d in range(67)
+        ]
     )
     bad = 1.02 * flat
     assert abs(bad.var() - 1) > 5 * np.sqrt(2 / bad.size)

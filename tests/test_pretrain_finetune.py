@@ -109,7 +109,6 @@ def test_organic_painn_works_on_a_new_chno_molecule_and_refuses_sulfur():
     from ase.build import molecule
 
     from ase_mlff.calculators import MLFFCalculator
-
     from tests.potential_checks import check_potential
 
     a = molecule("CH3CONH2")  # acetamide (its list has it; the geometry is ASE's, not its)

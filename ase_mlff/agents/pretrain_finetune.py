@@ -86,7 +86,9 @@ def study_spec(
         "probe_starts": probe_starts,
         "probe_steps": probe_steps,
         "probe_temperature_K": float(
-            probe_temperature_K if probe_temperature_K is not None else md.get("temperature_K", 500.0)
+            probe_temperature_K
+            if probe_temperature_K is not None
+            else md.get("temperature_K", 500.0)
         ),
     }
     return {
@@ -295,8 +297,12 @@ def pretrain_finetune(
     figs["t_inst_vs_epoch_seeds.png"] = t_inst_vs_epoch_figure(histories)
     summary["probes"] = {
         v: [
-            {"seed": i["seed"], "epoch": h["epoch"], "t_inst_mean_fs": h["probe_t_inst_mean_fs"],
-             "val_forces_mae": h["val_forces_mae"]}
+            {
+                "seed": i["seed"],
+                "epoch": h["epoch"],
+                "t_inst_mean_fs": h["probe_t_inst_mean_fs"],
+                "val_forces_mae": h["val_forces_mae"],
+            }
             for i in infos
             for h in i.get("history", [])
             if "probe_t_inst_mean_fs" in h
@@ -331,9 +337,7 @@ def pretrain_finetune(
         }
     tracker = Tracker(experiment, uri=tracking_uri)
     parent = tracker.get_run(result.parent_run_id)
-    with tracker.run(
-        "paper000-analyses", tags={"mlflow.parentRunId": parent.info.run_id}
-    ) as run_h:
+    with tracker.run("paper000-analyses", tags={"mlflow.parentRunId": parent.info.run_id}) as run_h:
         for name, fig in figs.items():
             fig.savefig(out / name, dpi=130)
             run_h.log_figure(fig, name)

@@ -127,7 +127,6 @@ def neighbour_list(
     """
     if cutoff <= 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
-    device = pos_nc.device
     cell_s33 = completed_cells(cell_s33, pbc_s3)  # a slab with c = 0 is legal in ASE
     periodic_sys = pbc_s3.any(dim=1)
     if bool(periodic_sys.any()):

@@ -21,7 +21,6 @@ constant in fs. Observers (trajectory storage, detectors) live outside the step.
 from __future__ import annotations
 
 import math
-
 from dataclasses import replace
 
 import torch
@@ -83,7 +82,7 @@ def langevin_baoab_step(
 ) -> MDState:
     """One Langevin step, B A O A B; ``friction`` γ in fs⁻¹.
 
-    O: v ← c₁ v + √((1 - c₁²) k_B T / m) ξ with c₁ = exp(-γ dt), ξ from each replica's own
+    O: v ← c₁ v + √((1 - c₁²) k_B T / m) ξ with c₁ = exp(-γ dt), ξ from each replica's own counter-based
     generator, then the centre-of-mass velocity is removed.
     """
     h = dt * units.fs

@@ -89,6 +89,7 @@ def replica_normals(
     fewer than ``DRAW_BLOCK / 3`` atoms (checked by ``init_state``, not here: no host
     sync in the step)."""
     device = system_n.device
+    key_s, count_s = key_s.long(), count_s.long()
     first_n = (torch.cumsum(n_atoms_s, 0) - n_atoms_s)[system_n]
     local_n = torch.arange(len(system_n), device=device) - first_n
     element = local_n[:, None] * 3 + torch.arange(3, device=device)

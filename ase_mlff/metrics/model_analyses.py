@@ -148,11 +148,15 @@ def embeddable(sources: dict[str, Dataset], models: dict) -> dict[str, Dataset]:
             out[name] = ds
         elif frame_ok.any():
             out[name] = ds[np.flatnonzero(frame_ok)]
-            log.info("latent class %s: %d frames with other elements left out", name,
-                     int((~frame_ok).sum()))
+            log.info(
+                "latent class %s: %d frames with other elements left out",
+                name,
+                int((~frame_ok).sum()),
+            )
         else:
-            log.info("latent class %s left out: the models have no embedding for its elements",
-                     name)
+            log.info(
+                "latent class %s left out: the models have no embedding for its elements", name
+            )
     return out
 
 
@@ -185,6 +189,12 @@ def model_analyses(
     for extra in opts.latent_data or []:
         sources.update(latent_classes(str(extra), exclude=opts.data))
     sources = embeddable(sources, models)
+    if len(sources) == 1 and opts.latent_pool == "frame":
+        raise ValueError(
+            "latent_pool='frame' needs at least two latent classes; only "
+            f"{next(iter(sources))!r} is left (the other datasets were the test set itself or "
+            "hold elements the models cannot embed)"
+        )
     projections, silhouettes, sil_means, labels = {}, {}, {}, None
     for name, model in models.items():
         if not hasattr(model, "atom_features"):
