@@ -257,6 +257,28 @@ def named_models(folder: Path, infos: dict[str, dict]) -> list[str]:
     return paths
 
 
+def _evaluation(runs, spec, out: Path, **opts: Any) -> dict[str, Any]:
+    """The evaluation report of each variant's seed-0 model (module doc)."""
+    from ase_mlff.agents.evaluation import EvaluationOptions, evaluation_report
+
+    infos = {v: runs[v][0] for v in ("scratch", "pretrained")}
+    models = named_models(out / "models", infos)
+    ev, _, _ = evaluation_report(
+        EvaluationOptions(
+            model=models,
+            data=spec["data"],
+            latent_data=("md17", "organic"),
+            out=out / "evaluation",
+            **opts,
+        )
+    )
+    return {
+        "models": {v: str(Path(i["checkpoint"])) for v, i in infos.items()},
+        "analyses": ev.get("analyses", {}),
+        "scalars": {n: m.get("scalars", {}) for n, m in ev["models"].items()},
+    }
+
+
 def pretrain_finetune(
     spec: dict[str, Any],
     out: Path,
@@ -274,7 +296,6 @@ def pretrain_finetune(
     reused (the comparison agent's own mechanism); the h(r) MD and the evaluation report
     run again."""
     from ase_mlff.agents.comparison import ComparisonAgent
-    from ase_mlff.agents.evaluation import EvaluationOptions, evaluation_report
     from ase_mlff.data import load_dataset
     from ase_mlff.data.splits import held_out_frames
     from ase_mlff.metrics.plots import t_inst_vs_epoch_figure
@@ -316,25 +337,10 @@ def pretrain_finetune(
         runs, test, steps=h_r_steps, md=spec["md"], device=device
     )
     if analyses:
-        models = named_models(out / "models", {v: runs[v][0] for v in ("scratch", "pretrained")})
-        ev, _, _ = evaluation_report(
-            EvaluationOptions(
-                model=models,
-                data=spec["data"],
-                latent_data=("md17", "organic"),
-                latent_frames=latent_frames,
-                latent_pool=latent_pool,
-                out=out / "evaluation",
-                experiment=experiment,
-                tracking_uri=tracking_uri,
-                device=device,
-            )
+        opts = dict(latent_frames=latent_frames, latent_pool=latent_pool, experiment=experiment)
+        summary["evaluation"] = _evaluation(
+            runs, spec, out, tracking_uri=tracking_uri, device=device, **opts
         )
-        summary["evaluation"] = {
-            "models": dict(zip(("scratch", "pretrained"), models)),
-            "analyses": ev.get("analyses", {}),
-            "scalars": {n: m.get("scalars", {}) for n, m in ev["models"].items()},
-        }
     tracker = Tracker(experiment, uri=tracking_uri)
     parent = tracker.get_run(result.parent_run_id)
     with tracker.run("paper000-analyses", tags={"mlflow.parentRunId": parent.info.run_id}) as run_h:
