@@ -169,13 +169,14 @@ def _split_by_method(
         edges_parts.append(keep_n.nonzero()[:, 0][edges])  # molecule atom -> batch atom
         shift_parts.append(shift)
     ptr = (torch.cumsum(n_atoms_s, 0) - n_atoms_s).tolist()
+    sizes = n_atoms_s.tolist()  # one host copy, not a sync per system
     pos64 = pos_nc.detach().double().cpu().numpy()
     cells = cell_s33.detach().double().cpu().numpy()
     pbc = pbc_s3.cpu().numpy()
     nl = VesinNeighborList(cutoff=float(cutoff), full_list=True)
     host_edges, host_shifts = [], []
     for s in periodic.nonzero()[:, 0].tolist():
-        lo, n = ptr[s], int(n_atoms_s[s])
+        lo, n = ptr[s], sizes[s]
         i, j, shift = nl.compute(pos64[lo : lo + n], cells[s], pbc[s], quantities="ijS")
         host_edges.append(np.stack([i, j]).astype(np.int64) + lo)
         host_shifts.append(shift.astype(np.int64))
