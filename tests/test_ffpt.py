@@ -1,5 +1,6 @@
 """Rattling, batched labelling and pre-train -> fine-tune (paper 001)."""
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -126,6 +127,23 @@ def test_pretrain_then_finetune(tmp_path, water_sets):
     assert again.best_epoch == fine.best_epoch and again.history == fine.history
     for p, q in zip(again_model.parameters(), ft_model.parameters()):
         torch.testing.assert_close(p, q)
+    # ... nor after its folder was copied elsewhere and the original removed: its
+    # checkpoints are found in the new place
+    shutil.copytree(tmp_path / "ft", tmp_path / "moved" / "ft")
+    shutil.rmtree(tmp_path / "ft")
+    moved_model, moved = run_stage(
+        "finetune",
+        tiny_model(),
+        ft[:100],
+        ft[100:],
+        paper_schedule(cfg, "finetune"),
+        tmp_path / "moved" / "ft",
+        init_from=pre.best_dir,
+    )
+    assert moved.best_dir == tmp_path / "moved" / "ft" / "best" and moved.history == fine.history
+    for p, q in zip(moved_model.parameters(), ft_model.parameters()):
+        torch.testing.assert_close(p, q)
+    shutil.copytree(tmp_path / "moved" / "ft", tmp_path / "ft")
     # a longer budget continues the stage from its last state: epochs 5-6 only
     longer = replace(paper_schedule(cfg, "finetune"), epochs=6)
     _, more = run_stage("finetune", tiny_model(), ft[:100], ft[100:], longer, tmp_path / "ft")

@@ -190,8 +190,11 @@ class StageResult(TrainResult):
 
     @classmethod
     def from_json(cls, d: dict[str, Any], out_dir: Path) -> StageResult:
-        d = {**d, "best_dir": Path(d["best_dir"])}
-        d["last_dir"] = Path(d.get("last_dir") or out_dir / "last")  # older stage files
+        """The stage finished in ``out_dir``: its checkpoints are ``out_dir/best`` and
+        ``out_dir/last`` wherever the folder has been moved or copied since (the paths
+        stored in the file are those of the run that wrote it)."""
+        d = {**d, "best_dir": Path(out_dir) / Path(d["best_dir"]).name}
+        d["last_dir"] = Path(out_dir) / "last"
         return cls(**d)
 
 
