@@ -422,6 +422,24 @@ def test_checkpoint_resume_is_exact_and_loses_no_frames(tmp_path):
     assert again.replicas[1].reason == ref.replicas[1].reason
 
 
+def test_a_checkpoint_without_noise_counts_is_refused_with_a_message(tmp_path):
+    """A checkpoint written before the replicas' noise became counter-based (no
+    ``noise_count``) cannot continue its random streams: resuming from it is refused by a
+    message naming the file, not continued with other noise."""
+    asp = _aspirin()
+    model = TemplateSprings([asp], [20.0])
+    kw = dict(steps=60, dt=0.5, temperature_K=300, seed=9, check_every=5, record_every=5)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_md(CrashAfter(model, 30), [asp], traj_dir=tmp_path / "run", checkpoint_every=10, **kw)
+    path = tmp_path / "run" / "md_state.pt"  # the run's checkpoint (docs/md.md)
+    data = torch.load(path, weights_only=True)
+    assert "noise_count" in data
+    del data["noise_count"]
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="md_state.pt.*earlier version.*torch generators"):
+        run_md(model, [asp], traj_dir=tmp_path / "run", checkpoint_every=10, **kw)
+
+
 def test_max_force_recorded():
     asp = _aspirin()
     model = TemplateSprings([asp], [20.0])

@@ -28,11 +28,11 @@ def _dimers(n):
 
 
 def _shared_run(steps):
-    """16 walkers sharing their hills, Langevin 300 K, 1 fs: (metadynamics, MD run)."""
+    """32 walkers sharing their hills, Langevin 300 K, 1 fs: (metadynamics, MD run)."""
     metad = _metad(shared=True)
     run = run_md(
         DoubleWell(),
-        _dimers(16),
+        _dimers(32),
         steps=steps,
         dt=1.0,
         integrator="langevin",
@@ -52,30 +52,35 @@ def _metad(**kw):
 
 @pytest.fixture(scope="module")
 def shared_run():
-    """The 16-walker run of :func:`_shared_run` at 8,000 steps, made once for its tests."""
+    """The 32-walker run of :func:`_shared_run` at 8,000 steps, made once for its tests."""
     return _shared_run(8000)
 
 
 def test_well_tempered_free_energy_of_a_double_well_is_the_exact_one(shared_run):
-    """16 walkers sharing their hills, 8,000 Langevin steps at 300 K: F(r) from the hills
+    """32 walkers sharing their hills, 8,000 Langevin steps at 300 K: F(r) from the hills
     (−γ/(γ−1) V) equals U(r) − 2 k_B T ln r (the exact free energy along a distance in
-    3-D, its Jacobian r² included) to 0.5 k_B T rms and 1 k_B T at worst over 1.05–1.95 Å,
-    barrier region included (about 8 k_B T high). Reading the hills as plain metadynamics
-    (−V instead of −γ/(γ−1) V, γ = 4) is off by 2.7 k_B T at worst: the test can fail.
+    3-D, its Jacobian r² included) within issue 18's bar, 0.5 kJ/mol, in mean absolute and
+    in rms error over 1.05–1.95 Å, all of which the walkers visit: the barrier (8 k_B T)
+    and the walls up to 13 k_B T (measured over seeds 1-6: MAE 0.22-0.29, rms 0.29-0.39,
+    largest 0.84-1.30 kJ/mol, at the r = 1.05 Å edge). Reading the hills as plain metadynamics
+    (−V instead of −γ/(γ−1) V, γ = 4) misses the bar more than three times over: the test can fail.
     Reweighting the frames gives the same F; the unweighted histogram does not.
     (At 4,000 steps the worst error, always at the sparsely visited r = 1.05 Å edge, was
     0.76-1.17 k_B T over seeds 1-6; at 8,000 it was 0.32-0.56, rms 0.14-0.24.)"""
     metad, run = shared_run
-    assert metad.centers.shape == (1, 16 * 400, 1)  # a hill per walker every 20 steps
+    assert metad.centers.shape == (1, 32 * 400, 1)  # a hill per walker every 20 steps
     kt = units.kB * 300.0
     r = np.linspace(1.05, 1.95, 37)
     exact = A * ((r - R1) * (r - R2)) ** 2 - 2 * kt * np.log(r)
     err = metad.free_energy(r[:, None]) - (exact - exact.min())
     err -= err.mean()
-    assert np.sqrt(np.mean(err**2)) < 0.5 * kt and np.abs(err).max() < 1.0 * kt
+    kj = err / (units.kJ / units.mol)  # eV -> kJ/mol (ASE)
+    assert np.abs(kj).mean() <= 0.5 and np.sqrt(np.mean(kj**2)) <= 0.5
+    assert np.abs(err).max() < 1.0 * kt
     plain = metad.free_energy(r[:, None]) * (1 - 1 / 4.0)  # −V instead of −γ/(γ−1) V
     wrong = plain - (exact - exact.min())
-    assert np.abs(wrong - wrong.mean()).max() > 2.0 * kt
+    wrong_kj = (wrong - wrong.mean()) / (units.kJ / units.mol)
+    assert np.abs(wrong_kj).mean() > 1.0  # measured 1.7 kJ/mol: over three times the bar
 
     # the same F by reweighting the visited frames with exp((V(s,t) − c(t))/kT) (Tiwary &
     # Parrinello): the last 3/4 of every walker's recorded frames (every 20 fs)
@@ -233,7 +238,7 @@ def openmm_double_well_free_energy(steps: int, seed: int = 1) -> tuple[np.ndarra
 
 
 def test_free_energy_agrees_with_openmms_metadynamics(shared_run):
-    """Ours (16 walkers sharing hills, 8,000 steps) against OpenMM's app.Metadynamics (one
+    """Ours (32 walkers sharing hills, 8,000 steps) against OpenMM's app.Metadynamics (one
     walker, 10⁶ steps) with the same well-tempered settings: the two F(r) agree to 0.5 k_B T
     rms and 1.25 k_B T at worst over 1.05–1.95 Å (each has its own sampling error), and
     OpenMM's agrees with the exact F to 0.2 k_B T rms."""
