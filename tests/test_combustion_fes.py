@@ -41,17 +41,35 @@ def test_states_are_read_from_the_geometry():
 
 
 def test_fes_errors_ignore_a_constant_and_see_a_real_difference():
-    oo, oh = np.meshgrid(cf.GRID_OO, cf.GRID_OH, indexing="ij")
-    ref = 200.0 * (oh - 1.0) ** 2 + 500.0 * (oo - 1.3) ** 2
+    o2h, o1h = np.meshgrid(cf.GRID_OH, cf.GRID_OH, indexing="ij")
+    ref = 200.0 * (np.minimum(o1h, o2h) - 1.0) ** 2 + 20.0 * (np.abs(o1h - o2h) - 0.9) ** 2
     same = cf.fes_errors(ref + 7.0, ref)
     assert same["mae_F_kj"] == pytest.approx(0.0, abs=1e-9)
     assert same["mae_F_OH_kj"] == pytest.approx(0.0, abs=1e-9)
-    tilted = cf.fes_errors(ref + 10.0 * (oh - 1.0), ref)
+    tilted = cf.fes_errors(ref + 10.0 * (o1h - 1.0), ref)
     assert tilted["mae_F_kj"] > 1.0 and tilted["dF_reaction_kj"] > same["dF_reaction_kj"]
     # the reaction free energy: the profile at 3-3.8 Å over its minimum below 1.3 Å
     # an analytic profile: F = 100 (d − 1)² kJ/mol on d ≤ 2 Å, 100 beyond -> ΔF = 100
     p = np.where(cf.GRID_OH <= 2.0, 100.0 * (cf.GRID_OH - 1.0) ** 2, 100.0)
     assert cf.reaction_free_energy(p) == pytest.approx(100.0, abs=1.0)
+
+
+def test_the_profile_is_along_the_distance_to_the_nearer_oxygen():
+    """F(r), r = min(d(O1–H3), d(O2–H3)): HO2 with its H on O1 and on O2 is one basin at
+    r ≈ 1 Å (the map and its mirror give one profile), and the marginal of a single cell
+    is that cell's F at its r."""
+    o2h, o1h = np.meshgrid(cf.GRID_OH, cf.GRID_OH, indexing="ij")
+    well = 400.0 * ((o1h - 1.0) ** 2 + (o2h - 2.0) ** 2)  # H on O1
+    p1, p2 = cf.profile_oh(well), cf.profile_oh(well.T)  # and on O2
+    np.testing.assert_allclose(p1, p2, atol=1e-9)
+    assert cf.GRID_OH[np.argmin(p1)] == pytest.approx(1.0)
+    one = np.full_like(well, 1e4)
+    i, j = np.argmin(np.abs(cf.GRID_OH - 1.5)), np.argmin(np.abs(cf.GRID_OH - 3.0))
+    one[i, j], one[j, i] = 0.0, 50.0  # r = 1.5 Å at 0 kJ/mol; r = 1.5 Å at 50 as well
+    p = cf.profile_oh(one)
+    assert np.argmin(p) == i and p[i] == pytest.approx(0.0, abs=1e-9)
+    # both cells have r = 1.5: the marginal there is -kT ln(1 + e^{-50/kT}), ~0; others ~1e4
+    assert np.delete(p, i).min() > 5e3
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +94,7 @@ def test_the_recipe_runs_end_to_end_with_the_reference_walkers(quick_run):
     assert ref_hills[0].startswith("#! FIELDS time distance0 distance1 sigma_distance0")
     assert len([ln for ln in ref_hills if not ln.startswith("#")]) == 4  # every 100 steps
     maps = np.load(out / "fes_maps.npz")
-    assert maps["spGFN2-xTB"].shape == (len(cf.GRID_OO), len(cf.GRID_OH))
+    assert maps["spGFN2-xTB"].shape == (len(cf.GRID_OH), len(cf.GRID_OH))
     saved = json.loads((out / "results.json").read_text())
     assert saved["protocol"]["metadynamics"]["sigma_A"] == 0.5
     assert (out / "figures" / "fes.png").exists() and (out / "comparison.md").exists()

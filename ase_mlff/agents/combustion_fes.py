@@ -3,6 +3,11 @@ from scratch and by force-field pre-training (Q-Force) then fine-tuning on spin-
 GFN2-xTB, judged by well-tempered metadynamics against the same metadynamics run on
 spGFN2-xTB itself (the ``combustion_fes`` recipe is its command line).
 
+Why not d(O1–O2) as the second CV: with hills on it (and γ = 60), all four spGFN2-xTB
+walkers of a 100 ps run were pushed apart, O–O beyond 3 Å and up to 9 Å, heated above
+3,000 K, and ended in non-finite xTB results at 13.7–23.5 ps: the bias itself broke the
+reference's O2, so that a model's broken O2 would have meant nothing.
+
     from ase_mlff.agents.combustion_fes import combustion_fes_study
     from ase_mlff.recipes.combustion_fes import PROFILES
     outcome = combustion_fes_study(PROFILES["quick"], FFPTOptions(out=Path("c")))
@@ -18,18 +23,19 @@ The steps, in one MLflow parent run with a child run per variant:
    one batched run of independent well-tempered walkers from relaxed HO2 with paper 001's
    settings: 300 K, Langevin 0.2 ps⁻¹, 0.2 fs, hills of 5 kJ/mol every 100 steps, width
    0.05 on both CVs — read in PLUMED's length unit, nm, so 0.5 Å — on the CVs d(O1–H3)
-   (the paper's order parameter) and d(O1–O2) (where a model that breaks O2 shows it);
-   the bias factor (not stated in the paper) is :data:`BIAS_FACTOR`, and an upper wall
-   keeps H within :data:`WALL_A` of O1 (PLUMED UPPER_WALLS);
+   (the paper's order parameter) and d(O2–H3): the H's distances to the two O, so that
+   the bias drives the reaction and never the O–O bond, which only the potential can
+   break; the bias factor (not stated in the paper) is :data:`BIAS_FACTOR`, and upper
+   walls keep H within :data:`WALL_A` of both O (PLUMED UPPER_WALLS);
 4. what the walkers reach: the fraction of recorded frames in HO2, H + O2 and the
    unphysical states (O2 broken, d(O1–O2) > 1.8 Å; an atom pushed onto another, any
    distance < 0.6 Å), and the first time each walker reached an unphysical state (its
    t_inst). The walkers run on through it, as the paper's scratch metadynamics did, so the
    free energy shows what the model does; only non-finite energies or forces stop them;
-5. F(d_OH, d_OO) of every model from its walkers' hills (mean over walkers), its MAE
-   against spGFN2-xTB's over the region the reference populates (F_ref below
-   :data:`POPULATED_KJ`), the profile F(d_OH) and the reaction free energy
-   ΔF = F(H + O2) − F(HO2);
+5. F(d(O1–H3), d(O2–H3)) of every model from its walkers' hills (mean over walkers),
+   its MAE against spGFN2-xTB's over the region the reference populates (F_ref below
+   :data:`POPULATED_KJ`), the profile F(r) along r = the H's distance to the nearer O,
+   and the reaction free energy ΔF = F(H + O2) − F(HO2);
 6. figures (the FES maps, F(d_OH), the CV traces), ``comparison.md``, ``results.json``
    and every walker's PLUMED HILLS file.
 """
@@ -73,19 +79,22 @@ RATTLE_SIGMA_A = 0.1
 #: paper 001 Methods: hills of 5 kJ/mol and width 0.05 (nm, PLUMED's unit) every 100
 #: steps of 0.2 fs, Langevin 0.2 ps⁻¹, 300 K
 HEIGHT_KJ, SIGMA_A, PACE, DT_FS, FRICTION, TEMPERATURE_K = 5.0, 0.5, 100, 0.2, 2e-4, 300.0
-#: not in the paper: large, so that the walkers cross D_e ≈ 280 kJ/mol at 300 K
-#: (well-tempered sampling ∝ exp(−F/(γ k_B T)); γ k_B T = 150 kJ/mol)
-BIAS_FACTOR = 60.0
-#: the upper wall on d(O1–H3): position (Å) and κ (eV/Å²)
+#: not in the paper: large enough that the walkers cross D_e ≈ 280 kJ/mol at 300 K
+#: (well-tempered sampling ∝ exp(−F/(γ k_B T)); γ k_B T = 75 kJ/mol): the four
+#: spGFN2-xTB walkers of a 12 ps test dissociated at 6.0-6.8 ps
+BIAS_FACTOR = 30.0
+#: the upper walls on d(O1–H3) and d(O2–H3): position (Å) and κ (eV/Å²)
 WALL_A, WALL_KAPPA = 4.0, 5.0
-#: unphysical at 300 K: O2 broken beyond this d(O1–O2) (Å); atoms closer than this (Å)
-O2_BROKEN_A, CONTACT_A = 1.8, 0.6
+#: unphysical: O2 broken beyond this d(O1–O2) (Å; 1.8 × its bond length — hot HO2 made
+#: by H + O2 recombining under the weak thermostat reaches 1.93 Å on spGFN2-xTB without
+#: breaking); atoms closer than this (Å)
+O2_BROKEN_A, CONTACT_A = 2.2, 0.6
 #: H bound to an O below this distance (Å): HO2 (either O), else H + O2
 BOUND_A = 1.3
 #: the FES is compared where the reference F is below this (kJ/mol)
 POPULATED_KJ = 100.0
-GRID_OH = np.linspace(0.7, 4.2, 71)
-GRID_OO = np.linspace(1.0, 1.9, 37)
+#: the grid of both CVs, d(O1–H3) and d(O2–H3) (Å)
+GRID_OH = np.linspace(0.7, 4.6, 79)
 
 
 @dataclass
@@ -112,13 +121,13 @@ def make_metadynamics():
     from ase_mlff.md.metadynamics import Metadynamics
 
     return Metadynamics(
-        [Distance(O1, H3), Distance(O1, O2)],
+        [Distance(O1, H3), Distance(O2, H3)],
         sigma=[SIGMA_A, SIGMA_A],
         height=HEIGHT_KJ / KJ_PER_EV,
         pace=PACE,
         temperature_K=TEMPERATURE_K,
         bias_factor=BIAS_FACTOR,
-        upper_walls=[(0, WALL_A, WALL_KAPPA)],
+        upper_walls=[(0, WALL_A, WALL_KAPPA), (1, WALL_A, WALL_KAPPA)],
     )
 
 
@@ -149,7 +158,8 @@ def run_walkers(st: _Study, model: torch.nn.Module, traj_dir: Path, dtype=torch.
 
 
 def states(pos_tn3: np.ndarray) -> dict[str, np.ndarray]:
-    """Per frame: d_OH (O1–H3), d_OO, and the state masks (module doc, step 4)."""
+    """Per frame: d_OH (O1–H3), d_O2H (O2–H3), r_H (the nearer of the two), d_OO, and
+    the state masks (module doc, step 4)."""
     d = lambda i, j: np.linalg.norm(pos_tn3[:, i] - pos_tn3[:, j], axis=1)  # noqa: E731
     d_oh, d_o2h, d_oo = d(O1, H3), d(O2, H3), d(O1, O2)
     contact = np.minimum(np.minimum(d_oh, d_o2h), d_oo) < CONTACT_A
@@ -157,6 +167,8 @@ def states(pos_tn3: np.ndarray) -> dict[str, np.ndarray]:
     bound = np.minimum(d_oh, d_o2h) < BOUND_A
     return {
         "d_OH": d_oh,
+        "d_O2H": d_o2h,
+        "r_H": np.minimum(d_oh, d_o2h),
         "d_OO": d_oo,
         "HO2": bound & ~broken & ~contact,
         "H + O2": ~bound & ~broken & ~contact,
@@ -186,35 +198,44 @@ def walker_outcomes(run) -> dict[str, Any]:
         "t_unphysical_fs": t_first,
         "survival": survival_summary(t_first, stable, total),
         "reasons": [r.reason for r in run.replicas],
-        "traces": traces,  # per walker: d_OH, d_OO and the state masks of every frame
+        "traces": traces,  # per walker: the distances and state masks of every frame
     }
 
 
 def fes_map(metad, n_walkers: int) -> np.ndarray:
-    """Mean over walkers of F(d_OH, d_OO) from the hills, kJ/mol, [d_OO, d_OH], min 0."""
-    oo, oh = np.meshgrid(GRID_OO, GRID_OH, indexing="ij")
-    pts = np.stack([oh.ravel(), oo.ravel()], axis=1)
+    """Mean over walkers of F(d(O1–H3), d(O2–H3)) from the hills, kJ/mol, indexed
+    [d(O2–H3), d(O1–H3)] on :data:`GRID_OH`, min 0."""
+    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
+    pts = np.stack([o1h.ravel(), o2h.ravel()], axis=1)
     maps = [
-        metad.free_energy(pts, walker=w).reshape(oo.shape) * KJ_PER_EV for w in range(n_walkers)
+        metad.free_energy(pts, walker=w).reshape(o1h.shape) * KJ_PER_EV
+        for w in range(n_walkers)
     ]
     f = np.mean(maps, axis=0)
     return f - f.min()
 
 
 def profile_oh(f2d: np.ndarray) -> np.ndarray:
-    """F(d_OH) = −kT ln ∫ e^{−F(d_OH, d_OO)/kT} dd_OO, kJ/mol, min 0."""
+    """F(r) on :data:`GRID_OH`, r = min(d(O1–H3), d(O2–H3)) the H's distance to the
+    nearer O: the marginal −kT ln ∬ δ(r − min(a, b)) e^{−F(a, b)/kT} da db, as the sum
+    over the map's cells whose r is that grid point, kJ/mol, min 0. HO2 with the H on
+    either O is one basin at r ≈ 1 Å; H + O2 is r ≳ 3 Å."""
     from scipy.special import logsumexp
 
     kt = units.kB * TEMPERATURE_K * KJ_PER_EV
-    p = -kt * logsumexp(-f2d / kt, axis=0)
+    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
+    step = GRID_OH[1] - GRID_OH[0]
+    k = np.rint((np.minimum(o1h, o2h) - GRID_OH[0]) / step).astype(int).ravel()
+    p = np.array([logsumexp(-f2d.ravel()[k == i] / kt) for i in range(len(GRID_OH))])
+    p = -kt * p
     return p - p.min()
 
 
 def fes_errors(f2d: np.ndarray, ref2d: np.ndarray) -> dict[str, float]:
     """MAE of F over the region the reference populates (F_ref < POPULATED_KJ), after
     aligning both by their mean there (a free energy is defined up to a constant); the
-    MAE of F(d_OH) over d_OH ≤ the wall; ΔF = F(H + O2) − F(HO2) from F(d_OH) (the mean
-    over d_OH ∈ [3, 3.8] Å minus the minimum over d_OH < 1.3 Å)."""
+    MAE of F(r) (:func:`profile_oh`) over r ≤ the wall; ΔF = F(H + O2) − F(HO2) from
+    F(r) (the mean over r ∈ [3, 3.8] Å minus the minimum over r < 1.3 Å)."""
     mask = ref2d < POPULATED_KJ
     a, b = f2d[mask], ref2d[mask]
     p, q = profile_oh(f2d), profile_oh(ref2d)
@@ -271,8 +292,9 @@ def _prepare(prof: dict[str, Any], opts: FFPTOptions) -> _Study:
         "walker_ps": st.settings.md_steps * DT_FS / 1000.0,
         "temperature_K": TEMPERATURE_K,
         "friction_per_fs": FRICTION,
-        "cvs": ["d(O1-H3)", "d(O1-O2)"],
-        "upper_wall": {"cv": "d(O1-H3)", "at_A": WALL_A, "kappa_eV_per_A2": WALL_KAPPA},
+        "cvs": ["d(O1-H3)", "d(O2-H3)"],
+        "upper_walls": {"cvs": "both", "at_A": WALL_A, "kappa_eV_per_A2": WALL_KAPPA},
+        "o2_broken_above_A": O2_BROKEN_A,
     }
     sizes = (len(st.train), len(st.val), len(st.test))
     protocol = study_protocol(
@@ -302,29 +324,30 @@ def evaluate(st: _Study, name: str, model: torch.nn.Module, dtype=torch.float32)
 
 
 def figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``fes.png``: F(d_OH, d_OO) of every model; ``fes_oh.png``: F(d_OH);
-    ``traces.png``: each walker's d_OH and d_OO against time."""
+    """``fes.png``: F(d(O1–H3), d(O2–H3)) of every model; ``fes_oh.png``: F(r) along
+    the H's distance to the nearer O; ``traces.png``: each walker's r and d(O1–O2)
+    against time."""
     plt = _plt()
     names = [k for k, r in results.items() if r.get("fes_map") is not None]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        cs = ax.contourf(GRID_OH, GRID_OO, np.minimum(results[name]["fes_map"], 300.0), 20)
-        ax.set(title=name, xlabel="d(O1–H3) (Å)", ylabel="d(O1–O2) (Å)")
+        cs = ax.contourf(GRID_OH, GRID_OH, np.minimum(results[name]["fes_map"], 300.0), 20)
+        ax.set(title=name, xlabel="d(O1–H3) (Å)", ylabel="d(O2–H3) (Å)")
         fig.colorbar(cs, ax=ax, label="F (kJ/mol)")
     fig.tight_layout()
     fig2, ax2 = plt.subplots(figsize=(5, 3.4))
     for name in names:
         ax2.plot(GRID_OH, profile_oh(results[name]["fes_map"]), label=name)
     ax2.axvline(WALL_A, color="grey", ls=":", label="wall")
-    ax2.set(xlabel="d(O1–H3) (Å)", ylabel="F (kJ/mol)")
+    ax2.set(xlabel="r = min d(O–H3) (Å)", ylabel="F (kJ/mol)")
     ax2.legend(fontsize=8)
     fig2.tight_layout()
     fig3, ax3 = plt.subplots(2, len(results), figsize=(3.6 * len(results), 4.4), squeeze=False)
     for k, (name, r) in enumerate(results.items()):
         for tr, t in zip(r["traces"], r["times_fs"]):
-            ax3[0, k].plot(t / 1000, tr["d_OH"], lw=0.6)
+            ax3[0, k].plot(t / 1000, tr["r_H"], lw=0.6)
             ax3[1, k].plot(t / 1000, tr["d_OO"], lw=0.6)
-        ax3[0, k].set(title=name, ylabel="d(O1–H3) (Å)")
+        ax3[0, k].set(title=name, ylabel="min d(O–H3) (Å)")
         ax3[1, k].axhline(O2_BROKEN_A, color="r", ls=":")
         ax3[1, k].set(xlabel="t (ps)", ylabel="d(O1–O2) (Å)")
     fig3.tight_layout()
@@ -409,8 +432,8 @@ def combustion_fes_study(prof: dict[str, Any], opts: FFPTOptions) -> StudyOutcom
         }
         np.savez_compressed(
             st.out / "fes_maps.npz",
-            grid_oh=GRID_OH,
-            grid_oo=GRID_OO,
+            grid_o1h=GRID_OH,
+            grid_o2h=GRID_OH,
             **{
                 k.replace(" ", "_"): r["fes_map"]
                 for k, r in res.items()
