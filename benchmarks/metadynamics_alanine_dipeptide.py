@@ -1,13 +1,17 @@
 """Well-tempered metadynamics of alanine dipeptide on φ and ψ: ours against OpenMM's own
 ``app.Metadynamics`` on the same classical force field (issue 18's peer check).
 
-    python benchmarks/metadynamics_alanine_dipeptide.py [--walkers 32] [--ns 0.5]
+    python benchmarks/metadynamics_alanine_dipeptide.py [--walkers 32] [--ns 0.5] [--solvent gbn2]
 
 The molecule: ACE-ALA-NME embedded by RDKit (ETKDG, seed 7, MMFF), AMBER ff14SB
-(``amber14-all.xml``) in vacuum, no cutoff, no constraints, so both engines integrate the
-same System: OpenMM directly (CPU platform, one walker), ours through
-:class:`~ase_mlff.models.classical.ClassicalPotential` (equal to OpenMM's energy to 1e-8 eV)
-with ``walkers`` walkers sharing their hills, the same total simulated time. Both:
+(``amber14-all.xml``), in vacuum (default) or with ``implicit/gbn2.xml`` as the shipped
+``alanine`` reference (``--solvent gbn2``), no cutoff, no constraints, so both engines
+integrate the same System: OpenMM directly (CPU platform, one walker), ours with
+``walkers`` walkers sharing their hills, the same total simulated time. Ours evaluates the
+vacuum System with :class:`~ase_mlff.models.classical.ClassicalPotential` (equal to
+OpenMM's energy to 1e-8 eV) and the GBn2 one, whose GB term it has no torch form of, with
+OpenMM itself per walker (:class:`~ase_mlff.calculators.openmm.OpenMMCalculator` through
+:class:`~ase_mlff.models.external.CalculatorPotential`, CPU platform as OpenMM's own run). Both:
 Langevin 300 K, 1 fs, friction 1 ps⁻¹; hills of 1.2 kJ/mol, σ = 0.35 rad, every 500 steps,
 bias factor 6. Prints the MAE between the two F(φ) and the two F(ψ) (marginals of the 2-D
 free energies, kJ/mol, over the bins below 25 kJ/mol) and the wall times. (OpenMM's
@@ -27,12 +31,12 @@ SIGMA, HEIGHT_KJ, PACE, GAMMA, T = 0.35, 1.2, 500, 6.0, 300.0
 GRID = 64
 
 
-def alanine_dipeptide():
+def alanine_dipeptide(solvent: str = "vacuum"):
     """(OpenMM System, Topology, positions in nm, φ atoms, ψ atoms) of ACE-ALA-NME in
-    vacuum (:func:`ase_mlff.reference.alanine.alanine_dipeptide`)."""
+    ``solvent`` (:func:`ase_mlff.reference.alanine.alanine_dipeptide`)."""
     from ase_mlff.reference.alanine import alanine_dipeptide as build
 
-    system, top, pos, phi, psi = build("vacuum")
+    system, top, pos, phi, psi = build(solvent)
     return system, top, pos / 10.0, phi, psi
 
 
@@ -60,6 +64,7 @@ def openmm_fes(system, top, pos_nm, phi, psi, steps: int, seed: int):
 
 def our_fes(system, top, pos_nm, phi, psi, walkers: int, steps: int, seed: int):
     """Ours on the same System: F on OpenMM's grid, indexed [ψ, φ], kJ/mol."""
+    import openmm
     from ase import Atoms
 
     from ase_mlff.forcefields.openmm import OPENMM_COULOMB_EV_A, topology_from_openmm
@@ -69,9 +74,18 @@ def our_fes(system, top, pos_nm, phi, psi, walkers: int, steps: int, seed: int):
     from ase_mlff.models.classical import ClassicalPotential
 
     numbers = np.array([a.element.atomic_number for a in top.atoms()])
-    model = ClassicalPotential(
-        topology_from_openmm(system, numbers, name="ala2", coulomb=OPENMM_COULOMB_EV_A)
-    ).double()
+    if any(f.__class__.__name__.startswith("CustomGB") for f in system.getForces()):
+        from ase_mlff.calculators.openmm import OpenMMCalculator
+        from ase_mlff.models.external import CalculatorPotential
+
+        xml = openmm.XmlSerializer.serialize(system)
+        model = CalculatorPotential(
+            lambda: OpenMMCalculator(xml, numbers, "CPU", {"Threads": "1"}), "OpenMM GBn2"
+        )
+    else:
+        model = ClassicalPotential(
+            topology_from_openmm(system, numbers, name="ala2", coulomb=OPENMM_COULOMB_EV_A)
+        ).double()
     atoms = Atoms(numbers=numbers, positions=pos_nm * 10.0)
     metad = Metadynamics(
         [Dihedral(*phi), Dihedral(*psi)],
@@ -114,19 +128,23 @@ def main() -> None:
     p.add_argument("--walkers", type=int, default=32)
     p.add_argument("--ns", type=float, default=0.5, help="total simulated time of each engine")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--solvent", choices=["vacuum", "gbn2"], default="vacuum")
     a = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     total = int(a.ns * 1e6)
     t0 = time.perf_counter()
-    f_ours = our_fes(*alanine_dipeptide(), a.walkers, total // a.walkers, a.seed)
+    f_ours = our_fes(*alanine_dipeptide(a.solvent), a.walkers, total // a.walkers, a.seed)
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()  # OpenMM adds its bias force to the System: a fresh one
-    f_omm = openmm_fes(*alanine_dipeptide(), total, a.seed)
+    f_omm = openmm_fes(*alanine_dipeptide(a.solvent), total, a.seed)
     t_omm = time.perf_counter() - t0
     kt = 8.314462618e-3 * T
-    print(f"{a.ns} ns each; OpenMM 1 walker {t_omm:.0f} s, ours {a.walkers} walkers {t_ours:.0f} s")
+    print(
+        f"{a.solvent}, {a.ns} ns each; OpenMM 1 walker {t_omm:.0f} s, "
+        f"ours {a.walkers} walkers {t_ours:.0f} s"
+    )
     for name, axis in (("phi", 0), ("psi", 1)):
         m_omm, m_ours = marginal(f_omm, axis), marginal(f_ours, axis)
         sel = m_omm < 25.0
