@@ -125,3 +125,19 @@ def test_the_statistics_test_catches_a_planted_fault():
     )
     bad = 1.02 * flat
     assert abs(bad.var() - 1) > 5 * np.sqrt(2 / bad.size)
+
+
+def test_a_replica_too_large_for_its_draw_is_refused_before_any_work():
+    """A replica's draw holds 3N < DRAW_BLOCK normals (so that two draws never share a
+    counter); a larger image is refused by ``init_state`` with its atom count and the
+    limit, before its graph is built or the model called."""
+    from ase import Atoms
+
+    from ase_mlff.md import init_state
+    from ase_mlff.models.analytic import PairDoubleWell
+
+    n = DRAW_BLOCK // 3 + 1
+    big = Atoms(numbers=np.ones(n, dtype=int), positions=np.zeros((n, 3)))
+    small = Atoms("C2", positions=[[0, 0, 0], [1.2, 0, 0]])
+    with pytest.raises(ValueError, match=f"image 1 has {n} atoms.*at most {DRAW_BLOCK // 3 - 1}"):
+        init_state(PairDoubleWell(25.0, 1.2, 1.8), [small, big], temperature_K=300.0, seed=0)
