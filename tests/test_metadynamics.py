@@ -178,6 +178,24 @@ def test_hills_survive_a_killed_run_and_are_written_as_plumed_hills(tmp_path, sh
         **kw,
     )
     assert resumed.centers.shape == ref.centers.shape == ((1, 60, 1) if shared else (3, 20, 1))
+    # a resume with other metadynamics (another CV, hill width, bias factor or wall) is
+    # refused: the stored hills belong to the bias the run was made with
+    others = (
+        Metadynamics([Distance(1, 0)], sigma=[0.03], height=0.005, pace=20, temperature_K=300.0),
+        _metad(shared=shared, sigma=[0.04]),
+        _metad(shared=shared, bias_factor=6.0),
+        _metad(shared=shared, upper_walls=[(0, 1.9, 1.0)]),
+    )
+    for other in others:
+        with pytest.raises(ValueError, match="written by a run with other settings"):
+            run_md(
+                DoubleWell(),
+                _dimers(3),
+                metadynamics=other,
+                traj_dir=tmp_path / "run",
+                checkpoint_every=100,
+                **kw,
+            )
     assert torch.equal(resumed.centers, ref.centers) and torch.equal(resumed.heights, ref.heights)
     for a, b in zip(ref_run.replicas, run.replicas):
         np.testing.assert_array_equal(a.positions_tn3, b.positions_tn3)

@@ -58,6 +58,16 @@ class CollectiveVariable:
                 f"{self.name} uses atom {max(self.atoms)} but a replica has only {n_min} atoms"
             )
 
+    def describe(self) -> str:
+        """What the CV is, as text: its class and defining parameters (compared when an
+        MD run with metadynamics resumes)."""
+        params = {
+            k: [c.describe() for c in v] if k == "cvs" else v
+            for k, v in vars(self).items()
+            if not k.startswith("_")
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
     def __add__(self, other: CollectiveVariable) -> LinearCombination:
         return LinearCombination([self, other], [1.0, 1.0])
 

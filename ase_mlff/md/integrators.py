@@ -82,8 +82,8 @@ def langevin_baoab_step(
 ) -> MDState:
     """One Langevin step, B A O A B; ``friction`` γ in fs⁻¹.
 
-    O: v ← c₁ v + √((1 - c₁²) k_B T / m) ξ with c₁ = exp(-γ dt), ξ from each replica's own counter-based
-    generator, then the centre-of-mass velocity is removed.
+    O: v ← c₁ v + √((1 - c₁²) k_B T / m) ξ with c₁ = exp(-γ dt), ξ from each replica's
+    own counter-based generator, then the centre-of-mass velocity is removed.
     """
     h = dt * units.fs
     inv_m = (1.0 / state.mass_n)[:, None]

@@ -98,6 +98,21 @@ class Metadynamics(Detector):
         self.n_deposits = 0
         self.dt_fs: float | None = None
 
+    def describe(self) -> dict:
+        """The bias's definition (CVs, hills, walls), plain values: part of an MD run's
+        settings, so that a run resumes only with the metadynamics it was made with."""
+        return {
+            "cvs": [cv.describe() for cv in self.cvs],
+            "sigma": [float(x) for x in self.sigma],
+            "height": self.height,
+            "pace": self.pace,
+            "temperature_K": float(self.temperature_K),
+            "bias_factor": None if self.bias_factor is None else float(self.bias_factor),
+            "shared": self.shared,
+            "upper_walls": [list(w) for w in self.upper_walls],
+            "lower_walls": [list(w) for w in self.lower_walls],
+        }
+
     # ------------------------------------------------------------ the bias
     def values(self, batch: Batch) -> Tensor:
         """(S, D) CV values of every replica."""

@@ -640,6 +640,9 @@ def _settings(
     }
     if not stop_on_failure:  # older runs (always stopping) keep their settings
         settings["stop_on_failure"] = False
+    metad = [d for d in dets if isinstance(d, Metadynamics)]
+    if metad:  # runs from before 2026-12-01 did not record it: refused, as other settings
+        settings["metadynamics"] = metad[0].describe()
     if p.temperature_end_K is not None:  # a ramp (older runs: none, same settings)
         settings["temperature_end_K"] = p.temperature_end_K
     if p.integrator_spec.periodic_only:  # the barostat's constants (older checkpoints: same)
