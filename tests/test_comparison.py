@@ -3,6 +3,7 @@ a short stability study, MLflow parent and child runs, the model registry, and r
 after an interruption."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,24 @@ def test_aspirin_compare_checks_its_active_settings_before_any_work(tmp_path):
     from ase_mlff.agents.comparison import StudySpec
 
     assert StudySpec.from_dict(spec).active["max_rounds"] == 3
+
+
+def test_a_trained_variants_checkpoint_is_found_after_the_study_folder_moved(tmp_path):
+    """``variant_done.json`` stores the checkpoint relative to its variant folder, and
+    files written before that (the writing run's absolute path) are re-rooted at the
+    folder's name; a checkpoint outside the study (a user's) is kept as given."""
+    import json
+
+    from ase_mlff.agents.comparison import read_variant_done
+
+    vdir = tmp_path / "moved" / "variants" / "ffpt-s0"
+    vdir.mkdir(parents=True)
+    cases = {
+        "train/best": vdir / "train" / "best",
+        "/old/place/variants/ffpt-s0/finetune/best": vdir / "finetune" / "best",
+        "/models/users_own": Path("/models/users_own"),
+    }
+    for stored, expected in cases.items():
+        (vdir / "variant_done.json").write_text(json.dumps({"checkpoint": stored, "seed": 0}))
+        info = read_variant_done(vdir)
+        assert Path(info["checkpoint"]) == expected and info["seed"] == 0

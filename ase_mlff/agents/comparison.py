@@ -261,7 +261,7 @@ def train_variant(
 
     out, data = Path(out_dir), Path(data_dir)
     if (out / DONE).exists():
-        done = json.loads((out / DONE).read_text())
+        done = read_variant_done(out)
         was = done.get("extra", {}).get("checkpoint")
         if was != variant.get("checkpoint"):
             raise ValueError(
@@ -316,7 +316,31 @@ def train_variant(
         if "pretrain" in stages:
             info["pretrain_history"] = stages["pretrain"].history
     info["minutes"] = (time.perf_counter() - t0) / 60
-    write_json(out / DONE, info, nan_as_null=False)
+    stored = {**info, "checkpoint": _inside(out, info["checkpoint"])}
+    write_json(out / DONE, stored, nan_as_null=False)
+    return info
+
+
+def _inside(vdir: Path, path: str) -> str:
+    """``path`` relative to the variant folder ``vdir`` when it lies inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(vdir.resolve())) if p.is_relative_to(vdir.resolve()) else path
+
+
+def read_variant_done(vdir: str | Path) -> dict[str, Any]:
+    """A trained variant's ``variant_done.json``, its checkpoint found in ``vdir``
+    wherever the study folder has been moved or copied since: stored relative to the
+    variant folder; files written before 2026-12-01 hold the writing run's absolute path,
+    re-rooted here at the variant folder's name."""
+    vdir = Path(vdir)
+    info = json.loads((vdir / DONE).read_text())
+    p = Path(info["checkpoint"])
+    if not p.is_absolute():
+        p = vdir / p
+    elif vdir.name in p.parts:
+        k = len(p.parts) - 1 - p.parts[::-1].index(vdir.name)
+        p = vdir.joinpath(*p.parts[k + 1 :])
+    info["checkpoint"] = str(p)
     return info
 
 
@@ -560,7 +584,7 @@ class ComparisonAgent:
                     lab = self.label(v.name, seed)
                     vdir = self.out / "variants" / lab
                     if (vdir / DONE).exists():
-                        done[lab] = json.loads((vdir / DONE).read_text())
+                        done[lab] = read_variant_done(vdir)
                         log.info("variant %s already trained: skipped", lab)
                         continue
                     variant = asdict(v)

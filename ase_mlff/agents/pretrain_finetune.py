@@ -31,7 +31,6 @@ and finds, at equal force MAE, t_inst of 274 ± 45 ps against 43 ± 26 ps from s
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -120,9 +119,11 @@ def study_spec(
 
 def variant_runs(out: Path) -> dict[str, list[dict[str, Any]]]:
     """``{variant: [variant_done.json of each seed, seed order]}`` of a finished study."""
+    from ase_mlff.agents.comparison import read_variant_done
+
     runs: dict[str, list[dict[str, Any]]] = {}
     for done in sorted((Path(out) / "variants").glob("*/variant_done.json")):
-        info = json.loads(done.read_text())
+        info = read_variant_done(done.parent)
         info["dir"] = str(done.parent)
         runs.setdefault(info["variant"], []).append(info)
     for v in runs.values():
