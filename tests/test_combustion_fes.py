@@ -30,14 +30,16 @@ def test_states_are_read_from_the_geometry():
             _frame(2.2, 1.30, d_o2h=0.99),  # H moved to O2: still HO2
             _frame(3.0, 2.4),  # O2 broken
             _frame(0.4, 1.3),  # H pushed onto O1
+            _frame(0.98, 2.0),  # hot HO2, O-O stretched to 2.0 Å: not broken (2.2 Å)
         ]
     )
     s = cf.states(pos)
-    assert s["HO2"].tolist() == [True, False, True, False, False]
-    assert s["H + O2"].tolist() == [False, True, False, False, False]
-    assert s["O2 broken"].tolist() == [False, False, False, True, False]
-    assert s["contact"].tolist() == [False, False, False, False, True]
-    np.testing.assert_allclose(s["d_OO"], [1.31, 1.21, 1.30, 2.4, 1.3])
+    assert s["HO2"].tolist() == [True, False, True, False, False, True]
+    assert s["H + O2"].tolist() == [False, True, False, False, False, False]
+    assert s["O2 broken"].tolist() == [False, False, False, True, False, False]
+    assert s["contact"].tolist() == [False, False, False, False, True, False]
+    np.testing.assert_allclose(s["d_OO"], [1.31, 1.21, 1.30, 2.4, 1.3, 2.0])
+    np.testing.assert_allclose(s["r_H"][:3], [0.98, 3.0, 0.99])
 
 
 def test_fes_errors_ignore_a_constant_and_see_a_real_difference():
@@ -45,31 +47,39 @@ def test_fes_errors_ignore_a_constant_and_see_a_real_difference():
     ref = 200.0 * (np.minimum(o1h, o2h) - 1.0) ** 2 + 20.0 * (np.abs(o1h - o2h) - 0.9) ** 2
     same = cf.fes_errors(ref + 7.0, ref)
     assert same["mae_F_kj"] == pytest.approx(0.0, abs=1e-9)
-    assert same["mae_F_OH_kj"] == pytest.approx(0.0, abs=1e-9)
+    assert same["mae_F_r_kj"] == pytest.approx(0.0, abs=1e-9)
     tilted = cf.fes_errors(ref + 10.0 * (o1h - 1.0), ref)
     assert tilted["mae_F_kj"] > 1.0 and tilted["dF_reaction_kj"] > same["dF_reaction_kj"]
-    # the reaction free energy: the profile at 3-3.8 Å over its minimum below 1.3 Å
-    # an analytic profile: F = 100 (d − 1)² kJ/mol on d ≤ 2 Å, 100 beyond -> ΔF = 100
-    p = np.where(cf.GRID_OH <= 2.0, 100.0 * (cf.GRID_OH - 1.0) ** 2, 100.0)
-    assert cf.reaction_free_energy(p) == pytest.approx(100.0, abs=1.0)
+    # ΔF between the states' integrated F: one HO2 cell at 0 and two H + O2 cells at 100
+    # kJ/mol -> 100 − kT ln 2; a cell beyond the walls (r = 3.0, far = 4.5 Å) is not H + O2
+    kt = 8.314462618e-3 * 300.0
+    f = np.full_like(ref, 1e4)
+    at = {round(float(x), 2): k for k, x in enumerate(cf.GRID_OH)}
+    f[at[2.0], at[1.0]] = 0.0  # H on O1: HO2
+    f[at[3.5], at[2.6]] = f[at[2.6], at[3.5]] = 100.0  # H + O2, within the walls
+    assert cf.reaction_free_energy(f) == pytest.approx(100.0 - kt * np.log(2.0), abs=1e-5)
+    f[at[4.5], at[3.0]] = 0.0  # past the wall on d(O2-H3)
+    assert cf.reaction_free_energy(f) == pytest.approx(100.0 - kt * np.log(2.0), abs=1e-5)
 
 
 def test_the_profile_is_along_the_distance_to_the_nearer_oxygen():
     """F(r), r = min(d(O1–H3), d(O2–H3)): HO2 with its H on O1 and on O2 is one basin at
-    r ≈ 1 Å (the map and its mirror give one profile), and the marginal of a single cell
-    is that cell's F at its r."""
+    r ≈ 1 Å (the map and its mirror give one profile), and F(r) sums the cells of equal r."""
     o2h, o1h = np.meshgrid(cf.GRID_OH, cf.GRID_OH, indexing="ij")
     well = 400.0 * ((o1h - 1.0) ** 2 + (o2h - 2.0) ** 2)  # H on O1
     p1, p2 = cf.profile_oh(well), cf.profile_oh(well.T)  # and on O2
     np.testing.assert_allclose(p1, p2, atol=1e-9)
     assert cf.GRID_OH[np.argmin(p1)] == pytest.approx(1.0)
-    one = np.full_like(well, 1e4)
-    i, j = np.argmin(np.abs(cf.GRID_OH - 1.5)), np.argmin(np.abs(cf.GRID_OH - 3.0))
-    one[i, j], one[j, i] = 0.0, 50.0  # r = 1.5 Å at 0 kJ/mol; r = 1.5 Å at 50 as well
-    p = cf.profile_oh(one)
-    assert np.argmin(p) == i and p[i] == pytest.approx(0.0, abs=1e-9)
-    # both cells have r = 1.5: the marginal there is -kT ln(1 + e^{-50/kT}), ~0; others ~1e4
-    assert np.delete(p, i).min() > 5e3
+    # a sum over each strip of equal r, not a mean or a minimum: two cells at 0 kJ/mol with
+    # r = 1.5 Å against one with r = 2.0 Å -> F(2.0) − F(1.5) = kT ln 2
+    kt = 8.314462618e-3 * 300.0
+    cells = np.full_like(well, 1e4)
+    i, j, k = (int(np.argmin(np.abs(cf.GRID_OH - x))) for x in (1.5, 3.0, 2.0))
+    cells[i, j] = cells[j, i] = cells[k, j] = 0.0  # r = 1.5 twice (mirror), r = 2.0 once
+    p = cf.profile_oh(cells)
+    assert p[i] == pytest.approx(0.0, abs=1e-9)
+    assert p[k] - p[i] == pytest.approx(kt * np.log(2.0), abs=1e-5)
+    assert np.delete(p, [i, k]).min() > 5e3
 
 
 @pytest.fixture(scope="module")

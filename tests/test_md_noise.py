@@ -136,8 +136,13 @@ def test_a_replica_too_large_for_its_draw_is_refused_before_any_work():
     from ase_mlff.md import init_state
     from ase_mlff.models.analytic import PairDoubleWell
 
-    n = DRAW_BLOCK // 3 + 1
+    limit = (DRAW_BLOCK - 1) // 3  # 3N < DRAW_BLOCK
+    n = limit + 1
     big = Atoms(numbers=np.ones(n, dtype=int), positions=np.zeros((n, 3)))
     small = Atoms("C2", positions=[[0, 0, 0], [1.2, 0, 0]])
-    with pytest.raises(ValueError, match=f"image 1 has {n} atoms.*at most {DRAW_BLOCK // 3 - 1}"):
-        init_state(PairDoubleWell(25.0, 1.2, 1.8), [small, big], temperature_K=300.0, seed=0)
+    model = PairDoubleWell(25.0, 1.2, 1.8)
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match=f"image 1 has {n} atoms.*at most {limit} atoms"):
+        init_state(model, [small, big], temperature_K=300.0, seed=0)
+    assert not calls  # refused before the model saw anything

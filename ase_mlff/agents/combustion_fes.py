@@ -28,15 +28,15 @@ The steps, in one MLflow parent run with a child run per variant:
    break; the bias factor (not stated in the paper) is :data:`BIAS_FACTOR`, and upper
    walls keep H within :data:`WALL_A` of both O (PLUMED UPPER_WALLS);
 4. what the walkers reach: the fraction of recorded frames in HO2, H + O2 and the
-   unphysical states (O2 broken, d(O1–O2) > 1.8 Å; an atom pushed onto another, any
-   distance < 0.6 Å), and the first time each walker reached an unphysical state (its
+   unphysical states (O2 broken, d(O1–O2) > :data:`O2_BROKEN_A`; an atom pushed onto
+   another, any distance < 0.6 Å), and the first time each walker reached an unphysical state (its
    t_inst). The walkers run on through it, as the paper's scratch metadynamics did, so the
    free energy shows what the model does; only non-finite energies or forces stop them;
 5. F(d(O1–H3), d(O2–H3)) of every model from its walkers' hills (mean over walkers),
    its MAE against spGFN2-xTB's over the region the reference populates (F_ref below
    :data:`POPULATED_KJ`), the profile F(r) along r = the H's distance to the nearer O,
    and the reaction free energy ΔF = F(H + O2) − F(HO2);
-6. figures (the FES maps, F(d_OH), the CV traces), ``comparison.md``, ``results.json``
+6. figures (the FES maps, F(r), the CV traces), ``comparison.md``, ``results.json``
    and every walker's PLUMED HILLS file.
 """
 
@@ -234,22 +234,31 @@ def profile_oh(f2d: np.ndarray) -> np.ndarray:
 def fes_errors(f2d: np.ndarray, ref2d: np.ndarray) -> dict[str, float]:
     """MAE of F over the region the reference populates (F_ref < POPULATED_KJ), after
     aligning both by their mean there (a free energy is defined up to a constant); the
-    MAE of F(r) (:func:`profile_oh`) over r ≤ the wall; ΔF = F(H + O2) − F(HO2) from
-    F(r) (the mean over r ∈ [3, 3.8] Å minus the minimum over r < 1.3 Å)."""
+    MAE of F(r) (:func:`profile_oh`) over r ≤ the wall (``mae_F_r_kj``); ΔF of the
+    reaction (:func:`reaction_free_energy`)."""
     mask = ref2d < POPULATED_KJ
     a, b = f2d[mask], ref2d[mask]
     p, q = profile_oh(f2d), profile_oh(ref2d)
     inside = GRID_OH <= WALL_A
     return {
         "mae_F_kj": float(np.abs((a - a.mean()) - (b - b.mean())).mean()),
-        "mae_F_OH_kj": float(np.abs(p[inside] - q[inside]).mean()),
-        "dF_reaction_kj": reaction_free_energy(p),
+        "mae_F_r_kj": float(np.abs(p[inside] - q[inside]).mean()),
+        "dF_reaction_kj": reaction_free_energy(f2d),
     }
 
 
-def reaction_free_energy(p_oh: np.ndarray) -> float:
-    far = (GRID_OH >= 3.0) & (GRID_OH <= 3.8)
-    return float(p_oh[far].mean() - p_oh[GRID_OH < BOUND_A].min())
+def reaction_free_energy(f2d: np.ndarray) -> float:
+    """ΔF = F(H + O2) − F(HO2), kJ/mol, each state's F = −kT ln Σ e^{−F/kT} over its cells
+    of the map: HO2 where the H is within :data:`BOUND_A` of an O; H + O2 where it is at
+    least 2.5 Å from both and within the walls (beyond them the walls, not the potential,
+    shape F)."""
+    from scipy.special import logsumexp
+
+    kt = units.kB * TEMPERATURE_K * KJ_PER_EV
+    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
+    r, far = np.minimum(o1h, o2h), np.maximum(o1h, o2h)
+    bound, free = r < BOUND_A, (r >= 2.5) & (far <= WALL_A)
+    return float(-kt * (logsumexp(-f2d[free] / kt) - logsumexp(-f2d[bound] / kt)))
 
 
 def pretraining_data(out: Path, n_frames: int, seed: int) -> Dataset:
@@ -357,7 +366,7 @@ def figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| model | test F-MAE (meV/Å) | walkers without an unphysical state | frames HO2 / H + O2 "
-        "/ O2 broken / contact | MAE F (kJ/mol) | MAE F(d_OH) (kJ/mol) | ΔF reaction (kJ/mol) |",
+        "/ O2 broken / contact | MAE F (kJ/mol) | MAE F(r) (kJ/mol) | ΔF reaction (kJ/mol) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -369,7 +378,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {name} | {fmae} | {s['n_replicas'] - s['n_unstable']}/{s['n_replicas']} | "
             f"{f['HO2']:.2f} / {f['H + O2']:.2f} / {f['O2 broken']:.2f} / {f['contact']:.2f} | "
-            f"{e.get('mae_F_kj', nan):.1f} | {e.get('mae_F_OH_kj', nan):.1f} | "
+            f"{e.get('mae_F_kj', nan):.1f} | {e.get('mae_F_r_kj', nan):.1f} | "
             f"{e.get('dF_reaction_kj', nan):.1f} |"
         )
     return "\n".join(lines) + "\n"

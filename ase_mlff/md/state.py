@@ -191,7 +191,7 @@ def init_state(
     if too_big:
         raise ValueError(
             f"image {too_big[0]} has {len(images[too_big[0]])} atoms; a replica's random "
-            f"draw holds at most {DRAW_BLOCK // 3 - 1} atoms"
+            f"draw holds at most {(DRAW_BLOCK - 1) // 3} atoms"
         )
     batch = Batch.from_atoms(
         list(images), cutoff=model.cutoff, dtype=dtype, device=device, skin=skin

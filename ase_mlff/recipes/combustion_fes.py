@@ -5,7 +5,7 @@ against the same metadynamics on spGFN2-xTB (see :mod:`ase_mlff.agents.combustio
     python -m ase_mlff.recipes.combustion_fes --profile quick
 
 Outputs in ``--out`` (default ``runs/combustion_fes``): ``comparison.md``,
-``results.json``, ``fes_maps.npz``, ``figures/`` (F(d_OH, d_OO) maps, F(d_OH), the
+``results.json``, ``fes_maps.npz``, ``figures/`` (F(d(O1–H3), d(O2–H3)) maps, F(r), the
 walkers' CV traces, learning curves), per model ``md_<model>/`` (trajectories, MD
 checkpoints, PLUMED HILLS files). A rerun skips finished training stages and resumes the
 metadynamics. Docs: docs/recipe_combustion_fes.md.
