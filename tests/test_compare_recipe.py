@@ -309,8 +309,10 @@ def test_the_pretrained_variant_fine_tunes_a_checkpoint_in_its_architecture(
     compare.main(_args(ethanol_file, out, "--variants", "scratch", "pretrained",
                        "--checkpoint", "aspirin-painn"))
     arch = read_metadata(resolve_model_path("aspirin-painn"))["model"]
-    info = json.loads((out / "variants" / "pretrained" / "variant_done.json").read_text())
-    scratch = json.loads((out / "variants" / "scratch" / "variant_done.json").read_text())
+    from ase_mlff.agents.comparison import read_variant_done
+
+    info = read_variant_done(out / "variants" / "pretrained")
+    scratch = read_variant_done(out / "variants" / "scratch")
     meta = read_metadata(info["checkpoint"])
     assert meta["model"] == arch and info["extra"]["architecture"] == arch
     assert read_metadata(scratch["checkpoint"])["model"]["hidden"] == 48  # the study's

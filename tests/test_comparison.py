@@ -73,6 +73,8 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     monkeypatch.undo()
 
     # 2. resumed: the variants are not retrained; evaluation, study and MLflow complete
+    from ase_mlff.agents.comparison import read_variant_done
+
     res = ComparisonAgent(_spec(), out, tracking_uri=uri).run()
     assert {v: p.stat().st_mtime_ns for v, p in done.items()} == stamps
     rows = {r["model"]: r for r in res.rows}
@@ -83,7 +85,7 @@ def test_comparison_agent_runs_logs_registers_and_resumes(ray_local, tmp_path, m
     study = read_t_inst(out / "stability")
     total_fs = json.loads((out / "stability" / "summary.json").read_text())["total_fs"]
     for label, r in rows.items():
-        ckpt = json.loads(done[label].read_text())["checkpoint"]
+        ckpt = read_variant_done(done[label].parent)["checkpoint"]
         mine = [x for x in study if x["model"] == ckpt]
         stable = np.array([x["stable"] for x in mine])
         t = np.array([x["t_inst_fs"] for x in mine])

@@ -5,8 +5,6 @@ from its weights would show at once in the first validation error."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -69,8 +67,10 @@ def test_pretrain_finetune_trains_both_from_the_same_architecture(tmp_path):
     summary = _run(tmp_path, "--no-analyses")
     out = tmp_path / "ptft"
     arch = read_metadata(resolve_model_path("aspirin-painn"))["model"]
+    from ase_mlff.agents.comparison import read_variant_done
+
     done = {
-        v: json.loads((out / "variants" / v / "variant_done.json").read_text())
+        v: read_variant_done(out / "variants" / v)
         for v in ("scratch", "pretrained")  # one seed: folders without a seed suffix
     }
     for v, info in done.items():  # one architecture, one budget
