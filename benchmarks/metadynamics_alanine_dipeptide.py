@@ -74,7 +74,7 @@ def our_fes(system, top, pos_nm, phi, psi, walkers: int, steps: int, seed: int):
     from ase_mlff.models.classical import ClassicalPotential
 
     numbers = np.array([a.element.atomic_number for a in top.atoms()])
-    if any(f.__class__.__name__.startswith("CustomGB") for f in system.getForces()):
+    if any(isinstance(f, openmm.CustomGBForce) for f in system.getForces()):  # GBn2
         from ase_mlff.calculators.openmm import OpenMMCalculator
         from ase_mlff.models.external import CalculatorPotential
 
