@@ -26,7 +26,8 @@ Kinds: ``scratch`` (training from initial weights), ``sam`` (the same with
 sharpness-aware minimisation, paper 004's baseline), ``pretrained`` (pre-train on
 ``pretrain_data``, e.g. force-field or EAM labels, then fine-tune every weight, paper 001
 and 004; or, with ``checkpoint``, fine-tune a model pre-trained on a large diverse set,
-e.g. the shipped ``organic-painn``, in its own architecture, paper 000), ``reweighted`` (fine-tune ``base`` with per-frame weights from its per-cluster
+e.g. the shipped ``organic-painn``, in its own architecture, paper 000), ``reweighted``
+(fine-tune ``base`` with per-frame weights from its per-cluster
 ratio of bad points, paper 002) and ``continued`` (continued learning from ``base``:
 MD, unexplored and pre-instability frames labelled by the reference, retraining, paper 002).
 Any variant may add trainer settings in ``train`` (e.g. ``probe_every`` for the

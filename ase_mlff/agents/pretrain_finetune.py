@@ -24,7 +24,8 @@ and finds, at equal force MAE, t_inst of 274 ± 45 ps against 43 ± 26 ps from s
   (Fig. 3); the evaluation report of the seed-0 models
   (:func:`~ase_mlff.agents.evaluation.evaluation_report`): force metrics, latent t-SNE and
   UMAP with classes = the test molecule, the other seven MD17 molecules and the diverse
-  set, a sample per frame by default (``latent_pool``), per-class silhouettes and their histograms (Figs. 4–5), bond-force scans of C11–O8,
+  set, a sample per frame by default (``latent_pool``), per-class silhouettes and their
+  histograms (Figs. 4–5), bond-force scans of C11–O8,
   C6–O12 and C10=O7 against GFN2-xTB (Fig. 6) and the ΔF MAE over the 100 configurations
   nearest a reference frame (Fig. 7); ``summary.json`` sets the numbers beside the paper's.
 """

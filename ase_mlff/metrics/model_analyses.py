@@ -31,7 +31,8 @@ class AnalysisOptions:
     ``data``: the test set's name (``aspirin`` selects paper 000's three bonds and the two
     soft torsions); ``latent_data``: further datasets as latent classes (else the classes
     are elements), ``latent_frames`` frames of each, ``latent_pool`` a sample per
-    ``"atom"`` or per ``"frame"`` (:func:`~ase_mlff.metrics.latent.atom_embeddings`); ``bonds``/``dihedrals``: ``'i-j,...'``
+    ``"atom"`` or per ``"frame"`` (:func:`~ase_mlff.metrics.latent.atom_embeddings`);
+    ``bonds``/``dihedrals``: ``'i-j,...'``
     and ``'a-b-c-d,...'`` (0-based) instead of the defaults; ``reference_frame`` and
     ``n_nearest``: the centre and size of the ΔF MAE neighbourhood (paper 000);
     ``seed`` of the projections; ``device``/``dtype`` of model evaluations.

@@ -9,7 +9,8 @@ model than training from scratch at the same fine-tuning budget?
 the architecture, the 950 + 50 aspirin frames (GFN2-xTB, 500 K), the epochs, batch size,
 optimiser and learning-rate schedule: only the starting weights differ. Every run probes
 its MD stability every few epochs (paper 000 Fig. 2b). Then: a stability study (500 K;
-the showcase heats to 1,000 K: survival, RMST, log-rank), h(r) of early and late checkpoints (Fig. 3), the latent
+the showcase heats to 1,000 K: survival, RMST, log-rank), h(r) of early and late
+checkpoints (Fig. 3), the latent
 t-SNE/UMAP with the eight MD17 molecules and the diverse set as classes and their
 silhouettes (Figs. 4-5), bond-force scans (Fig. 6) and the ΔF MAE (Fig. 7); MLflow holds
 it all, ``<out>/summary.json`` sets it beside the paper's numbers
