@@ -3,11 +3,6 @@ from scratch and by force-field pre-training (Q-Force) then fine-tuning on spin-
 GFN2-xTB, judged by well-tempered metadynamics against the same metadynamics run on
 spGFN2-xTB itself (the ``combustion_fes`` recipe is its command line).
 
-Why not d(O1–O2) as the second CV: with hills on it (and γ = 60), all four spGFN2-xTB
-walkers of a 100 ps run were pushed apart, O–O beyond 3 Å and up to 9 Å, heated above
-3,000 K, and ended in non-finite xTB results at 13.7–23.5 ps: the bias itself broke the
-reference's O2, so that a model's broken O2 would have meant nothing.
-
     from ase_mlff.agents.combustion_fes import combustion_fes_study
     from ase_mlff.recipes.combustion_fes import PROFILES
     outcome = combustion_fes_study(PROFILES["quick"], FFPTOptions(out=Path("c")))
@@ -38,6 +33,11 @@ The steps, in one MLflow parent run with a child run per variant:
    and the reaction free energy ΔF = F(H + O2) − F(HO2);
 6. figures (the FES maps, F(r), the CV traces), ``comparison.md``, ``results.json``
    and every walker's PLUMED HILLS file.
+
+Why not d(O1–O2) as the second CV: with hills on it (and γ = 60), all four spGFN2-xTB
+walkers of a 100 ps run were pushed apart, O–O beyond 3 Å and up to 9 Å, heated above
+3,000 K, and ended in non-finite xTB results at 13.7–23.5 ps: the bias itself broke the
+reference's O2, so that a model's broken O2 would have meant nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +95,14 @@ BOUND_A = 1.3
 POPULATED_KJ = 100.0
 #: the grid of both CVs, d(O1–H3) and d(O2–H3) (Å)
 GRID_OH = np.linspace(0.7, 4.6, 79)
+KT_KJ = units.kB * TEMPERATURE_K * KJ_PER_EV  # k_B T, kJ/mol
+
+
+def _h_distances() -> tuple[np.ndarray, np.ndarray]:
+    """(r, far) on the map's cells, indexed [d(O2–H3), d(O1–H3)]: the H's distance to
+    the nearer and to the farther O."""
+    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
+    return np.minimum(o1h, o2h), np.maximum(o1h, o2h)
 
 
 @dataclass
@@ -222,12 +230,9 @@ def profile_oh(f2d: np.ndarray) -> np.ndarray:
     either O is one basin at r ≈ 1 Å; H + O2 is r ≳ 3 Å."""
     from scipy.special import logsumexp
 
-    kt = units.kB * TEMPERATURE_K * KJ_PER_EV
-    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
-    step = GRID_OH[1] - GRID_OH[0]
-    k = np.rint((np.minimum(o1h, o2h) - GRID_OH[0]) / step).astype(int).ravel()
-    p = np.array([logsumexp(-f2d.ravel()[k == i] / kt) for i in range(len(GRID_OH))])
-    p = -kt * p
+    r, _ = _h_distances()
+    k = np.rint((r - GRID_OH[0]) / (GRID_OH[1] - GRID_OH[0])).astype(int).ravel()
+    p = -KT_KJ * np.array([logsumexp(-f2d.ravel()[k == i] / KT_KJ) for i in range(len(GRID_OH))])
     return p - p.min()
 
 
@@ -254,11 +259,9 @@ def reaction_free_energy(f2d: np.ndarray) -> float:
     shape F)."""
     from scipy.special import logsumexp
 
-    kt = units.kB * TEMPERATURE_K * KJ_PER_EV
-    o2h, o1h = np.meshgrid(GRID_OH, GRID_OH, indexing="ij")
-    r, far = np.minimum(o1h, o2h), np.maximum(o1h, o2h)
+    r, far = _h_distances()
     bound, free = r < BOUND_A, (r >= 2.5) & (far <= WALL_A)
-    return float(-kt * (logsumexp(-f2d[free] / kt) - logsumexp(-f2d[bound] / kt)))
+    return float(-KT_KJ * (logsumexp(-f2d[free] / KT_KJ) - logsumexp(-f2d[bound] / KT_KJ)))
 
 
 def pretraining_data(out: Path, n_frames: int, seed: int) -> Dataset:
